@@ -1,0 +1,93 @@
+// Package tunnel carries many byte streams between a gateway and a connector over one WebSocket connection.
+//
+// The connector dials out (wss), the gateway upgrades; on top of the WebSocket's binary messages runs a yamux
+// session. The gateway is the yamux client: it opens a stream for each HTTP connection it needs. The connector is
+// the yamux server: it accepts streams and serves HTTP on them. The WebSocket library stays behind this package's
+// own types so that it can be replaced without touching the gateway or the connector.
+package tunnel
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Subprotocol is the WebSocket subprotocol both ends must agree on; it versions the tunnel's framing.
+const Subprotocol = "warren.tunnel.v1"
+
+// Config tunes one tunnel session. The zero value is usable: every zero field takes the default documented on it.
+//
+// With the defaults a dead peer is noticed within 25 s: the yamux keepalive fails after KeepAliveInterval +
+// WriteTimeout (20 s), the WebSocket ping after PingInterval + PingTimeout (25 s).
+type Config struct {
+	// PingInterval is the period of WebSocket pings, which keep idle proxies and load balancers from dropping the
+	// connection. Default 15 s.
+	PingInterval time.Duration
+	// PingTimeout bounds the wait for a pong. Default 10 s.
+	PingTimeout time.Duration
+	// KeepAliveInterval is the period of yamux pings. Default 10 s.
+	KeepAliveInterval time.Duration
+	// WriteTimeout bounds every write to the peer (and the yamux ping round trip). Default 10 s.
+	WriteTimeout time.Duration
+	// StreamWindow is the largest yamux receive window of one stream, in bytes: it caps a stream's throughput at
+	// StreamWindow / round-trip time. Default 256 KiB.
+	StreamWindow uint32
+	// MaxStreams bounds the streams open at once on a session. Opening waits for a free slot (or its context);
+	// accepting waits too, and yamux resets streams beyond AcceptBacklog meanwhile. Default 1024.
+	MaxStreams int
+	// AcceptBacklog bounds the streams opened by the peer but not yet accepted. Default 256.
+	AcceptBacklog int
+	// Logger receives session events; per-frame detail is at debug level. Default: discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.PingInterval <= 0 {
+		c.PingInterval = 15 * time.Second
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = 10 * time.Second
+	}
+	if c.KeepAliveInterval <= 0 {
+		c.KeepAliveInterval = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.StreamWindow == 0 {
+		c.StreamWindow = 256 * 1024
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 1024
+	}
+	if c.AcceptBacklog <= 0 {
+		c.AcceptBacklog = 256
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+func (c Config) yamux() *yamux.Config {
+	y := yamux.DefaultConfig()
+	y.AcceptBacklog = c.AcceptBacklog
+	y.EnableKeepAlive = true
+	y.KeepAliveInterval = c.KeepAliveInterval
+	y.ConnectionWriteTimeout = c.WriteTimeout
+	y.MaxStreamWindowSize = c.StreamWindow
+	y.LogOutput = nil
+	y.Logger = slogPrinter{c.Logger}
+	return y
+}
+
+// slogPrinter adapts yamux's Printf-style logger to slog; yamux only logs failures, so they go out at debug level:
+// the session's end is reported once, with its cause, by the owner.
+type slogPrinter struct{ l *slog.Logger }
+
+func (p slogPrinter) Print(v ...any)                 { p.l.Debug("yamux", "detail", v) }
+func (p slogPrinter) Printf(format string, v ...any) { p.l.Debug("yamux", "detail", fmt.Sprintf(format, v...)) }
+func (p slogPrinter) Println(v ...any)               { p.l.Debug("yamux", "detail", v) }
