@@ -5,6 +5,6 @@
 package tools
 
 import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	_ "k8s.io/kubectl/pkg/cmd"
+	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
 )

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/warren-dev/warren/connector"
+)
+
+const connectorUsage = `usage: warren connector --gateway https://HOST:PORT --token-file F [--ca-file F] [--kubeconfig F]
+
+Dials out to the gateway and serves the Kubernetes API of this cluster through the tunnel, with the connector's
+own credentials: the pod's service account by default, or --kubeconfig. It accepts no inbound connection (the
+optional --health-listen serves probes only).
+
+`
+
+func runConnector(args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("warren connector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	gatewayURL := fs.String("gateway", "", "the gateway's URL, https://HOST:PORT")
+	tokenFile := fs.String("token-file", "", "file holding the connector token (warren token connector); re-read at every reconnect")
+	caFile := fs.String("ca-file", "", "CA certificate(s) (PEM) that signed the gateway's certificate; default: system roots")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the API server; default: in-cluster service account")
+	name := fs.String("name", "", "this connector's name in the gateway's logs; default: host name")
+	healthListen := fs.String("health-listen", "", "address for /healthz and /readyz probes (e.g. :8080); default: none")
+	newLogger := logFlags(fs)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), connectorUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, envPrefix); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	log, err := newLogger()
+	if err != nil {
+		return err
+	}
+	switch {
+	case *gatewayURL == "":
+		return errors.New("missing --gateway: the gateway's URL, e.g. --gateway https://gateway.example.com:443")
+	case *tokenFile == "":
+		return errors.New("missing --token-file: the file holding this connector's token (made by warren token connector)")
+	}
+	readToken := func() (string, error) {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return "", err
+		}
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+		return "", fmt.Errorf("token file %s is empty", *tokenFile)
+	}
+	if _, err := readToken(); err != nil {
+		return fmt.Errorf("cannot read the connector token: %v; check --token-file", err)
+	}
+	kube, err := kubeConfig(*kubeconfig)
+	if err != nil {
+		return err
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("cannot read --ca-file: %v", err)
+		}
+		tlsCfg.RootCAs = x509.NewCertPool()
+		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--ca-file %s holds no PEM certificate", *caFile)
+		}
+	}
+	if *name == "" {
+		*name, _ = os.Hostname()
+	}
+	c, err := connector.New(connector.Config{
+		GatewayURL: *gatewayURL,
+		Token:      readToken,
+		TLSConfig:  tlsCfg,
+		Kube:       kube,
+		Name:       *name,
+		Version:    version,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *healthListen != "" {
+		ln, err := net.Listen("tcp", *healthListen)
+		if err != nil {
+			return fmt.Errorf("cannot listen on --health-listen %s: %v", *healthListen, err)
+		}
+		srv := &http.Server{Handler: healthHandler(c), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+	log.Info("connector starting", "gateway", *gatewayURL, "api_server", kube.Host, "version", version)
+	err = c.Run(ctx)
+	log.Info("connector stopped")
+	return err
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("cannot load --kubeconfig: %v", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no in-cluster credentials (%v): run inside a pod, or pass --kubeconfig", err)
+	}
+	return cfg, nil
+}
+
+// healthHandler answers probes: /healthz while the process runs, /readyz while a tunnel is up.
+func healthHandler(c *connector.Connector) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !c.Connected() {
+			http.Error(w, "not connected to the gateway", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}

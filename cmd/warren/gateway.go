@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/gateway"
+)
+
+const gatewayUsage = `usage: warren gateway --listen ADDR --tls-cert F --tls-key F --issuer-keys PUB[,PUB] --connector-keys PUB[,PUB]
+
+Serves the Kubernetes API of cluster C at https://ADDR/clusters/C/ and takes connectors at wss://ADDR/connect.
+Key files are PEM public keys or JWKS files; they are re-read when they change and on SIGHUP.
+
+`
+
+func runGateway(args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("warren gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", ":8443", "address to serve HTTPS on")
+	certFile := fs.String("tls-cert", "", "TLS certificate (PEM) of the gateway")
+	keyFile := fs.String("tls-key", "", "TLS private key (PEM) of the gateway")
+	issuerKeys := fs.String("issuer-keys", "", "public keys that sign caller tokens, comma-separated files")
+	connectorKeys := fs.String("connector-keys", "", "public keys that sign connector tokens, comma-separated files")
+	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
+	newLogger := logFlags(fs)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), gatewayUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, envPrefix); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	log, err := newLogger()
+	if err != nil {
+		return err
+	}
+	switch {
+	case *certFile == "" || *keyFile == "":
+		return errors.New("missing --tls-cert or --tls-key: the gateway serves HTTPS only; give its certificate and key (PEM)")
+	case *issuerKeys == "":
+		return errors.New("missing --issuer-keys: the public key(s) that sign caller tokens (signing.pub from warren keygen)")
+	case *connectorKeys == "":
+		return errors.New("missing --connector-keys: the public key(s) that sign connector tokens (signing.pub from warren keygen)")
+	}
+	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	if err != nil {
+		return fmt.Errorf("cannot load the TLS certificate: %v; check --tls-cert and --tls-key", err)
+	}
+	callerKeys, err := auth.NewKeyFiles(auth.DefaultCheckInterval, splitList(*issuerKeys)...)
+	if err != nil {
+		return fmt.Errorf("--issuer-keys: %w", err)
+	}
+	connKeys, err := auth.NewKeyFiles(auth.DefaultCheckInterval, splitList(*connectorKeys)...)
+	if err != nil {
+		return fmt.Errorf("--connector-keys: %w", err)
+	}
+	callerVerifier, err := auth.NewVerifier(auth.VerifierConfig{Keys: callerKeys, Audience: auth.AudienceCaller})
+	if err != nil {
+		return err
+	}
+	connectorVerifier, err := auth.NewVerifier(auth.VerifierConfig{Keys: connKeys, Audience: auth.AudienceConnector})
+	if err != nil {
+		return err
+	}
+	g, err := gateway.New(gateway.Config{
+		CallerVerifier:    callerVerifier,
+		ConnectorVerifier: connectorVerifier,
+		Clusters:          splitList(*clusters),
+		Logger:            log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %v; is another process using it? choose another --listen", *listen, err)
+	}
+	srv := &http.Server{
+		Handler:           g,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 30 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	reloadOnHangup(ctx, log, callerKeys, connKeys)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeTLS(ln, "", "") }()
+	log.Info("gateway listening", "addr", ln.Addr().String(), "version", version)
+	select {
+	case err := <-served:
+		g.Close()
+		return fmt.Errorf("serving stopped: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("gateway shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx) // ends plain requests; tunnels are hijacked connections, which g.Close ends
+	g.Close()
+	<-served
+	return nil
+}
+
+// reloadOnHangup re-reads key files on SIGHUP until ctx is done. Files are also re-read when they change.
+func reloadOnHangup(ctx context.Context, log *slog.Logger, sets ...*auth.KeyFiles) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				for _, s := range sets {
+					if err := s.Reload(); err != nil {
+						log.Error("key reload failed; keeping the previous keys", "err", err)
+					}
+				}
+				log.Info("keys reloaded")
+			}
+		}
+	}()
+}

@@ -1,0 +1,148 @@
+// Command warren is warren's one binary: the gateway, the connector, and the tools around them.
+// It only parses flags (and WARREN_* environment variables) into each package's Config.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+)
+
+// version is set at build time: go build -ldflags "-X main.version=...".
+var version = "dev"
+
+type command struct {
+	run  func(args []string, stdout, stderr io.Writer) error
+	help string
+}
+
+var commands = map[string]command{
+	"gateway":   {runGateway, "run the gateway: connectors dial in, callers reach /clusters/<cluster>/"},
+	"connector": {runConnector, "run the connector inside the private network: dials out to the gateway"},
+	"keygen":    {runKeygen, "write an Ed25519 signing key pair"},
+	"token":     {runToken, "issue a caller token (token issue) or a connector token (token connector)"},
+	"version":   {runVersion, "print the version"},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches to a subcommand and turns its error into one line on stderr and an exit code: 2 for a usage
+// error, 1 when the command failed.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "warren: unknown command %q; run `warren --help` for the list\n", args[0])
+		return 2
+	}
+	// Flag output (usage) is held back: shown for --help, dropped when parsing failed, so that an error is one line.
+	var flagOut bytes.Buffer
+	err := cmd.run(args[1:], stdout, &flagOut)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		stderr.Write(flagOut.Bytes())
+		return 0
+	case err != nil:
+		msg := err.Error()
+		if isFlagError(msg) {
+			fmt.Fprintf(stderr, "warren %s: %s; run `warren %s --help` for the flags\n", args[0], msg, args[0])
+			return 2
+		}
+		fmt.Fprintf(stderr, "warren %s: %s\n", args[0], msg)
+		return 1
+	}
+	stderr.Write(flagOut.Bytes())
+	return 0
+}
+
+func isFlagError(msg string) bool {
+	for _, p := range []string{"flag provided but not defined", "invalid value", "invalid boolean", "bad flag syntax", "flag needs an argument"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "warren: reach the Kubernetes API of private clusters through an outbound tunnel\n\nusage: warren COMMAND [flags]\n\ncommands:\n")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].help)
+	}
+	fmt.Fprint(w, "\nEvery flag can also be set by an environment variable WARREN_<FLAG>, e.g. WARREN_TOKEN_FILE for --token-file.\n`warren COMMAND --help` lists a command's flags.\n")
+}
+
+func runVersion(args []string, stdout, _ io.Writer) error {
+	fmt.Fprintln(stdout, version)
+	return nil
+}
+
+// applyEnv sets every flag not given on the command line from the environment variable prefix+NAME, NAME being
+// the flag's name upper-cased with dashes as underscores (--token-file: WARREN_TOKEN_FILE).
+func applyEnv(fs *flag.FlagSet, prefix string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		name := prefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("environment variable %s: invalid value %q: %v", name, v, e)
+			}
+		}
+	})
+	return err
+}
+
+// logFlags adds --log-level and --log-format to fs; the returned function builds the logger after parsing.
+func logFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	format := fs.String("log-format", "text", "log format: text or json")
+	return func() (*slog.Logger, error) {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(*level)); err != nil {
+			return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", *level)
+		}
+		opts := &slog.HandlerOptions{Level: l}
+		switch *format {
+		case "text":
+			return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		case "json":
+			return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		}
+		return nil, fmt.Errorf("invalid --log-format %q: want text or json", *format)
+	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

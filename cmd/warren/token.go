@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/warren-dev/warren/auth"
+)
+
+// envPrefix is the prefix of the environment variables applyEnv reads (WARREN_TOKEN_FILE for --token-file).
+const envPrefix = "WARREN_"
+
+const tokenUsage = `usage:
+  warren token issue --key KEY --subject S --cluster C [--cluster C2 ...] --rule RULE [--rule ...] [--ttl 15m] [--issuer warren]
+      prints a caller token (audience "warren")
+  warren token connector --key KEY --cluster C [--ttl 8760h]
+      prints a connector token (audience "warren-connector", bound to cluster C)
+
+RULE is VERBS:RESOURCES[:NAMESPACES[:NAMES]], each a comma list; a resource may carry its API group as
+resource.group and a subresource as pods/exec; '*' is any. e.g. --rule get,list:pods --rule create:pods/exec:payments
+`
+
+// runToken implements `warren token issue` and `warren token connector`.
+func runToken(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("token: missing subcommand: issue or connector, e.g. warren token issue --key signing.key --subject alice --cluster prod --rule get,list:pods")
+	}
+	switch args[0] {
+	case "issue":
+		return runTokenIssue(args[1:], stdout, stderr)
+	case "connector":
+		return runTokenConnector(args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stderr, tokenUsage)
+		return flag.ErrHelp
+	}
+	return fmt.Errorf("token: unknown subcommand %q: want issue or connector", args[0])
+}
+
+func runTokenIssue(args []string, stdout, stderr io.Writer) error {
+	const example = "e.g. warren token issue --key signing.key --subject alice --cluster prod --rule get,list:pods"
+	fs := flag.NewFlagSet("warren token issue", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	key := fs.String("key", "", "signing key (signing.key from warren keygen)")
+	subject := fs.String("subject", "", "who the token is for (sub claim), shown in audit logs")
+	var clusters, rules stringList
+	fs.Var(&clusters, "cluster", "cluster the token may reach; repeat or comma-separate for several")
+	fs.Var(&rules, "rule", "what the token may do, VERBS:RESOURCES[:NAMESPACES[:NAMES]]; repeat for several")
+	ttl := fs.Duration("ttl", 15*time.Minute, "token lifetime")
+	issuer := fs.String("issuer", auth.DefaultIssuer, "issuer (iss claim)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token issue:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, envPrefix); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("token issue: unexpected argument %q; %s", fs.Arg(0), example)
+	}
+	switch {
+	case *key == "":
+		return fmt.Errorf("token issue: missing --key: the signing key file; %s", example)
+	case *subject == "":
+		return fmt.Errorf("token issue: missing --subject: who the token is for; %s", example)
+	case len(clusters) == 0:
+		return fmt.Errorf("token issue: missing --cluster: the cluster the token may reach; %s", example)
+	case len(rules) == 0:
+		return fmt.Errorf("token issue: missing --rule: what the token may do; %s", example)
+	case *ttl <= 0:
+		return fmt.Errorf("token issue: --ttl must be positive, e.g. --ttl 15m")
+	}
+	opts := auth.IssueOptions{Issuer: *issuer, Subject: *subject, TTL: *ttl}
+	// --cluster takes comma lists as well as repeats; --rule cannot, rules contain commas.
+	for _, c := range clusters {
+		for _, name := range strings.Split(c, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				opts.Clusters = append(opts.Clusters, name)
+			}
+		}
+	}
+	for _, s := range rules {
+		r, err := auth.ParseRule(s)
+		if err != nil {
+			return fmt.Errorf("token issue: %w", err)
+		}
+		opts.Rules = append(opts.Rules, r)
+	}
+	sk, err := auth.LoadSigningKey(*key)
+	if err != nil {
+		return fmt.Errorf("token issue: %w", err)
+	}
+	tok, err := sk.IssueCaller(opts)
+	if err != nil {
+		return fmt.Errorf("token issue: %w", err)
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+func runTokenConnector(args []string, stdout, stderr io.Writer) error {
+	const example = "e.g. warren token connector --key signing.key --cluster prod"
+	fs := flag.NewFlagSet("warren token connector", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	key := fs.String("key", "", "signing key (signing.key from warren keygen)")
+	cluster := fs.String("cluster", "", "the cluster whose connector uses the token")
+	ttl := fs.Duration("ttl", 8760*time.Hour, "token lifetime")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token connector:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, envPrefix); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("token connector: unexpected argument %q; %s", fs.Arg(0), example)
+	}
+	switch {
+	case *key == "":
+		return fmt.Errorf("token connector: missing --key: the signing key file; %s", example)
+	case *cluster == "":
+		return fmt.Errorf("token connector: missing --cluster: the connector's cluster; %s", example)
+	case *ttl <= 0:
+		return fmt.Errorf("token connector: --ttl must be positive, e.g. --ttl 8760h")
+	}
+	sk, err := auth.LoadSigningKey(*key)
+	if err != nil {
+		return fmt.Errorf("token connector: %w", err)
+	}
+	tok, err := sk.IssueConnector(*cluster, *ttl, time.Now())
+	if err != nil {
+		return fmt.Errorf("token connector: %w", err)
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// stringList is a repeatable flag: each use appends one value as given.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, " ") }
+
+func (l *stringList) Set(s string) error {
+	*l = append(*l, s)
+	return nil
+}

@@ -1,0 +1,243 @@
+// Package connector is the half of warren that runs inside the private network. It dials out to the gateway, holds
+// a tunnel open, and serves the HTTP requests that arrive over the tunnel's streams by forwarding them to the
+// Kubernetes API server with its own credentials. It never listens for connections from outside.
+package connector
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/warren-dev/warren/internal/wire"
+	"github.com/warren-dev/warren/tunnel"
+)
+
+// Config configures a Connector.
+type Config struct {
+	// GatewayURL is the gateway's base URL, https://HOST[:PORT][/prefix]; the tunnel goes to <GatewayURL>/connect.
+	GatewayURL string
+	// Token returns the connector's JWT. It is called before every dial, so a rotated token file is picked up.
+	Token func() (string, error)
+	// TLSConfig verifies the gateway. Nil means the system roots. NextProtos is overridden (HTTP/1.1 only).
+	TLSConfig *tls.Config
+	// Proxy chooses an HTTP CONNECT proxy for the gateway. Nil means http.ProxyFromEnvironment (HTTPS_PROXY,
+	// NO_PROXY).
+	Proxy func(*http.Request) (*url.URL, error)
+	// Kube reaches the API server: rest.InClusterConfig() in a pod, or a kubeconfig. Required.
+	Kube *rest.Config
+	// Name identifies this connector in the gateway's logs (pod or host name). Version is reported too.
+	Name, Version string
+	// Tunnel tunes the tunnel.
+	Tunnel tunnel.Config
+	// Backoff spaces out reconnections.
+	Backoff Backoff
+	// IdleStreamTimeout closes a stream idle between requests. Default 120 s: longer than the gateway's 90 s, so
+	// that the gateway retires idle streams first.
+	IdleStreamTimeout time.Duration
+	// Logger receives the connector's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Connector keeps a tunnel to the gateway and serves API requests over it.
+type Connector struct {
+	cfg      Config
+	log      *slog.Logger
+	wsURL    string
+	dialer   *http.Client
+	upstream http.Handler
+
+	connected atomic.Bool
+	inflight  sync.WaitGroup // handlers serving requests from the tunnel
+}
+
+// New checks the configuration and prepares the transports; Run connects.
+func New(cfg Config) (*Connector, error) {
+	if cfg.Kube == nil {
+		return nil, errors.New("connector: Kube (the API server's rest.Config) is required")
+	}
+	if cfg.Token == nil {
+		return nil, errors.New("connector: Token is required")
+	}
+	wsURL, err := tunnelURL(cfg.GatewayURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Proxy == nil {
+		cfg.Proxy = http.ProxyFromEnvironment
+	}
+	if cfg.IdleStreamTimeout <= 0 {
+		cfg.IdleStreamTimeout = 120 * time.Second
+	}
+	cfg.Backoff = cfg.Backoff.withDefaults()
+	upstream, err := newUpstream(cfg.Kube, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSConfig != nil {
+		tlsCfg = cfg.TLSConfig.Clone()
+	}
+	// WebSocket upgrades need HTTP/1.1.
+	tlsCfg.NextProtos = []string{"http/1.1"}
+	dialer := &http.Client{Transport: &http.Transport{
+		Proxy:               cfg.Proxy,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}}
+	return &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, upstream: upstream}, nil
+}
+
+func tunnelURL(gateway string) (string, error) {
+	u, err := url.Parse(gateway)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("connector: gateway URL %q is not of the form https://HOST[:PORT]", gateway)
+	}
+	switch u.Scheme {
+	case "https", "wss":
+		u.Scheme = "wss"
+	case "http", "ws":
+		u.Scheme = "ws"
+	default:
+		return "", fmt.Errorf("connector: gateway URL %q: scheme must be https", gateway)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/connect"
+	u.RawQuery, u.Fragment = "", ""
+	return u.String(), nil
+}
+
+// Connected reports whether a tunnel to the gateway is up now.
+func (c *Connector) Connected() bool { return c.connected.Load() }
+
+// Run keeps a tunnel to the gateway until ctx is done, reconnecting with backoff. It returns nil after ctx is done
+// and every request it was serving has ended.
+func (c *Connector) Run(ctx context.Context) error {
+	defer c.dialer.CloseIdleConnections()
+	defer c.inflight.Wait()
+	b := c.cfg.Backoff
+	attempt := 0
+	for {
+		started := time.Now()
+		err := c.connectAndServe(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) >= b.StableAfter {
+			attempt = 0 // the tunnel was up long enough: this is a new incident, start again fast
+		}
+		wait := b.delay(attempt)
+		attempt++
+		var he *tunnel.HandshakeError
+		if errors.As(err, &he) && he.RetryAfter > wait {
+			wait = he.RetryAfter
+		}
+		c.log.Warn(describe(err), "err", err, "retry_in", wait.Round(time.Millisecond).String())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// describe says in one line what went wrong and what to do.
+func describe(err error) string {
+	var he *tunnel.HandshakeError
+	switch {
+	case errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized:
+		return "gateway refused the connector token: issue a new one with `warren token connector` and update --token-file"
+	case errors.As(err, &he):
+		return "gateway refused the tunnel"
+	case errors.Is(err, errTunnelLost):
+		return "tunnel to the gateway lost, reconnecting"
+	case isCertError(err):
+		return "cannot verify the gateway's certificate: pass the CA that signed it with --ca-file"
+	default:
+		return "cannot reach the gateway"
+	}
+}
+
+func isCertError(err error) bool {
+	var unknown x509UnknownAuthority
+	return errors.As(err, &unknown) || strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:")
+}
+
+var errTunnelLost = errors.New("tunnel lost")
+
+// connectAndServe dials one tunnel and serves it until it ends.
+func (c *Connector) connectAndServe(ctx context.Context) error {
+	token, err := c.cfg.Token()
+	if err != nil {
+		return fmt.Errorf("failed to read the connector token: %w", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	t, err := tunnel.Dial(dctx, c.wsURL, tunnel.DialOptions{
+		Header: http.Header{
+			"Authorization":             {"Bearer " + token},
+			wire.HeaderConnectorName:    {c.cfg.Name},
+			wire.HeaderConnectorVersion: {c.cfg.Version},
+		},
+		HTTPClient: c.dialer,
+		Config:     c.cfg.Tunnel,
+	})
+	cancel()
+	if err != nil {
+		return err
+	}
+	c.connected.Store(true)
+	defer c.connected.Store(false)
+	c.log.Info("connected to the gateway", "gateway", c.wsURL)
+
+	// The tunnel's owner: ends it when ctx is done; returns once the tunnel is over either way.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			t.Close()
+		case <-stop:
+		}
+	}()
+	srv := &http.Server{
+		Handler:           c.track(c.upstream),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       c.cfg.IdleStreamTimeout,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+	}
+	srv.Serve(t) // returns when the tunnel ends
+	srv.Close()  // closes streams still open (idle or active, not hijacked ones: those die with the tunnel)
+	t.Close()
+	close(stop)
+	wg.Wait()
+	return errTunnelLost
+}
+
+// track counts handlers so that Run returns only when every request it served has ended.
+func (c *Connector) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.inflight.Add(1)
+		defer c.inflight.Done()
+		h.ServeHTTP(w, r)
+	})
+}

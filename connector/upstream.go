@@ -1,0 +1,76 @@
+package connector
+
+import (
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/warren-dev/warren/internal/wire"
+)
+
+type x509UnknownAuthority = x509.UnknownAuthorityError
+
+// newUpstream returns the handler that forwards requests from the tunnel to the API server with the connector's
+// own credentials.
+func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, error) {
+	target, _, err := rest.DefaultServerUrlFor(kc)
+	if err != nil {
+		return nil, fmt.Errorf("connector: API server address: %w", err)
+	}
+	regular, err := rest.TransportFor(kc)
+	if err != nil {
+		return nil, fmt.Errorf("connector: API server transport: %w", err)
+	}
+	// client-go's transport negotiates HTTP/2, and Go refuses an Upgrade header other than websocket over HTTP/2
+	// (SPDY exec would fail), so upgrades go over an HTTP/1.1-only transport with the same TLS and credentials.
+	tlsCfg, err := rest.TLSConfigFor(kc)
+	if err != nil {
+		return nil, fmt.Errorf("connector: API server TLS: %w", err)
+	}
+	h1 := &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: false}
+	if kc.Proxy != nil {
+		h1.Proxy = kc.Proxy
+	}
+	if tlsCfg != nil {
+		tlsCfg = tlsCfg.Clone()
+		tlsCfg.NextProtos = []string{"http/1.1"}
+		h1.TLSClientConfig = tlsCfg
+	}
+	upgrade, err := rest.HTTPWrappersForConfig(kc, h1)
+	if err != nil {
+		return nil, fmt.Errorf("connector: API server credentials: %w", err)
+	}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			// client-go's bearer round tripper keeps an Authorization header that is already set: the caller's
+			// must go, or it would reach the API server in place of the connector's.
+			pr.Out.Header.Del("Authorization")
+			wire.StripWarrenHeaders(pr.Out.Header)
+		},
+		Transport:     upgradeAware{regular: regular, upgrade: upgrade},
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				return // the gateway side went away
+			}
+			log.Info("API server unreachable", "request_id", r.Header.Get(wire.HeaderRequestID), "err", err)
+			wire.WriteStatus(w, http.StatusBadGateway, fmt.Sprintf("connector cannot reach the API server at %s: %v", target.Host, err), 0)
+		},
+	}, nil
+}
+
+// upgradeAware sends upgrade requests (SPDY, WebSocket) over the HTTP/1.1 transport and the rest over client-go's.
+type upgradeAware struct{ regular, upgrade http.RoundTripper }
+
+func (u upgradeAware) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Upgrade") != "" {
+		return u.upgrade.RoundTrip(r)
+	}
+	return u.regular.RoundTrip(r)
+}

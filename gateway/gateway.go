@@ -1,0 +1,207 @@
+// Package gateway is warren's central endpoint: connectors dial in to GET /connect and hold a tunnel open; callers
+// reach a cluster's Kubernetes API at /clusters/<cluster>/<path>, which the gateway proxies over a stream of one of
+// that cluster's tunnels.
+package gateway
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/wire"
+	"github.com/warren-dev/warren/tunnel"
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// CallerVerifier checks the tokens of API callers (audience "warren"). Required.
+	CallerVerifier *auth.Verifier
+	// ConnectorVerifier checks the tokens connectors present on /connect (audience "warren-connector"). Required.
+	ConnectorVerifier *auth.Verifier
+	// Clusters are known from the start: before their first connector arrives, callers get 503 rather than 404.
+	Clusters []string
+	// Tunnel tunes each connector's tunnel.
+	Tunnel tunnel.Config
+	// Transport tunes the pool of HTTP connections (streams) over each tunnel.
+	Transport TransportConfig
+	// Logger receives the gateway's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// TransportConfig tunes the HTTP transport the gateway runs over each tunnel.
+type TransportConfig struct {
+	// MaxIdleStreams is the number of idle streams kept per connector for reuse. Default 64.
+	MaxIdleStreams int
+	// IdleStreamTimeout retires an idle stream. Default 90 s; the connector keeps idle streams for 120 s.
+	IdleStreamTimeout time.Duration
+}
+
+// Gateway serves connectors and API callers. It is an http.Handler; Close ends every tunnel.
+type Gateway struct {
+	cfg   Config
+	log   *slog.Logger
+	reg   *registry
+	proxy *httputil.ReverseProxy
+	mux   *http.ServeMux
+
+	mu       sync.Mutex
+	closed   bool
+	closing  chan struct{} // closed by Close: connect handlers end their tunnels
+	handlers sync.WaitGroup
+}
+
+// New returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.CallerVerifier == nil || cfg.ConnectorVerifier == nil {
+		return nil, errors.New("gateway: CallerVerifier and ConnectorVerifier are required")
+	}
+	for _, c := range cfg.Clusters {
+		if err := auth.ValidateClusterName(c); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Transport.MaxIdleStreams <= 0 {
+		cfg.Transport.MaxIdleStreams = 64
+	}
+	if cfg.Transport.IdleStreamTimeout <= 0 {
+		cfg.Transport.IdleStreamTimeout = 90 * time.Second
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		reg:     newRegistry(cfg.Clusters),
+		closing: make(chan struct{}),
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:       rewrite,
+		Transport:     clusterTransport{g.reg},
+		FlushInterval: -1, // watches and logs -f flow as they come
+		ErrorHandler:  g.proxyError,
+		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	g.mux = http.NewServeMux()
+	g.mux.HandleFunc("GET /connect", g.serveConnect)
+	g.mux.HandleFunc("/clusters/", g.serveCluster)
+	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	g.mux.HandleFunc("GET /readyz", g.serveReady)
+	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		wire.WriteStatus(w, http.StatusNotFound, fmt.Sprintf("no such path %q: the Kubernetes API of cluster C is at /clusters/C/", r.URL.Path), 0)
+	})
+	return g, nil
+}
+
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+
+// Connectors returns the number of live connector sessions of a cluster.
+func (g *Gateway) Connectors(cluster string) int { return g.reg.count(cluster) }
+
+// Close ends every connector tunnel and waits for their handlers. Requests in flight over them fail with 502.
+// Call it after http.Server.Shutdown, which does not wait for hijacked (tunnel) connections.
+func (g *Gateway) Close() error {
+	g.mu.Lock()
+	if !g.closed {
+		g.closed = true
+		close(g.closing)
+	}
+	g.mu.Unlock()
+	g.handlers.Wait()
+	return nil
+}
+
+func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
+	select {
+	case <-g.closing:
+		wire.WriteStatus(w, http.StatusServiceUnavailable, "gateway is shutting down", 0)
+	default:
+		io.WriteString(w, "ok\n")
+	}
+}
+
+// serveConnect authenticates a connector, upgrades its request to a tunnel and holds the tunnel until it ends.
+func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
+	token := wire.BearerToken(r.Header)
+	if token == "" {
+		wire.WriteStatus(w, http.StatusUnauthorized, "missing connector token: send it as \"Authorization: Bearer <token>\" (warren token connector makes one)", 0)
+		return
+	}
+	claims, err := g.cfg.ConnectorVerifier.Verify(token)
+	if err != nil {
+		g.log.Info("connector refused", "remote", r.RemoteAddr, "err", err)
+		wire.WriteStatus(w, http.StatusUnauthorized, "invalid connector token: "+err.Error(), 0)
+		return
+	}
+	cluster := claims.Warren.Clusters[0]
+
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		wire.WriteStatus(w, http.StatusServiceUnavailable, "gateway is shutting down", 5)
+		return
+	}
+	g.handlers.Add(1)
+	g.mu.Unlock()
+	defer g.handlers.Done()
+
+	id := newID()
+	log := g.log.With("cluster", cluster, "connector", r.Header.Get(wire.HeaderConnectorName), "session", id)
+	tcfg := g.cfg.Tunnel
+	tcfg.Logger = log
+	t, err := tunnel.Upgrade(w, r, tcfg)
+	if errors.Is(err, tunnel.ErrNotTunnel) {
+		wire.WriteStatus(w, http.StatusBadRequest, err.Error(), 0)
+		return
+	}
+	if err != nil {
+		log.Info("tunnel upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	cs := newConnectorSession(t, g.cfg.Transport)
+	cs.id, cs.cluster, cs.log = id, cluster, log
+	cs.name = r.Header.Get(wire.HeaderConnectorName)
+	cs.version = r.Header.Get(wire.HeaderConnectorVersion)
+	cs.remote = r.RemoteAddr
+	cs.connectedAt = time.Now()
+
+	g.reg.add(cs)
+	log.Info("connector connected", "remote", cs.remote, "version", cs.version, "sessions", g.reg.count(cluster))
+	select {
+	case <-t.Done():
+	case <-g.closing:
+	}
+	// Drop the session before closing it, so that no new request picks it meanwhile.
+	g.reg.remove(cs)
+	cs.close()
+	log.Info("connector disconnected", "after", time.Since(cs.connectedAt).Round(time.Millisecond).String(), "sessions", g.reg.count(cluster))
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// splitClusterPath splits /clusters/<cluster>/<rest> into the cluster and the API path (at least "/"), in both the
+// decoded and the escaped form.
+func splitClusterPath(escaped string) (cluster, rawRest string, ok bool) {
+	rest, found := strings.CutPrefix(escaped, "/clusters/")
+	if !found {
+		return "", "", false
+	}
+	cluster, rawRest, _ = strings.Cut(rest, "/")
+	if cluster == "" {
+		return "", "", false
+	}
+	return cluster, "/" + rawRest, true
+}

@@ -1,0 +1,142 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+
+	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/wire"
+)
+
+// route is what serveCluster decided about a request, handed to the proxy through the request's context.
+type route struct {
+	cluster   string
+	path      string // decoded API path, "/api/v1/pods"
+	rawPath   string // escaped form, when it differs
+	token     string
+	requestID string
+	claims    *auth.Claims
+}
+
+type routeKey struct{}
+
+func routeOf(ctx context.Context) *route {
+	rt, _ := ctx.Value(routeKey{}).(*route)
+	return rt
+}
+
+// serveCluster authenticates an API call for /clusters/<cluster>/... and proxies it to one of the cluster's
+// connectors.
+func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
+	cluster, rawRest, ok := splitClusterPath(r.URL.EscapedPath())
+	if !ok {
+		wire.WriteStatus(w, http.StatusNotFound, "no cluster in the path: the Kubernetes API of cluster C is at /clusters/C/", 0)
+		return
+	}
+	rest, err := url.PathUnescape(rawRest)
+	if err != nil {
+		wire.WriteStatus(w, http.StatusBadRequest, fmt.Sprintf("malformed path: %v", err), 0)
+		return
+	}
+	token := wire.BearerToken(r.Header)
+	if token == "" {
+		wire.WriteStatus(w, http.StatusUnauthorized, "missing bearer token: send the caller token as \"Authorization: Bearer <token>\"", 0)
+		return
+	}
+	claims, err := g.cfg.CallerVerifier.Verify(token)
+	if err != nil {
+		wire.WriteStatus(w, http.StatusUnauthorized, "invalid caller token: "+err.Error(), 0)
+		return
+	}
+	if !claims.HasCluster(cluster) {
+		wire.WriteStatus(w, http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, cluster), 0)
+		return
+	}
+	if _, _, err := g.reg.sessions(cluster); err != nil {
+		g.writeRouteError(w, cluster, err)
+		return
+	}
+	rt := &route{cluster: cluster, path: rest, token: token, requestID: newID(), claims: claims}
+	if rawRest != rest {
+		rt.rawPath = rawRest
+	}
+	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
+}
+
+// rewrite turns the caller's request into the one sent over the tunnel. httputil.ReverseProxy has already removed
+// hop-by-hop headers and, because Rewrite is set, inbound X-Forwarded-* headers.
+func rewrite(pr *httputil.ProxyRequest) {
+	rt := routeOf(pr.In.Context())
+	out := pr.Out
+	out.URL.Scheme = "http"
+	out.URL.Host = rt.cluster // a label only: the stream decides where the request goes
+	out.URL.Path, out.URL.RawPath = rt.path, rt.rawPath
+	out.Host = ""
+	// The caller's credentials stop here: the connector gets the token on a header of its own, to verify it again,
+	// and uses its own credentials towards the API server.
+	out.Header.Del("Authorization")
+	wire.StripWarrenHeaders(out.Header)
+	out.Header.Set(wire.HeaderCallerToken, rt.token)
+	out.Header.Set(wire.HeaderRequestID, rt.requestID)
+}
+
+// clusterTransport sends a request over a stream of one of the cluster's connectors. When that fails before an
+// answer came back, the request goes to the cluster's next connector if it is safe to send again: always when the
+// stream could not even be opened (nothing was sent), and for reads (GET, HEAD without body or upgrade) when the
+// connector died with the request in flight.
+type clusterTransport struct{ reg *registry }
+
+func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rt := routeOf(req.Context())
+	list, start, err := t.reg.sessions(rt.cluster)
+	if err != nil {
+		return nil, err
+	}
+	for i := range list {
+		cs := list[(start+i)%len(list)]
+		resp, err := cs.transport.RoundTrip(req)
+		if err == nil || req.Context().Err() != nil || i == len(list)-1 || !resendable(req, err) {
+			return resp, err
+		}
+		cs.log.Debug("request failed on this connector, trying the next", "request_id", rt.requestID, "err", err)
+	}
+	return nil, errNoConnector // not reached: the loop returns on its last turn
+}
+
+func resendable(req *http.Request, err error) bool {
+	if req.Body != nil && req.Body != http.NoBody {
+		return false
+	}
+	var oe *openError
+	if errors.As(err, &oe) {
+		return true
+	}
+	return (req.Method == http.MethodGet || req.Method == http.MethodHead) && req.Header.Get("Upgrade") == ""
+}
+
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	rt := routeOf(r.Context())
+	if r.Context().Err() != nil {
+		// The caller went away; there is nobody to answer.
+		g.log.Debug("caller left mid-request", "cluster", rt.cluster, "request_id", rt.requestID, "err", err)
+		return
+	}
+	if errors.Is(err, errNoConnector) || errors.Is(err, errUnknownCluster) {
+		g.writeRouteError(w, rt.cluster, err)
+		return
+	}
+	g.log.Info("connector lost mid-request", "cluster", rt.cluster, "request_id", rt.requestID, "err", err)
+	wire.WriteStatus(w, http.StatusBadGateway, fmt.Sprintf("the connection to cluster %q was lost mid-request: %v", rt.cluster, err), 0)
+}
+
+func (g *Gateway) writeRouteError(w http.ResponseWriter, cluster string, err error) {
+	if errors.Is(err, errUnknownCluster) {
+		wire.WriteStatus(w, http.StatusNotFound, fmt.Sprintf("unknown cluster %q: no connector of it has connected to this gateway", cluster), 0)
+		return
+	}
+	wire.WriteStatus(w, http.StatusServiceUnavailable, fmt.Sprintf("no connector is connected for cluster %q: check that its connector runs and reaches the gateway", cluster), 0)
+}

@@ -1,0 +1,85 @@
+// Package wire holds what gateway and connector agree on beyond the tunnel itself: the headers a proxied request
+// carries between them, and the Kubernetes Status bodies that both use for errors so kubectl prints them.
+package wire
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Headers set by the gateway on a request it forwards to the connector. A caller cannot set them: the gateway
+// removes every inbound header with HeaderPrefix first.
+const (
+	HeaderPrefix = "Warren-"
+	// HeaderCallerToken carries the caller's JWT so that the connector can verify it again; the caller's
+	// Authorization header itself never leaves the gateway.
+	HeaderCallerToken = "Warren-Caller-Token"
+	// HeaderRequestID correlates the gateway's and the connector's logs and audit records.
+	HeaderRequestID = "Warren-Request-Id"
+	// HeaderConnectorName and HeaderConnectorVersion describe a connector on its tunnel upgrade request.
+	HeaderConnectorName    = "Warren-Connector-Name"
+	HeaderConnectorVersion = "Warren-Connector-Version"
+)
+
+// StripWarrenHeaders deletes every header with HeaderPrefix.
+func StripWarrenHeaders(h http.Header) {
+	for k := range h {
+		if strings.HasPrefix(k, HeaderPrefix) {
+			delete(h, k)
+		}
+	}
+}
+
+// reasons maps the status codes warren answers with to Kubernetes' reasons, which kubectl shows in brackets.
+var reasons = map[int]metav1.StatusReason{
+	http.StatusBadRequest:                  metav1.StatusReasonBadRequest,
+	http.StatusUnauthorized:                metav1.StatusReasonUnauthorized,
+	http.StatusForbidden:                   metav1.StatusReasonForbidden,
+	http.StatusNotFound:                    metav1.StatusReasonNotFound,
+	http.StatusMethodNotAllowed:            metav1.StatusReasonMethodNotAllowed,
+	http.StatusRequestEntityTooLarge:       metav1.StatusReasonRequestEntityTooLarge,
+	http.StatusTooManyRequests:             metav1.StatusReasonTooManyRequests,
+	http.StatusRequestHeaderFieldsTooLarge: "RequestHeaderFieldsTooLarge",
+	http.StatusInternalServerError:         metav1.StatusReasonInternalError,
+	http.StatusBadGateway:                  "BadGateway",
+	http.StatusServiceUnavailable:          metav1.StatusReasonServiceUnavailable,
+	http.StatusGatewayTimeout:              metav1.StatusReasonTimeout,
+}
+
+// Status builds the Kubernetes Status object for an error answer.
+func Status(code int, message string) *metav1.Status {
+	return &metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status:   metav1.StatusFailure,
+		Message:  message,
+		Reason:   reasons[code],
+		Code:     int32(code),
+	}
+}
+
+// WriteStatus answers with a Kubernetes Status body. retryAfter > 0 adds a Retry-After header, in seconds.
+func WriteStatus(w http.ResponseWriter, code int, message string, retryAfter int) {
+	body, _ := json.Marshal(Status(code, message))
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	w.WriteHeader(code)
+	w.Write(append(body, '\n'))
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header, or "" when there is none.
+func BearerToken(h http.Header) string {
+	v := h.Get("Authorization")
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return strings.TrimSpace(v[7:])
+	}
+	return ""
+}

@@ -1,0 +1,376 @@
+// Package e2e runs warren end to end against a real kube-apiserver and etcd (internal/kubetest), with client-go and
+// the real kubectl binary as callers. Gateway and connector run in-process here, and as `warren` processes in
+// process_test.go.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"k8s.io/client-go/rest"
+
+	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/connector"
+	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/kubetest"
+)
+
+// kube is the control plane shared by every test of the package: it takes seconds to start.
+var kube *kubetest.Cluster
+
+// keys signs caller and connector tokens; keysDir holds signing.key and signing.pub.
+var (
+	keys    *auth.SigningKey
+	keysDir string
+	// kubeCacheDir keeps kubectl's discovery cache out of the home directory.
+	kubeCacheDir string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "warren-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	kube, err = kubetest.Start(ctx, kubetest.Options{Dir: filepath.Join(dir, "kube")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: cannot start kube-apiserver:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "e2e: etcd + kube-apiserver ready in %v\n", kube.StartDuration.Round(time.Millisecond))
+	kubeCacheDir = filepath.Join(dir, "kubecache")
+	keysDir = filepath.Join(dir, "keys")
+	if _, err := auth.GenerateKeyPair(keysDir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if keys, err = auth.LoadSigningKey(filepath.Join(keysDir, auth.SigningKeyFile)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if err := kube.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: kube-apiserver:", err)
+		code = 1
+	}
+	if code == 0 {
+		// Every gateway, connector, tunnel and client of the tests has been closed by now.
+		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: leaked goroutines:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+// logBuffer collects a component's logs for assertions, and shows them when the test fails.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newLogger(t *testing.T, name string) (*slog.Logger, *logBuffer) {
+	lb := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", name, lb.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})).With("component", name), lb
+}
+
+// gatewayServer is an in-process gateway serving real TLS on loopback.
+type gatewayServer struct {
+	t      *testing.T
+	addr   string
+	caFile string
+	cert   tls.Certificate
+	log    *logBuffer
+
+	g   *gateway.Gateway
+	srv *http.Server
+}
+
+// startGateway starts a gateway on addr ("127.0.0.1:0" for a fresh port).
+func startGateway(t *testing.T, addr string) *gatewayServer {
+	t.Helper()
+	cert, caFile := serverCert(t)
+	gs := &gatewayServer{t: t, cert: cert, caFile: caFile}
+	gs.start(addr)
+	t.Cleanup(gs.stop)
+	return gs
+}
+
+func (gs *gatewayServer) start(addr string) {
+	t := gs.t
+	t.Helper()
+	pub := filepath.Join(keysDir, auth.PublicKeyFile)
+	ks, err := auth.LoadPublicKeys(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceCaller})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connectors, err := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceConnector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, lb := newLogger(t, "gateway")
+	gs.log = lb
+	gs.g, err = gateway.New(gateway.Config{CallerVerifier: callers, ConnectorVerifier: connectors, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ln, err = net.Listen("tcp", addr)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the previous gateway's port is being released
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs.addr = ln.Addr().String()
+	gs.srv = &http.Server{Handler: gs.g, TLSConfig: &tls.Config{Certificates: []tls.Certificate{gs.cert}}}
+	go gs.srv.ServeTLS(ln, "", "")
+}
+
+func (gs *gatewayServer) stop() {
+	if gs.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	gs.srv.Shutdown(ctx)
+	gs.g.Close()
+	gs.srv = nil
+}
+
+func (gs *gatewayServer) url() string { return "https://" + gs.addr }
+
+// waitConnectors waits until the gateway has n live sessions for cluster.
+func (gs *gatewayServer) waitConnectors(cluster string, n int, within time.Duration) {
+	gs.t.Helper()
+	deadline := time.Now().Add(within)
+	for gs.g.Connectors(cluster) != n {
+		if time.Now().After(deadline) {
+			gs.t.Fatalf("cluster %s has %d connectors after %v, want %d", cluster, gs.g.Connectors(cluster), within, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// serverCert makes a CA and a serving certificate for 127.0.0.1 and writes the CA to a file for kubectl.
+func serverCert(t *testing.T) (tls.Certificate, string) {
+	srv := httptest.NewUnstartedServer(nil)
+	srv.StartTLS() // borrow httptest's certificate for 127.0.0.1 / example.com
+	cert := srv.TLS.Certificates[0]
+	leaf := srv.Certificate()
+	srv.Close()
+	caFile := filepath.Join(t.TempDir(), "gateway-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cert, caFile
+}
+
+// runningConnector is an in-process connector; stop ends it as a crash would end the tunnel.
+type runningConnector struct {
+	c      *connector.Connector
+	log    *logBuffer
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (rc *runningConnector) stop() {
+	rc.cancel()
+	<-rc.done
+}
+
+type connectorOpts struct {
+	token  string // default: a valid connector token for the cluster
+	caFile string // default: the gateway's
+	name   string
+}
+
+func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
+	t.Helper()
+	if o.token == "" {
+		o.token = connectorToken(t, cluster)
+	}
+	if o.caFile == "" {
+		o.caFile = gs.caFile
+	}
+	pemBytes, err := os.ReadFile(o.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemBytes)
+	log, lb := newLogger(t, "connector "+o.name)
+	c, err := connector.New(connector.Config{
+		GatewayURL: gs.url(),
+		Token:      func() (string, error) { return o.token, nil },
+		TLSConfig:  &tls.Config{RootCAs: roots},
+		Kube:       kube.RestConfig(kubetest.UserConnector),
+		Name:       o.name,
+		Version:    "e2e",
+		Backoff:    connector.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},
+		Logger:     log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rc := &runningConnector{c: c, log: lb, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(rc.done)
+		c.Run(ctx)
+	}()
+	t.Cleanup(rc.stop)
+	return rc
+}
+
+func connectorToken(t *testing.T, cluster string) string {
+	tok, err := keys.IssueConnector(cluster, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// callerToken issues a caller token for the clusters with rules in the `warren token issue --rule` form.
+func callerToken(t *testing.T, clusters []string, rules ...string) string {
+	t.Helper()
+	var parsed []auth.Rule
+	for _, r := range rules {
+		pr, err := auth.ParseRule(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed = append(parsed, pr)
+	}
+	tok, err := keys.IssueCaller(auth.IssueOptions{Subject: "e2e-caller", Clusters: clusters, Rules: parsed, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// allRules grants everything: in the spine's tests warren's scope checks are not the subject.
+var allRules = []string{"*:*:*"}
+
+// callerConfig is a client-go config for a cluster through the gateway.
+func callerConfig(gs *gatewayServer, cluster, token string) *rest.Config {
+	return &rest.Config{
+		Host:            gs.url() + "/clusters/" + cluster,
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: gs.caFile},
+		Timeout:         30 * time.Second,
+		QPS:             -1, // no client-side throttling: the tests measure warren, not client-go's limiter
+	}
+}
+
+// writeKubeconfig writes a kubeconfig for kubectl pointing at a cluster through the gateway.
+func writeKubeconfig(t *testing.T, gs *gatewayServer, cluster, token string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: %[1]s
+  cluster:
+    server: %[2]s/clusters/%[1]s
+    certificate-authority: %[3]s
+users:
+- name: caller
+  user:
+    token: %[4]s
+contexts:
+- name: %[1]s
+  context: {cluster: %[1]s, user: caller}
+current-context: %[1]s
+`, cluster, gs.url(), gs.caFile, token)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// kubectl runs the real kubectl binary and returns its stdout; it fails the test on a non-zero exit.
+func kubectl(t *testing.T, kubeconfig string, args ...string) string {
+	t.Helper()
+	out, errOut, err := kubectlResult(kubeconfig, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\nstderr: %s", strings.Join(args, " "), err, errOut)
+	}
+	return out
+}
+
+func kubectlResult(kubeconfig string, args ...string) (stdout, stderr string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := kubectlCommand(ctx, kubeconfig, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+func kubectlCommand(ctx context.Context, kubeconfig string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, kube.KubectlPath, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBECACHEDIR="+kubeCacheDir)
+	return cmd
+}
+
+// eventually polls cond until it holds or within has passed.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
