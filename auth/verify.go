@@ -1,0 +1,282 @@
+package auth
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Signature algorithms a Verifier can accept. EdDSA (Ed25519) is the default; the others only when listed in
+// VerifierConfig.Algorithms. "none" and the HMAC algorithms are never accepted: with public keys they would let anyone
+// who holds a public key forge tokens.
+const (
+	AlgEdDSA = "EdDSA"
+	AlgES256 = "ES256"
+	AlgRS256 = "RS256"
+)
+
+var supportedAlgs = []string{AlgEdDSA, AlgES256, AlgRS256}
+
+const (
+	// DefaultLeeway is the clock skew tolerated on exp, nbf and iat when VerifierConfig.Leeway is zero.
+	DefaultLeeway = 30 * time.Second
+	// MaxTokenBytes bounds the size of a token Verify will parse.
+	MaxTokenBytes = 16 << 10
+	maxKeyIDBytes = 128
+)
+
+// VerifierConfig configures a Verifier. Keys and Audience are required.
+type VerifierConfig struct {
+	// Keys finds the public key named by a token's "kid" header.
+	Keys KeySet
+	// Audience the token's "aud" must contain: AudienceCaller or AudienceConnector. For AudienceConnector the token
+	// must also name exactly one cluster.
+	Audience string
+	// Leeway tolerates clock skew on exp, nbf and iat. Zero means DefaultLeeway; negative means none.
+	Leeway time.Duration
+	// MaxLifetime, if positive, rejects tokens whose exp is more than MaxLifetime after their iat (or nbf).
+	MaxLifetime time.Duration
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+
+	// Issuer, if set, must equal the token's "iss".
+	Issuer string
+	// Algorithms allowed in the "alg" header; default [EdDSA]. Only EdDSA, ES256 and RS256 may be listed.
+	Algorithms []string
+	// Revoked, if set, is asked about the token id (jti) of every otherwise valid token; true rejects the token.
+	Revoked func(jti string) bool
+}
+
+// Verifier checks tokens: signature by a known key with an allowed algorithm, audience, time claims, and the shape
+// of the warren claim. Safe for concurrent use.
+type Verifier struct {
+	cfg    VerifierConfig
+	leeway time.Duration
+	now    func() time.Time
+	parser *jwt.Parser
+}
+
+// NewVerifier validates c and returns a Verifier.
+func NewVerifier(c VerifierConfig) (*Verifier, error) {
+	if c.Keys == nil {
+		return nil, errors.New("verifier needs a key set")
+	}
+	if c.Audience == "" {
+		return nil, errors.New("verifier needs an audience")
+	}
+	if len(c.Algorithms) == 0 {
+		c.Algorithms = []string{AlgEdDSA}
+	}
+	for _, a := range c.Algorithms {
+		if !slices.Contains(supportedAlgs, a) {
+			return nil, fmt.Errorf("algorithm %q cannot be allowed; choose from %s", a, strings.Join(supportedAlgs, ", "))
+		}
+	}
+	c.Algorithms = slices.Clone(c.Algorithms)
+	v := &Verifier{cfg: c, leeway: c.Leeway, now: c.Now}
+	if v.leeway == 0 {
+		v.leeway = DefaultLeeway
+	} else if v.leeway < 0 {
+		v.leeway = 0
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(c.Algorithms),
+		jwt.WithAudience(c.Audience),
+		jwt.WithLeeway(v.leeway),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(v.now),
+	}
+	if c.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(c.Issuer))
+	}
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
+}
+
+// Verify checks a token and returns its claims. Every error matches ErrInvalidToken and reads as one sentence for
+// the caller, e.g. `token expired at 2026-11-25T10:00:00Z`.
+func (v *Verifier) Verify(token string) (*Claims, error) {
+	if token == "" {
+		return nil, invalid(nil, "token is empty")
+	}
+	if len(token) > MaxTokenBytes {
+		return nil, invalid(jwt.ErrTokenMalformed, fmt.Sprintf("malformed token: longer than %d bytes", MaxTokenBytes))
+	}
+	claims := new(Claims)
+	tok, err := v.parser.ParseWithClaims(token, claims, v.keyFunc)
+	if err != nil {
+		return nil, v.explain(tok, claims, err)
+	}
+	if err := v.checkClaims(claims); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
+
+// keyFunc runs after the algorithm passed the allowlist and before the signature is checked.
+func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+	if _, ok := t.Header["crit"]; ok {
+		// RFC 7515 4.1.11: a recipient must reject critical extensions it does not understand; we understand none.
+		return nil, invalid(jwt.ErrTokenUnverifiable, `malformed token: header parameter "crit" is not supported`)
+	}
+	raw, ok := t.Header["kid"]
+	if !ok {
+		return nil, invalid(jwt.ErrTokenUnverifiable, "token has no key id (kid header)")
+	}
+	kid, ok := raw.(string)
+	if !ok || kid == "" {
+		return nil, invalid(jwt.ErrTokenUnverifiable, "malformed token: key id (kid header) must be a non-empty string")
+	}
+	if len(kid) > maxKeyIDBytes || !printable(kid) {
+		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token is signed by unknown key id %q", clip(kid)))
+	}
+	key, ok := v.cfg.Keys.Key(kid)
+	if !ok {
+		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token is signed by unknown key id %q", kid))
+	}
+	alg := t.Method.Alg()
+	if !keyFitsAlg(key, alg) {
+		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token algorithm %q does not match key %q", alg, kid))
+	}
+	return key, nil
+}
+
+func keyFitsAlg(key crypto.PublicKey, alg string) bool {
+	switch k := key.(type) {
+	case ed25519.PublicKey:
+		return alg == AlgEdDSA
+	case *ecdsa.PublicKey:
+		return alg == AlgES256 && k.Curve == elliptic.P256()
+	case *rsa.PublicKey:
+		return alg == AlgRS256 && k.N.BitLen() >= 2048
+	}
+	return false
+}
+
+// explain turns a jwt/v5 error into one sentence. Claims errors are only reported for tokens whose signature
+// verified: jwt/v5 validates claims after the signature.
+func (v *Verifier) explain(tok *jwt.Token, c *Claims, err error) error {
+	var te *tokenError
+	if errors.As(err, &te) {
+		return te
+	}
+	if tok == nil {
+		return invalid(err, "malformed token: want three base64url parts separated by dots")
+	}
+	// The algorithm first: a token with alg "none" or HS256 gets exactly that answer.
+	alg, ok := tok.Header["alg"].(string)
+	if errors.Is(err, jwt.ErrTokenMalformed) {
+		return invalid(err, "malformed token: "+strings.TrimPrefix(err.Error(), jwt.ErrTokenMalformed.Error()+": "))
+	}
+	if !ok {
+		return invalid(err, "malformed token: header has no algorithm (alg)")
+	}
+	if !slices.Contains(v.cfg.Algorithms, alg) {
+		return invalid(err, fmt.Sprintf("token algorithm %q is not allowed", clip(alg)))
+	}
+	if errors.Is(err, jwt.ErrTokenSignatureInvalid) {
+		return invalid(err, "token signature is invalid")
+	}
+	// Claims: the signature is good. Report the most useful problem first.
+	switch {
+	case c.ExpiresAt == nil && errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return invalid(err, "token has no expiry (exp claim)")
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return invalid(err, "token expired at "+stamp(c.ExpiresAt))
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return invalid(err, "token not valid before "+stamp(c.NotBefore))
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return invalid(err, "token issued in the future, at "+stamp(c.IssuedAt))
+	case len(c.Audience) == 0 && errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return invalid(err, fmt.Sprintf("token has no audience; it must include %q", v.cfg.Audience))
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return invalid(err, fmt.Sprintf("token audience %s does not include %q", clipList(c.Audience), v.cfg.Audience))
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer), v.cfg.Issuer != "" && c.Issuer == "":
+		return invalid(err, fmt.Sprintf("token issuer %q is not trusted (want %q)", clip(c.Issuer), v.cfg.Issuer))
+	case errors.Is(err, jwt.ErrInvalidType):
+		return invalid(err, "malformed token: "+err.Error())
+	}
+	return invalid(err, "token is invalid")
+}
+
+// checkClaims applies warren's rules on top of the registered claims.
+func (v *Verifier) checkClaims(c *Claims) error {
+	if v.cfg.MaxLifetime > 0 {
+		start := c.IssuedAt
+		if start == nil {
+			start = c.NotBefore
+		}
+		if start == nil {
+			return invalid(nil, "token has no issue time (iat claim), required to check its lifetime")
+		}
+		if life := c.ExpiresAt.Sub(start.Time); life > v.cfg.MaxLifetime {
+			return invalid(nil, fmt.Sprintf("token lifetime %v exceeds the maximum %v", life, v.cfg.MaxLifetime))
+		}
+	}
+	// A token meant for both roles would let a connector's token call the API or the reverse.
+	if slices.Contains(c.Audience, AudienceCaller) && slices.Contains(c.Audience, AudienceConnector) {
+		return invalid(nil, fmt.Sprintf("token audience %s mixes %q and %q", clipList(c.Audience), AudienceCaller, AudienceConnector))
+	}
+	if len(c.Warren.Clusters) == 0 {
+		return invalid(nil, "token grants no clusters (warren.clusters is empty)")
+	}
+	for _, name := range c.Warren.Clusters {
+		if err := ValidateClusterName(name); err != nil {
+			return invalid(nil, "malformed token: warren.clusters: "+err.Error())
+		}
+	}
+	if v.cfg.Audience == AudienceConnector {
+		if len(c.Warren.Clusters) != 1 {
+			return invalid(nil, fmt.Sprintf("connector token must name exactly one cluster, it names %d", len(c.Warren.Clusters)))
+		}
+		if len(c.Warren.Rules) != 0 {
+			return invalid(nil, "connector token must not carry rules")
+		}
+	}
+	for i, r := range c.Warren.Rules {
+		if err := r.Validate(); err != nil {
+			return invalid(nil, fmt.Sprintf("malformed token: warren.rules[%d]: %v", i, err))
+		}
+	}
+	if v.cfg.Revoked != nil && c.ID == "" {
+		return invalid(nil, "token has no id (jti claim), required to check revocation")
+	}
+	if v.cfg.Revoked != nil && v.cfg.Revoked(c.ID) {
+		return invalid(nil, fmt.Sprintf("token %q has been revoked", clip(c.ID)))
+	}
+	return nil
+}
+
+func stamp(d *jwt.NumericDate) string {
+	if d == nil {
+		return "(unknown)"
+	}
+	return d.UTC().Format(time.RFC3339)
+}
+
+// clipList formats a claim list like fmt's %v, bounded for hostile tokens.
+func clipList(l []string) string {
+	const max = 8
+	out := make([]string, 0, min(len(l), max+1))
+	for i, s := range l {
+		if i == max {
+			out = append(out, fmt.Sprintf("...(%d more)", len(l)-max))
+			break
+		}
+		out = append(out, clip(s))
+	}
+	return "[" + strings.Join(out, " ") + "]"
+}
