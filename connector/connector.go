@@ -43,6 +43,9 @@ type Config struct {
 	Tunnel tunnel.Config
 	// Backoff spaces out reconnections.
 	Backoff Backoff
+	// DrainTimeout bounds how long Run, once its context is done, waits for requests in flight to finish while the
+	// gateway sends new ones to other connectors. Default 10 s.
+	DrainTimeout time.Duration
 	// IdleStreamTimeout closes a stream idle between requests. Default 120 s: longer than the gateway's 90 s, so
 	// that the gateway retires idle streams first.
 	IdleStreamTimeout time.Duration
@@ -79,6 +82,9 @@ func New(cfg Config) (*Connector, error) {
 	}
 	if cfg.Proxy == nil {
 		cfg.Proxy = http.ProxyFromEnvironment
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
 	}
 	if cfg.IdleStreamTimeout <= 0 {
 		cfg.IdleStreamTimeout = 120 * time.Second
@@ -125,8 +131,8 @@ func tunnelURL(gateway string) (string, error) {
 // Connected reports whether a tunnel to the gateway is up now.
 func (c *Connector) Connected() bool { return c.connected.Load() }
 
-// Run keeps a tunnel to the gateway until ctx is done, reconnecting with backoff. It returns nil after ctx is done
-// and every request it was serving has ended.
+// Run keeps a tunnel to the gateway until ctx is done, reconnecting with backoff. Then it drains (see
+// Config.DrainTimeout) and returns nil once every request it was serving has ended.
 func (c *Connector) Run(ctx context.Context) error {
 	defer c.dialer.CloseIdleConnections()
 	defer c.inflight.Wait()
@@ -206,18 +212,6 @@ func (c *Connector) connectAndServe(ctx context.Context) error {
 	defer c.connected.Store(false)
 	c.log.Info("connected to the gateway", "gateway", c.wsURL)
 
-	// The tunnel's owner: ends it when ctx is done; returns once the tunnel is over either way.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-ctx.Done():
-			t.Close()
-		case <-stop:
-		}
-	}()
 	srv := &http.Server{
 		Handler:           c.track(c.upstream),
 		ReadHeaderTimeout: 30 * time.Second,
@@ -225,12 +219,29 @@ func (c *Connector) connectAndServe(ctx context.Context) error {
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
 	}
-	srv.Serve(t) // returns when the tunnel ends
-	srv.Close()  // closes streams still open (idle or active, not hijacked ones: those die with the tunnel)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(t.DrainListener())
+	}()
+	var result error = errTunnelLost
+	select {
+	case <-t.Done():
+	case <-ctx.Done():
+		// Leaving on purpose (SIGTERM, a rolling update): the gateway sends new requests to the cluster's other
+		// connectors while the ones in flight finish, up to DrainTimeout. Streams taken over by an upgrade (exec,
+		// port-forward) are not waited for: they end with the tunnel.
+		dctx, cancel := context.WithTimeout(context.Background(), c.cfg.DrainTimeout)
+		if err := srv.Shutdown(dctx); err != nil {
+			c.log.Info("requests still running after the drain timeout are cut", "drain_timeout", c.cfg.DrainTimeout.String())
+		}
+		cancel()
+		result = nil
+	}
 	t.Close()
-	close(stop)
-	wg.Wait()
-	return errTunnelLost
+	srv.Close() // whatever streams are left die with the tunnel; this also ends Serve
+	<-served
+	return result
 }
 
 // track counts handlers so that Run returns only when every request it served has ended.

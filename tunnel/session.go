@@ -125,21 +125,49 @@ func (s *Session) Open(ctx context.Context) (net.Conn, error) {
 
 // Accept waits for the next stream the peer opens. With Addr and Close it makes the session a net.Listener, so an
 // http.Server can serve on it.
-func (s *Session) Accept() (net.Conn, error) {
+func (s *Session) Accept() (net.Conn, error) { return s.accept(context.Background()) }
+
+func (s *Session) accept(ctx context.Context) (net.Conn, error) {
 	select {
 	case s.slots <- struct{}{}:
 	case <-s.mux.CloseChan():
 		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ErrClosed
 	}
-	st, err := s.mux.AcceptStream()
+	st, err := s.mux.AcceptStreamWithContext(ctx)
 	if err != nil {
 		<-s.slots
-		if s.mux.IsClosed() {
+		if s.mux.IsClosed() || ctx.Err() != nil {
 			return nil, ErrClosed
 		}
 		return nil, fmt.Errorf("failed to accept stream: %w", err)
 	}
 	return &stream{Stream: st, slots: s.slots}, nil
+}
+
+// DrainListener returns the session as a net.Listener whose Close only stops accepting: it asks the peer to open
+// no more streams (yamux GoAway) and leaves the open ones running. http.Server.Shutdown on it thus finishes the
+// requests in flight while the peer sends new ones elsewhere. The session itself stays open until Close.
+func (s *Session) DrainListener() net.Listener {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &drainListener{s: s, ctx: ctx, cancel: cancel}
+}
+
+type drainListener struct {
+	s      *Session
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (l *drainListener) Accept() (net.Conn, error) { return l.s.accept(l.ctx) }
+func (l *drainListener) Addr() net.Addr            { return l.s.Addr() }
+func (l *drainListener) Close() error {
+	l.cancel()
+	if err := l.s.mux.GoAway(); err != nil && !l.s.mux.IsClosed() {
+		return err
+	}
+	return nil
 }
 
 // Addr returns the session's local address.

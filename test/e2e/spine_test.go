@@ -289,9 +289,10 @@ func TestGatewayRestarted(t *testing.T) {
 	}
 }
 
-// TestTwoConnectorsOneKilled: requests spread over a cluster's connectors, and keep working, without a single
-// failure, when one of them dies.
-func TestTwoConnectorsOneKilled(t *testing.T) {
+// TestTwoConnectorsOneStopped: requests spread over a cluster's connectors, and keep working, without a single
+// failure, when one of them is stopped (as in a rolling update: it drains). A SIGKILLed connector is in
+// TestBinaryTwoConnectorsOneKilled.
+func TestTwoConnectorsOneStopped(t *testing.T) {
 	gs := startGateway(t, "127.0.0.1:0")
 	a := startConnector(t, gs, "prod", connectorOpts{name: "a"})
 	startConnector(t, gs, "prod", connectorOpts{name: "b"})
@@ -308,7 +309,7 @@ func TestTwoConnectorsOneKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Kill a while 4 callers keep requesting; none of their requests may fail.
+	// Stop a while 4 callers keep requesting; none of their requests may fail.
 	var wg sync.WaitGroup
 	stopLoad := make(chan struct{})
 	errs := make(chan error, 4)
@@ -341,10 +342,10 @@ func TestTwoConnectorsOneKilled(t *testing.T) {
 	for err := range errs {
 		t.Errorf("request failed while a connector died: %v", err)
 	}
-	t.Logf("requests served during the kill: %v", served)
+	t.Logf("requests served by each caller during the stop: %v", served)
 	for range 20 {
 		if err := get(); err != nil {
-			t.Fatalf("after the kill: %v", err)
+			t.Fatalf("after the stop: %v", err)
 		}
 	}
 }

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package kubetest
+
+import "syscall"
+
+// sysProcAttr: only Linux can tie a child's life to ours; elsewhere Stop must run.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
