@@ -23,11 +23,13 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"gateway":   {runGateway, "run the gateway: connectors dial in, callers reach /clusters/<cluster>/"},
-	"connector": {runConnector, "run the connector inside the private network: dials out to the gateway"},
-	"keygen":    {runKeygen, "write an Ed25519 signing key pair"},
-	"token":     {runToken, "issue a caller token (token issue) or a connector token (token connector)"},
-	"version":   {runVersion, "print the version"},
+	"gateway":    {runGateway, "run the gateway: connectors dial in, callers reach /clusters/<cluster>/"},
+	"connector":  {runConnector, "run the connector inside the private network: dials out to the gateway"},
+	"keygen":     {runKeygen, "write an Ed25519 signing key pair"},
+	"token":      {runToken, "issue a caller token (token issue) or a connector token (token connector)"},
+	"kubeconfig": {runKubeconfig, "print a kubeconfig that reaches a cluster through the gateway"},
+	"credential": {runCredential, "exec credential plugin for kubectl (used by kubeconfig --token-command)"},
+	"version":    {runVersion, "print the version"},
 }
 
 func main() {
@@ -86,7 +88,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].help)
+		fmt.Fprintf(w, "  %-11s %s\n", n, commands[n].help)
 	}
 	fmt.Fprint(w, "\nEvery flag can also be set by an environment variable WARREN_<FLAG>, e.g. WARREN_TOKEN_FILE for --token-file.\n`warren COMMAND --help` lists a command's flags.\n")
 }

@@ -1,0 +1,33 @@
+# warren: see README.md. `make test` is what CI runs.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+BIN       := bin/warren
+
+.PHONY: build test test-short lint demo kube clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warren
+
+# kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, and
+# installs etcd from Debian when missing.
+kube:
+	scripts/kube-bin.sh >/dev/null
+
+# The whole suite: unit tests, fuzz seeds, and the end-to-end tests against a real kube-apiserver.
+test: kube lint
+	$(GO) test -count=1 -timeout 20m ./...
+
+# Without the end-to-end suite: no kube-apiserver needed.
+test-short: lint
+	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v -e /test/e2e -e /internal/kubetest)
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+demo: build kube
+	scripts/demo.sh
+
+clean:
+	rm -rf bin .demo
