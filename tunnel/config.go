@@ -88,6 +88,8 @@ func (c Config) yamux() *yamux.Config {
 // the session's end is reported once, with its cause, by the owner.
 type slogPrinter struct{ l *slog.Logger }
 
-func (p slogPrinter) Print(v ...any)                 { p.l.Debug("yamux", "detail", v) }
-func (p slogPrinter) Printf(format string, v ...any) { p.l.Debug("yamux", "detail", fmt.Sprintf(format, v...)) }
-func (p slogPrinter) Println(v ...any)               { p.l.Debug("yamux", "detail", v) }
+func (p slogPrinter) Print(v ...any) { p.l.Debug("yamux", "detail", v) }
+func (p slogPrinter) Printf(format string, v ...any) {
+	p.l.Debug("yamux", "detail", fmt.Sprintf(format, v...))
+}
+func (p slogPrinter) Println(v ...any) { p.l.Debug("yamux", "detail", v) }
