@@ -42,6 +42,7 @@ type IssueOptions struct {
 	Subject  string // required: who the token is for; shows in audit logs
 	Clusters []string
 	Rules    []Rule
+	Groups   []string         // optional: the caller's groups, for connectors that impersonate
 	TTL      time.Duration    // required, > 0
 	Now      func() time.Time // default time.Now
 }
@@ -75,7 +76,7 @@ func (k *SigningKey) IssueCaller(o IssueOptions) (string, error) {
 	if iss == "" {
 		iss = DefaultIssuer
 	}
-	return k.sign(iss, o.Subject, AudienceCaller, Scope{Clusters: o.Clusters, Rules: o.Rules}, o.TTL, now())
+	return k.sign(iss, o.Subject, AudienceCaller, Scope{Clusters: o.Clusters, Rules: o.Rules, Groups: o.Groups}, o.TTL, now())
 }
 
 // IssueConnector signs the token of the connector of one cluster: audience "warren-connector", subject

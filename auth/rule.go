@@ -33,6 +33,9 @@ type Rule struct {
 type Scope struct {
 	Clusters []string `json:"clusters"`
 	Rules    []Rule   `json:"rules,omitempty"`
+	// Groups are the caller's groups, which a connector in impersonation mode passes to Kubernetes as
+	// Impersonate-Group so that RBAC and the Kubernetes audit log see them.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Verbs that a rule may name. The first eight are what Kubernetes derives from a request (RequestInfo).

@@ -20,6 +20,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -37,6 +38,18 @@ type Config struct {
 	Proxy func(*http.Request) (*url.URL, error)
 	// Kube reaches the API server: rest.InClusterConfig() in a pod, or a kubeconfig. Required.
 	Kube *rest.Config
+	// Callers, when set, verifies every caller token again (the gateway forwards it on wire.HeaderCallerToken) with
+	// the connector's own copy of the issuer keys, and the token's rules are checked again: a gateway that trusts a
+	// key it should not, or checks less than it should, cannot widen access.
+	Callers *auth.Verifier
+	// Ceiling, when set, is the customer's policy: a request it does not allow is refused whatever the token says.
+	Ceiling *auth.Policy
+	// Impersonate sends requests to the API server as the caller (Impersonate-User: warren:<sub>, the token's
+	// groups, and its id as Impersonate-Extra-warren-token-id), so Kubernetes RBAC and audit see who it was. It
+	// needs Callers.
+	Impersonate bool
+	// Cluster is the cluster this connector serves; default: the one its token is bound to.
+	Cluster string
 	// Name identifies this connector in the gateway's logs (pod or host name). Version is reported too.
 	Name, Version string
 	// Tunnel tunes the tunnel.
@@ -61,6 +74,7 @@ type Connector struct {
 	dialer   *http.Client
 	upstream http.Handler
 
+	cluster   string
 	connected atomic.Bool
 	inflight  sync.WaitGroup // handlers serving requests from the tunnel
 }
@@ -90,6 +104,18 @@ func New(cfg Config) (*Connector, error) {
 		cfg.IdleStreamTimeout = 120 * time.Second
 	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
+	if cfg.Impersonate && cfg.Callers == nil {
+		return nil, errors.New("connector: impersonation needs the issuer keys (Callers) to know who the caller is")
+	}
+	if cfg.Cluster == "" {
+		token, err := cfg.Token()
+		if err != nil {
+			return nil, fmt.Errorf("connector: cannot read the connector token: %w", err)
+		}
+		if cfg.Cluster, err = clusterOfToken(token); err != nil {
+			return nil, fmt.Errorf("connector: %w", err)
+		}
+	}
 	upstream, err := newUpstream(cfg.Kube, cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -107,7 +133,9 @@ func New(cfg Config) (*Connector, error) {
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   false,
 	}}
-	return &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, upstream: upstream}, nil
+	c := &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster}
+	c.upstream = c.authorize(upstream)
+	return c, nil
 }
 
 func tunnelURL(gateway string) (string, error) {

@@ -93,7 +93,6 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.mux = http.NewServeMux()
 	g.mux.HandleFunc("GET /connect", g.serveConnect)
-	g.mux.HandleFunc("/clusters/", g.serveCluster)
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	g.mux.HandleFunc("GET /readyz", g.serveReady)
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -102,7 +101,15 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.mux.ServeHTTP(w, r) }
+// ServeHTTP routes API calls itself rather than through http.ServeMux, which would answer a path with "." or ".."
+// segments with a redirect to its cleaned form: warren refuses such paths with 400 instead.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/clusters/") || strings.HasPrefix(r.URL.EscapedPath(), "/clusters/") {
+		g.serveCluster(w, r)
+		return
+	}
+	g.mux.ServeHTTP(w, r)
+}
 
 // Connectors returns the number of live connector sessions of a cluster.
 func (g *Gateway) Connectors(cluster string) int { return g.reg.count(cluster) }

@@ -37,6 +37,10 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		wire.WriteStatus(w, http.StatusNotFound, "no cluster in the path: the Kubernetes API of cluster C is at /clusters/C/", 0)
 		return
 	}
+	if err := auth.ValidateClusterName(cluster); err != nil {
+		wire.WriteStatus(w, http.StatusBadRequest, err.Error(), 0)
+		return
+	}
 	rest, err := url.PathUnescape(rawRest)
 	if err != nil {
 		wire.WriteStatus(w, http.StatusBadRequest, fmt.Sprintf("malformed path: %v", err), 0)
@@ -54,6 +58,10 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 	}
 	if !claims.HasCluster(cluster) {
 		wire.WriteStatus(w, http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, cluster), 0)
+		return
+	}
+	if d := auth.Check(r, rest, claims, nil); !d.Allowed {
+		wire.WriteStatus(w, d.Status, d.Reason, 0)
 		return
 	}
 	if _, _, err := g.reg.sessions(cluster); err != nil {

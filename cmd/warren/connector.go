@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 )
 
@@ -37,6 +38,9 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	tokenFile := fs.String("token-file", "", "file holding the connector token (warren token connector); re-read at every reconnect")
 	caFile := fs.String("ca-file", "", "CA certificate(s) (PEM) that signed the gateway's certificate; default: system roots")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the API server; default: in-cluster service account")
+	callers := addCallerFlags(fs, "public keys that sign caller tokens: with them the connector verifies every caller token itself (comma-separated PEM or JWKS files)")
+	policyFile := fs.String("policy", "", "the cluster's ceiling: a YAML file of rules; requests outside it are refused whatever the token says")
+	impersonate := fs.Bool("impersonate", false, "reach the API server as the caller (Impersonate-User warren:<sub>); needs --issuer-keys")
 	name := fs.String("name", "", "this connector's name in the gateway's logs; default: host name")
 	healthListen := fs.String("health-listen", "", "address for /healthz and /readyz probes (e.g. :8080); default: none")
 	newLogger := logFlags(fs)
@@ -88,23 +92,42 @@ func runConnector(args []string, _, stderr io.Writer) error {
 			return fmt.Errorf("--ca-file %s holds no PEM certificate", *caFile)
 		}
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var callerVerifier *auth.Verifier
+	var reloads []func() error
+	if callers.set() {
+		if callerVerifier, reloads, err = callers.verifier(ctx); err != nil {
+			return err
+		}
+	} else if *impersonate {
+		return errors.New("--impersonate needs --issuer-keys: the connector must verify the caller's token to know whom to impersonate")
+	}
+	var ceiling *auth.Policy
+	if *policyFile != "" {
+		if ceiling, err = auth.LoadPolicy(*policyFile); err != nil {
+			return fmt.Errorf("--policy: %w", err)
+		}
+	}
 	if *name == "" {
 		*name, _ = os.Hostname()
 	}
 	c, err := connector.New(connector.Config{
-		GatewayURL: *gatewayURL,
-		Token:      readToken,
-		TLSConfig:  tlsCfg,
-		Kube:       kube,
-		Name:       *name,
-		Version:    version,
-		Logger:     log,
+		GatewayURL:  *gatewayURL,
+		Token:       readToken,
+		TLSConfig:   tlsCfg,
+		Kube:        kube,
+		Callers:     callerVerifier,
+		Ceiling:     ceiling,
+		Impersonate: *impersonate,
+		Name:        *name,
+		Version:     version,
+		Logger:      log,
 	})
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	reloadOnHangup(ctx, log, reloads)
 	if *healthListen != "" {
 		ln, err := net.Listen("tcp", *healthListen)
 		if err != nil {
@@ -114,7 +137,8 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
-	log.Info("connector starting", "gateway", *gatewayURL, "api_server", kube.Host, "version", version)
+	log.Info("connector starting", "gateway", *gatewayURL, "api_server", kube.Host, "version", version,
+		"verifies_callers", callerVerifier != nil, "ceiling", *policyFile, "impersonate", *impersonate)
 	err = c.Run(ctx)
 	log.Info("connector stopped")
 	return err

@@ -32,7 +32,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	listen := fs.String("listen", ":8443", "address to serve HTTPS on")
 	certFile := fs.String("tls-cert", "", "TLS certificate (PEM) of the gateway")
 	keyFile := fs.String("tls-key", "", "TLS private key (PEM) of the gateway")
-	issuerKeys := fs.String("issuer-keys", "", "public keys that sign caller tokens, comma-separated files")
+	callers := addCallerFlags(fs, "public keys that sign caller tokens: comma-separated PEM or JWKS files")
 	connectorKeys := fs.String("connector-keys", "", "public keys that sign connector tokens, comma-separated files")
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
 	newLogger := logFlags(fs)
@@ -53,8 +53,6 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	switch {
 	case *certFile == "" || *keyFile == "":
 		return errors.New("missing --tls-cert or --tls-key: the gateway serves HTTPS only; give its certificate and key (PEM)")
-	case *issuerKeys == "":
-		return errors.New("missing --issuer-keys: the public key(s) that sign caller tokens (signing.pub from warren keygen)")
 	case *connectorKeys == "":
 		return errors.New("missing --connector-keys: the public key(s) that sign connector tokens (signing.pub from warren keygen)")
 	}
@@ -62,17 +60,15 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("cannot load the TLS certificate: %v; check --tls-cert and --tls-key", err)
 	}
-	callerKeys, err := auth.NewKeyFiles(auth.DefaultCheckInterval, splitList(*issuerKeys)...)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	callerVerifier, reloads, err := callers.verifier(ctx)
 	if err != nil {
-		return fmt.Errorf("--issuer-keys: %w", err)
+		return err
 	}
 	connKeys, err := auth.NewKeyFiles(auth.DefaultCheckInterval, splitList(*connectorKeys)...)
 	if err != nil {
 		return fmt.Errorf("--connector-keys: %w", err)
-	}
-	callerVerifier, err := auth.NewVerifier(auth.VerifierConfig{Keys: callerKeys, Audience: auth.AudienceCaller})
-	if err != nil {
-		return err
 	}
 	connectorVerifier, err := auth.NewVerifier(auth.VerifierConfig{Keys: connKeys, Audience: auth.AudienceConnector})
 	if err != nil {
@@ -99,9 +95,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	reloadOnHangup(ctx, log, callerKeys, connKeys)
+	reloadOnHangup(ctx, log, append(reloads, connKeys.Reload))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.ServeTLS(ln, "", "") }()
@@ -119,26 +113,4 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	g.Close()
 	<-served
 	return nil
-}
-
-// reloadOnHangup re-reads key files on SIGHUP until ctx is done. Files are also re-read when they change.
-func reloadOnHangup(ctx context.Context, log *slog.Logger, sets ...*auth.KeyFiles) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				for _, s := range sets {
-					if err := s.Reload(); err != nil {
-						log.Error("key reload failed; keeping the previous keys", "err", err)
-					}
-				}
-				log.Info("keys reloaded")
-			}
-		}
-	}()
 }

@@ -47,7 +47,8 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	key := fs.String("key", "", "signing key (signing.key from warren keygen)")
 	subject := fs.String("subject", "", "who the token is for (sub claim), shown in audit logs")
-	var clusters, rules stringList
+	var clusters, rules, groups stringList
+	fs.Var(&groups, "group", "a group of the caller, passed to Kubernetes by connectors that impersonate; repeat or comma-separate")
 	fs.Var(&clusters, "cluster", "cluster the token may reach; repeat or comma-separate for several")
 	fs.Var(&rules, "rule", "what the token may do, VERBS:RESOURCES[:NAMESPACES[:NAMES]]; repeat for several")
 	ttl := fs.Duration("ttl", 15*time.Minute, "token lifetime")
@@ -78,6 +79,9 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("token issue: --ttl must be positive, e.g. --ttl 15m")
 	}
 	opts := auth.IssueOptions{Issuer: *issuer, Subject: *subject, TTL: *ttl}
+	for _, g := range groups {
+		opts.Groups = append(opts.Groups, splitList(g)...)
+	}
 	// --cluster takes comma lists as well as repeats; --rule cannot, rules contain commas.
 	for _, c := range clusters {
 		for _, name := range strings.Split(c, ",") {

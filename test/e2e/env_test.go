@@ -253,6 +253,7 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 		Token:      func() (string, error) { return o.token, nil },
 		TLSConfig:  &tls.Config{RootCAs: roots},
 		Kube:       kube.RestConfig(kubetest.UserConnector),
+		Cluster:    cluster, // so that bad tokens reach the gateway, which is what the tests check
 		Name:       o.name,
 		Version:    "e2e",
 		Backoff:    connector.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},

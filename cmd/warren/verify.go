@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/warren-dev/warren/auth"
+)
+
+// callerFlags are the flags that configure the verification of caller tokens; the gateway and the connector
+// share them, so that both points check tokens the same way.
+type callerFlags struct {
+	keys        *string
+	jwksURL     *string
+	algorithms  *string
+	maxLifetime *time.Duration
+	revoked     *string
+}
+
+func addCallerFlags(fs *flag.FlagSet, keysHelp string) *callerFlags {
+	return &callerFlags{
+		keys:        fs.String("issuer-keys", "", keysHelp),
+		jwksURL:     fs.String("issuer-jwks-url", "", "a JWKS URL with more issuer keys, refetched for unknown key ids and hourly"),
+		algorithms:  fs.String("algorithms", auth.AlgEdDSA, "token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256"),
+		maxLifetime: fs.Duration("max-token-lifetime", 24*time.Hour, "refuse caller tokens valid for longer than this (exp - iat)"),
+		revoked:     fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; re-read when it changes"),
+	}
+}
+
+func (f *callerFlags) set() bool { return *f.keys != "" || *f.jwksURL != "" }
+
+// verifier builds the caller-token verifier and the functions that reload its files (for SIGHUP).
+func (f *callerFlags) verifier(ctx context.Context) (*auth.Verifier, []func() error, error) {
+	var sets auth.KeySets
+	var reloads []func() error
+	if *f.keys != "" {
+		kf, err := auth.NewKeyFiles(auth.DefaultCheckInterval, splitList(*f.keys)...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--issuer-keys: %w", err)
+		}
+		sets = append(sets, kf)
+		reloads = append(reloads, kf.Reload)
+	}
+	if *f.jwksURL != "" {
+		remote, err := auth.NewRemoteJWKS(ctx, *f.jwksURL, nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--issuer-jwks-url: %w", err)
+		}
+		sets = append(sets, remote)
+		reloads = append(reloads, func() error { return remote.Reload(context.Background()) })
+	}
+	if len(sets) == 0 {
+		return nil, nil, errors.New("missing --issuer-keys: the public key(s) that sign caller tokens (signing.pub from warren keygen)")
+	}
+	cfg := auth.VerifierConfig{
+		Keys:        sets,
+		Audience:    auth.AudienceCaller,
+		MaxLifetime: *f.maxLifetime,
+		Algorithms:  splitList(*f.algorithms),
+	}
+	if *f.revoked != "" {
+		rl, err := auth.NewRevocationList(*f.revoked, auth.DefaultCheckInterval)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--revoked-tokens: %w", err)
+		}
+		cfg.Revoked = rl.Revoked
+		reloads = append(reloads, rl.Reload)
+	}
+	v, err := auth.NewVerifier(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, reloads, nil
+}
+
+// reloadOnHangup runs the reload functions on SIGHUP until ctx is done. Files are also re-read when they change.
+func reloadOnHangup(ctx context.Context, log *slog.Logger, reloads []func() error) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				failed := false
+				for _, reload := range reloads {
+					if err := reload(); err != nil {
+						failed = true
+						log.Error("reload failed; keeping what was loaded before", "err", err)
+					}
+				}
+				if !failed {
+					log.Info("keys and revocation list reloaded")
+				}
+			}
+		}
+	}()
+}

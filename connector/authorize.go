@@ -1,0 +1,92 @@
+package connector
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/wire"
+)
+
+// ImpersonatedUserPrefix prefixes the token subject in Impersonate-User, so that Kubernetes RBAC bindings and
+// audit logs can tell warren's callers from the cluster's own users.
+const ImpersonatedUserPrefix = "warren:"
+
+// ImpersonatedTokenIDExtra is the Impersonate-Extra key carrying the caller token's id (jti) into Kubernetes' audit
+// log.
+const ImpersonatedTokenIDExtra = "warren-token-id"
+
+// clusterOfToken reads the cluster a connector token is bound to. The token is not verified here: the gateway
+// does that; the connector only needs the name to check that callers' tokens are for its cluster.
+func clusterOfToken(token string) (string, error) {
+	var claims auth.Claims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
+		return "", fmt.Errorf("connector token is not a JWT: %v", err)
+	}
+	if len(claims.Warren.Clusters) != 1 {
+		return "", fmt.Errorf("connector token names %d clusters, want 1: make it with `warren token connector`", len(claims.Warren.Clusters))
+	}
+	return claims.Warren.Clusters[0], nil
+}
+
+// authorize is the connector's own check of every request, independent of the gateway's: the caller's token
+// verified with the connector's copy of the issuer keys, its rules, and the customer's ceiling. The gateway
+// cannot switch it off: no header it sends changes what is checked.
+func (c *Connector) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var claims *auth.Claims
+		if c.cfg.Callers != nil {
+			token := r.Header.Get(wire.HeaderCallerToken)
+			if token == "" {
+				wire.WriteStatus(w, http.StatusUnauthorized, "connector: no caller token came with the request", 0)
+				return
+			}
+			var err error
+			if claims, err = c.cfg.Callers.Verify(token); err != nil {
+				wire.WriteStatus(w, http.StatusUnauthorized, "connector refused the caller token: "+err.Error(), 0)
+				return
+			}
+			if !claims.HasCluster(c.cluster) {
+				wire.WriteStatus(w, http.StatusForbidden, fmt.Sprintf("connector: token of %q does not grant access to cluster %q", claims.Subject, c.cluster), 0)
+				return
+			}
+			if d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling); !d.Allowed {
+				wire.WriteStatus(w, d.Status, "connector: "+d.Reason, 0)
+				return
+			}
+		} else if c.cfg.Ceiling != nil {
+			a, err := auth.Classify(r, r.URL.Path)
+			if err != nil {
+				wire.WriteStatus(w, http.StatusBadRequest, "connector: "+err.Error(), 0)
+				return
+			}
+			if ok, why := auth.AuthorizeImpersonation(c.cfg.Ceiling.Rules, r.Header); !ok {
+				wire.WriteStatus(w, http.StatusForbidden, "connector: the cluster's policy does not allow impersonation: "+why, 0)
+				return
+			}
+			if ok, why := c.cfg.Ceiling.Authorize(a); !ok {
+				wire.WriteStatus(w, http.StatusForbidden, "connector: the cluster's policy does not allow it: "+why, 0)
+				return
+			}
+		}
+		if c.cfg.Impersonate {
+			for k := range r.Header {
+				if strings.HasPrefix(k, "Impersonate-") {
+					wire.WriteStatus(w, http.StatusForbidden, "connector: this connector impersonates the caller itself; Impersonate-* headers are refused", 0)
+					return
+				}
+			}
+			r.Header.Set("Impersonate-User", ImpersonatedUserPrefix+claims.Subject)
+			for _, g := range claims.Warren.Groups {
+				r.Header.Add("Impersonate-Group", g)
+			}
+			if claims.ID != "" {
+				r.Header.Set("Impersonate-Extra-"+ImpersonatedTokenIDExtra, claims.ID)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
