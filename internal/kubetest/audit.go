@@ -23,7 +23,11 @@ type AuditEvent struct {
 	Verb       string // Kubernetes verb: get, list, watch, create, update, patch, delete, ...
 	User       string // authenticated user name, e.g. "admin" or "warren-connector"
 	Stage      string // RequestReceived, ResponseStarted, ResponseComplete or Panic
-	Code       int    // HTTP status; 0 in stage RequestReceived
+	// ImpersonatedUser is the user the request impersonated (Impersonate-User), "" when none.
+	ImpersonatedUser string
+	// ImpersonatedExtra is the impersonated user's extra attributes (Impersonate-Extra-*).
+	ImpersonatedExtra map[string][]string
+	Code              int // HTTP status; 0 in stage RequestReceived
 }
 
 // rawAuditEvent mirrors the JSON fields of audit.k8s.io/v1 Event we read.
@@ -34,6 +38,10 @@ type rawAuditEvent struct {
 	User       struct {
 		Username string `json:"username"`
 	} `json:"user"`
+	ImpersonatedUser *struct {
+		Username string              `json:"username"`
+		Extra    map[string][]string `json:"extra"`
+	} `json:"impersonatedUser"`
 	ResponseStatus *struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
@@ -76,6 +84,9 @@ func parseAuditLog(r io.Reader) ([]AuditEvent, error) {
 		ev := AuditEvent{RequestURI: raw.RequestURI, Verb: raw.Verb, User: raw.User.Username, Stage: raw.Stage}
 		if raw.ResponseStatus != nil {
 			ev.Code = raw.ResponseStatus.Code
+		}
+		if raw.ImpersonatedUser != nil {
+			ev.ImpersonatedUser, ev.ImpersonatedExtra = raw.ImpersonatedUser.Username, raw.ImpersonatedUser.Extra
 		}
 		events = append(events, ev)
 	}

@@ -122,6 +122,8 @@ type gatewayServer struct {
 	cert   tls.Certificate
 	log    *logBuffer
 
+	extraCallerKeys *auth.StaticKeys
+
 	g   *gateway.Gateway
 	srv *http.Server
 }
@@ -129,8 +131,14 @@ type gatewayServer struct {
 // startGateway starts a gateway on addr ("127.0.0.1:0" for a fresh port).
 func startGateway(t *testing.T, addr string) *gatewayServer {
 	t.Helper()
+	return startGatewayWith(t, addr, nil)
+}
+
+// startGatewayWith starts a gateway that also trusts extraCallerKeys for caller tokens.
+func startGatewayWith(t *testing.T, addr string, extraCallerKeys *auth.StaticKeys) *gatewayServer {
+	t.Helper()
 	cert, caFile := serverCert(t)
-	gs := &gatewayServer{t: t, cert: cert, caFile: caFile}
+	gs := &gatewayServer{t: t, cert: cert, caFile: caFile, extraCallerKeys: extraCallerKeys}
 	gs.start(addr)
 	t.Cleanup(gs.stop)
 	return gs
@@ -144,7 +152,11 @@ func (gs *gatewayServer) start(addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceCaller})
+	callerKeys := auth.KeySets{ks}
+	if gs.extraCallerKeys != nil {
+		callerKeys = append(callerKeys, gs.extraCallerKeys)
+	}
+	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: callerKeys, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,6 +243,10 @@ type connectorOpts struct {
 	token  string // default: a valid connector token for the cluster
 	caFile string // default: the gateway's
 	name   string
+
+	verifyCallers bool         // verify caller tokens with the test issuer key (the connector's own copy)
+	ceiling       *auth.Policy // the customer's ceiling
+	impersonate   bool
 }
 
 func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
@@ -247,17 +263,30 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pemBytes)
+	var callers *auth.Verifier
+	if o.verifyCallers {
+		ks, err := auth.LoadPublicKeys(filepath.Join(keysDir, auth.PublicKeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if callers, err = auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	log, lb := newLogger(t, "connector "+o.name)
 	c, err := connector.New(connector.Config{
-		GatewayURL: gs.url(),
-		Token:      func() (string, error) { return o.token, nil },
-		TLSConfig:  &tls.Config{RootCAs: roots},
-		Kube:       kube.RestConfig(kubetest.UserConnector),
-		Cluster:    cluster, // so that bad tokens reach the gateway, which is what the tests check
-		Name:       o.name,
-		Version:    "e2e",
-		Backoff:    connector.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},
-		Logger:     log,
+		GatewayURL:  gs.url(),
+		Token:       func() (string, error) { return o.token, nil },
+		TLSConfig:   &tls.Config{RootCAs: roots},
+		Kube:        kube.RestConfig(kubetest.UserConnector),
+		Cluster:     cluster, // so that bad tokens reach the gateway, which is what the tests check
+		Callers:     callers,
+		Ceiling:     o.ceiling,
+		Impersonate: o.impersonate,
+		Name:        o.name,
+		Version:     "e2e",
+		Backoff:     connector.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},
+		Logger:      log,
 	})
 	if err != nil {
 		t.Fatal(err)
