@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/warren-dev/warren/auth"
+)
+
+// runCmd runs the binary's main logic and returns the exit code and what went to stderr.
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestBadInvocationsAreOneLineWithAnExitCode(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := auth.GenerateKeyPair(dir); err != nil {
+		t.Fatal(err)
+	}
+	pub := filepath.Join(dir, auth.PublicKeyFile)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	certDir := t.TempDir()
+	writeTestCert(t, certDir)
+	crt, key := filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")
+	garbage := filepath.Join(dir, "garbage.token")
+	os.WriteFile(garbage, []byte("not a jwt\n"), 0o600)
+
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown command", []string{"gatway"}, 2, `warren: unknown command "gatway"; run ` + "`warren --help`" + ` for the list`},
+		{"unknown flag", []string{"gateway", "--tls-crt", "x"}, 2, "warren gateway: flag provided but not defined: -tls-crt; run `warren gateway --help` for the flags"},
+		{"bad duration", []string{"token", "issue", "--ttl", "soon"}, 2, `warren token: invalid value "soon" for flag -ttl`},
+		{"gateway without TLS", []string{"gateway", "--issuer-keys", pub, "--connector-keys", pub}, 1, "warren gateway: missing --tls-cert or --tls-key"},
+		{"missing key file", []string{"gateway", "--tls-cert", crt, "--tls-key", key, "--issuer-keys", filepath.Join(dir, "nope.pub"), "--connector-keys", pub}, 1, "warren gateway: --issuer-keys: "},
+		{"missing TLS file", []string{"gateway", "--tls-cert", filepath.Join(dir, "nope.crt"), "--tls-key", key, "--issuer-keys", pub, "--connector-keys", pub}, 1, "warren gateway: cannot load the TLS certificate"},
+		{"port in use", []string{"gateway", "--listen", busy.Addr().String(), "--tls-cert", crt, "--tls-key", key, "--issuer-keys", pub, "--connector-keys", pub}, 1,
+			"warren gateway: cannot listen on " + busy.Addr().String() + ": "},
+		{"connector without gateway", []string{"connector", "--token-file", garbage}, 1, "warren connector: missing --gateway"},
+		{"connector with a missing token file", []string{"connector", "--gateway", "https://gw", "--token-file", filepath.Join(dir, "none")}, 1, "warren connector: cannot read the connector token: "},
+		{"connector with a garbage token", []string{"connector", "--gateway", "https://gw", "--token-file", garbage, "--kubeconfig", writeKubeconfigFile(t)}, 1,
+			"warren connector: connector: connector token is not a JWT"},
+		{"connector outside a cluster", []string{"connector", "--gateway", "https://gw", "--token-file", garbage}, 1, "warren connector: no in-cluster credentials"},
+		{"impersonate without keys", []string{"connector", "--gateway", "https://gw", "--token-file", garbage, "--kubeconfig", writeKubeconfigFile(t), "--impersonate"}, 1,
+			"warren connector: --impersonate needs --issuer-keys"},
+		{"keygen over an existing key", []string{"keygen", "--out", dir}, 1, "warren keygen: "},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := runCmd(t, c.args...)
+			if code != c.code || !strings.HasPrefix(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
+				t.Fatalf("exit %d, stderr %q\nwant exit %d and one line starting %q", code, stderr, c.code, c.want)
+			}
+		})
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := auth.GenerateKeyPair(dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("WARREN_KEY", filepath.Join(dir, auth.SigningKeyFile))
+	t.Setenv("WARREN_CLUSTER", "prod")
+	code, out, stderr := runCmd(t, "token", "connector")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	ks, _ := auth.LoadPublicKeys(filepath.Join(dir, auth.PublicKeyFile))
+	v, _ := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceConnector})
+	claims, err := v.Verify(strings.TrimSpace(out))
+	if err != nil || claims.Warren.Clusters[0] != "prod" {
+		t.Fatalf("token from WARREN_* flags: %v %v", claims, err)
+	}
+	t.Setenv("WARREN_TTL", "later")
+	if code, _, stderr := runCmd(t, "token", "connector"); code != 2 || !strings.Contains(stderr, `environment variable WARREN_TTL: invalid value "later"`) {
+		t.Fatalf("bad WARREN_TTL: exit %d %q", code, stderr)
+	}
+}
+
+func TestHelpListsEveryFlag(t *testing.T) {
+	for _, cmd := range []string{"gateway", "connector", "kubeconfig"} {
+		code, _, stderr := runCmd(t, cmd, "--help")
+		if code != 0 || !strings.Contains(stderr, "usage: warren "+cmd) || !strings.Contains(stderr, "-log-level") && cmd != "kubeconfig" {
+			t.Errorf("warren %s --help: exit %d\n%s", cmd, code, stderr)
+		}
+	}
+}
+
+func writeKubeconfigFile(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(path, []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n"), 0o600)
+	return path
+}
