@@ -9,10 +9,11 @@ BIN       := bin/warren
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warren
 
-# kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, and
-# installs etcd from Debian when missing.
+# kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, installs
+# etcd from Debian when missing, and helm (from the Go module proxy) for the chart tests.
 kube:
 	scripts/kube-bin.sh >/dev/null
+	scripts/helm-bin.sh >/dev/null
 
 # The whole suite: unit tests, fuzz seeds, and the end-to-end tests against a real kube-apiserver.
 test: kube lint
@@ -20,7 +21,7 @@ test: kube lint
 
 # Without the end-to-end suite: no kube-apiserver needed.
 test-short: lint
-	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v -e /test/e2e -e /internal/kubetest)
+	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v -e /test/e2e -e /internal/kubetest -e /test/helm)
 
 lint:
 	$(GO) vet ./...

@@ -7,7 +7,9 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/wire"
 )
 
@@ -37,45 +39,61 @@ func clusterOfToken(token string) (string, error) {
 // cannot switch it off: no header it sends changes what is checked.
 func (c *Connector) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requestID := r.Header.Get(wire.HeaderRequestID)
+		entry, w, r := auditrec.Begin(c.cfg.Audit, audit.ComponentConnector, c.cluster, requestID, w, r)
+		defer func() {
+			if err := entry.End(c.cfg.Audit); err != nil {
+				c.log.Error("cannot write the audit log", "request_id", requestID, "err", err)
+			}
+		}()
+		refuse := func(code int, message string) {
+			entry.Deny(message)
+			wire.WriteStatus(w, code, "connector: "+message, 0)
+		}
 		var claims *auth.Claims
 		if c.cfg.Callers != nil {
 			token := r.Header.Get(wire.HeaderCallerToken)
 			if token == "" {
-				wire.WriteStatus(w, http.StatusUnauthorized, "connector: no caller token came with the request", 0)
+				refuse(http.StatusUnauthorized, "no caller token came with the request")
 				return
 			}
 			var err error
 			if claims, err = c.cfg.Callers.Verify(token); err != nil {
+				entry.Deny("refused the caller token: " + err.Error())
 				wire.WriteStatus(w, http.StatusUnauthorized, "connector refused the caller token: "+err.Error(), 0)
 				return
 			}
+			entry.Caller(claims)
 			if !claims.HasCluster(c.cluster) {
-				wire.WriteStatus(w, http.StatusForbidden, fmt.Sprintf("connector: token of %q does not grant access to cluster %q", claims.Subject, c.cluster), 0)
+				refuse(http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, c.cluster))
 				return
 			}
-			if d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling); !d.Allowed {
-				wire.WriteStatus(w, d.Status, "connector: "+d.Reason, 0)
+			d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling)
+			entry.Attributes(d.Attributes)
+			if !d.Allowed {
+				refuse(d.Status, d.Reason)
 				return
 			}
 		} else if c.cfg.Ceiling != nil {
 			a, err := auth.Classify(r, r.URL.Path)
+			entry.Attributes(a)
 			if err != nil {
-				wire.WriteStatus(w, http.StatusBadRequest, "connector: "+err.Error(), 0)
+				refuse(http.StatusBadRequest, err.Error())
 				return
 			}
 			if ok, why := auth.AuthorizeImpersonation(c.cfg.Ceiling.Rules, r.Header); !ok {
-				wire.WriteStatus(w, http.StatusForbidden, "connector: the cluster's policy does not allow impersonation: "+why, 0)
+				refuse(http.StatusForbidden, "the cluster's policy does not allow impersonation: "+why)
 				return
 			}
 			if ok, why := c.cfg.Ceiling.Authorize(a); !ok {
-				wire.WriteStatus(w, http.StatusForbidden, "connector: the cluster's policy does not allow it: "+why, 0)
+				refuse(http.StatusForbidden, "the cluster's policy does not allow it: "+why)
 				return
 			}
 		}
 		if c.cfg.Impersonate {
 			for k := range r.Header {
 				if strings.HasPrefix(k, "Impersonate-") {
-					wire.WriteStatus(w, http.StatusForbidden, "connector: this connector impersonates the caller itself; Impersonate-* headers are refused", 0)
+					refuse(http.StatusForbidden, "this connector impersonates the caller itself; Impersonate-* headers are refused")
 					return
 				}
 			}

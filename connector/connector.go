@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -48,6 +49,8 @@ type Config struct {
 	// groups, and its id as Impersonate-Extra-warren-token-id), so Kubernetes RBAC and audit see who it was. It
 	// needs Callers.
 	Impersonate bool
+	// Audit, when set, receives one record per request the connector serves or refuses.
+	Audit auditrec.Sink
 	// Cluster is the cluster this connector serves; default: the one its token is bound to.
 	Cluster string
 	// Name identifies this connector in the gateway's logs (pod or host name). Version is reported too.

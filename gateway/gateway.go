@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/auditrec"
+	"github.com/warren-dev/warren/internal/limit"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -29,6 +31,12 @@ type Config struct {
 	ConnectorVerifier *auth.Verifier
 	// Clusters are known from the start: before their first connector arrives, callers get 503 rather than 404.
 	Clusters []string
+	// Audit receives one record per API request, allowed or not. Nil: no audit.
+	Audit auditrec.Sink
+	// Limits bounds request rates and concurrent streams per token and per cluster. Nil: no limits.
+	Limits *limit.Limiter
+	// MaxHeaderBytes bounds a request's headers; larger ones get 431. Default 64 KiB.
+	MaxHeaderBytes int
 	// Tunnel tunes each connector's tunnel.
 	Tunnel tunnel.Config
 	// Transport tunes the pool of HTTP connections (streams) over each tunnel.
@@ -71,6 +79,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 64 << 10
 	}
 	if cfg.Transport.MaxIdleStreams <= 0 {
 		cfg.Transport.MaxIdleStreams = 64

@@ -7,8 +7,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"time"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/wire"
 )
 
@@ -20,6 +23,7 @@ type route struct {
 	token     string
 	requestID string
 	claims    *auth.Claims
+	entry     *auditrec.Entry
 }
 
 type routeKey struct{}
@@ -29,50 +33,108 @@ func routeOf(ctx context.Context) *route {
 	return rt
 }
 
-// serveCluster authenticates an API call for /clusters/<cluster>/... and proxies it to one of the cluster's
-// connectors.
+// serveCluster authenticates an API call for /clusters/<cluster>/..., checks it against the token's scope and the
+// limits, and proxies it to one of the cluster's connectors. Every outcome is audited.
 func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
+	requestID := newID()
 	cluster, rawRest, ok := splitClusterPath(r.URL.EscapedPath())
+	entry, w, r := auditrec.Begin(g.cfg.Audit, audit.ComponentGateway, cluster, requestID, w, r)
+	defer func() {
+		if err := entry.End(g.cfg.Audit); err != nil {
+			g.log.Error("cannot write the audit log", "request_id", requestID, "err", err)
+		}
+	}()
+	refuse := func(code int, message string, retryAfter int) {
+		entry.Deny(message)
+		wire.WriteStatus(w, code, message, retryAfter)
+	}
+	if size := headerSize(r); size > g.cfg.MaxHeaderBytes {
+		refuse(http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("request headers are %d bytes, more than the %d allowed", size, g.cfg.MaxHeaderBytes), 0)
+		return
+	}
 	if !ok {
-		wire.WriteStatus(w, http.StatusNotFound, "no cluster in the path: the Kubernetes API of cluster C is at /clusters/C/", 0)
+		refuse(http.StatusNotFound, "no cluster in the path: the Kubernetes API of cluster C is at /clusters/C/", 0)
 		return
 	}
 	if err := auth.ValidateClusterName(cluster); err != nil {
-		wire.WriteStatus(w, http.StatusBadRequest, err.Error(), 0)
+		refuse(http.StatusBadRequest, err.Error(), 0)
 		return
 	}
 	rest, err := url.PathUnescape(rawRest)
 	if err != nil {
-		wire.WriteStatus(w, http.StatusBadRequest, fmt.Sprintf("malformed path: %v", err), 0)
+		refuse(http.StatusBadRequest, fmt.Sprintf("malformed path: %v", err), 0)
 		return
 	}
 	token := wire.BearerToken(r.Header)
 	if token == "" {
-		wire.WriteStatus(w, http.StatusUnauthorized, "missing bearer token: send the caller token as \"Authorization: Bearer <token>\"", 0)
+		refuse(http.StatusUnauthorized, "missing bearer token: send the caller token as \"Authorization: Bearer <token>\"", 0)
 		return
 	}
 	claims, err := g.cfg.CallerVerifier.Verify(token)
 	if err != nil {
-		wire.WriteStatus(w, http.StatusUnauthorized, "invalid caller token: "+err.Error(), 0)
+		refuse(http.StatusUnauthorized, "invalid caller token: "+err.Error(), 0)
 		return
 	}
+	entry.Caller(claims)
 	if !claims.HasCluster(cluster) {
-		wire.WriteStatus(w, http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, cluster), 0)
+		refuse(http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, cluster), 0)
 		return
 	}
-	if d := auth.Check(r, rest, claims, nil); !d.Allowed {
-		wire.WriteStatus(w, d.Status, d.Reason, 0)
+	d := auth.Check(r, rest, claims, nil)
+	entry.Attributes(d.Attributes)
+	if !d.Allowed {
+		refuse(d.Status, d.Reason, 0)
 		return
+	}
+	if g.cfg.Limits != nil {
+		if ok, wait, which := g.cfg.Limits.Allow(limitKey(claims), cluster); !ok {
+			refuse(http.StatusTooManyRequests, fmt.Sprintf("too many requests for this %s; retry in %v", which, wait), int(wait/time.Second))
+			return
+		}
+		if longLived(r, d.Attributes) {
+			release, ok := g.cfg.Limits.AcquireStream(limitKey(claims))
+			defer release()
+			if !ok {
+				refuse(http.StatusTooManyRequests, "too many concurrent streams (watch, exec, attach, port-forward, logs -f) for this token", 5)
+				return
+			}
+		}
 	}
 	if _, _, err := g.reg.sessions(cluster); err != nil {
-		g.writeRouteError(w, cluster, err)
+		code, msg := routeError(cluster, err)
+		refuse(code, msg, 0)
 		return
 	}
-	rt := &route{cluster: cluster, path: rest, token: token, requestID: newID(), claims: claims}
+	rt := &route{cluster: cluster, path: rest, token: token, requestID: requestID, claims: claims, entry: entry}
 	if rawRest != rest {
 		rt.rawPath = rawRest
 	}
 	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
+}
+
+// limitKey is the identity a token's limits are counted against: its id, or issuer and subject without one.
+func limitKey(c *auth.Claims) string {
+	if c.ID != "" {
+		return c.ID
+	}
+	return c.Issuer + "\x00" + c.Subject
+}
+
+// longLived reports whether a request holds a stream for long: watches, follows and upgrades.
+func longLived(r *http.Request, a auth.Attributes) bool {
+	return a.Verb == "watch" || r.Header.Get("Upgrade") != "" ||
+		(a.Subresource == "log" && r.URL.Query().Get("follow") == "true")
+}
+
+// headerSize approximates the request's header bytes as they came on the wire.
+func headerSize(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + 12
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // rewrite turns the caller's request into the one sent over the tunnel. httputil.ReverseProxy has already removed
@@ -134,17 +196,18 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	if errors.Is(err, errNoConnector) || errors.Is(err, errUnknownCluster) {
-		g.writeRouteError(w, rt.cluster, err)
+		code, msg := routeError(rt.cluster, err)
+		rt.entry.Deny(msg)
+		wire.WriteStatus(w, code, msg, 0)
 		return
 	}
 	g.log.Info("connector lost mid-request", "cluster", rt.cluster, "request_id", rt.requestID, "err", err)
 	wire.WriteStatus(w, http.StatusBadGateway, fmt.Sprintf("the connection to cluster %q was lost mid-request: %v", rt.cluster, err), 0)
 }
 
-func (g *Gateway) writeRouteError(w http.ResponseWriter, cluster string, err error) {
+func routeError(cluster string, err error) (int, string) {
 	if errors.Is(err, errUnknownCluster) {
-		wire.WriteStatus(w, http.StatusNotFound, fmt.Sprintf("unknown cluster %q: no connector of it has connected to this gateway", cluster), 0)
-		return
+		return http.StatusNotFound, fmt.Sprintf("unknown cluster %q: no connector of it has connected to this gateway", cluster)
 	}
-	wire.WriteStatus(w, http.StatusServiceUnavailable, fmt.Sprintf("no connector is connected for cluster %q: check that its connector runs and reaches the gateway", cluster), 0)
+	return http.StatusServiceUnavailable, fmt.Sprintf("no connector is connected for cluster %q: check that its connector runs and reaches the gateway", cluster)
 }

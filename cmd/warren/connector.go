@@ -21,6 +21,7 @@ import (
 
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
+	"github.com/warren-dev/warren/internal/auditrec"
 )
 
 const connectorUsage = `usage: warren connector --gateway https://HOST:PORT --token-file F [--ca-file F] [--kubeconfig F]
@@ -41,6 +42,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	callers := addCallerFlags(fs, "public keys that sign caller tokens: with them the connector verifies every caller token itself (comma-separated PEM or JWKS files)")
 	policyFile := fs.String("policy", "", "the cluster's ceiling: a YAML file of rules; requests outside it are refused whatever the token says")
 	impersonate := fs.Bool("impersonate", false, "reach the API server as the caller (Impersonate-User warren:<sub>); needs --issuer-keys")
+	auditLog := fs.String("audit-log", "", "audit log of the requests the connector serves or refuses: hash-chained JSON lines (- for standard output); default: none")
 	name := fs.String("name", "", "this connector's name in the gateway's logs; default: host name")
 	healthListen := fs.String("health-listen", "", "address for /healthz and /readyz probes (e.g. :8080); default: none")
 	newLogger := logFlags(fs)
@@ -112,6 +114,15 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	if *name == "" {
 		*name, _ = os.Hostname()
 	}
+	var auditSink auditrec.Sink
+	if *auditLog != "" {
+		l, err := openAudit(*auditLog)
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		auditSink = l
+	}
 	c, err := connector.New(connector.Config{
 		GatewayURL:  *gatewayURL,
 		Token:       readToken,
@@ -120,6 +131,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		Callers:     callerVerifier,
 		Ceiling:     ceiling,
 		Impersonate: *impersonate,
+		Audit:       auditSink,
 		Name:        *name,
 		Version:     version,
 		Logger:      log,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/limit"
 )
 
 const gatewayUsage = `usage: warren gateway --listen ADDR --tls-cert F --tls-key F --issuer-keys PUB[,PUB] --connector-keys PUB[,PUB]
@@ -34,6 +35,14 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	keyFile := fs.String("tls-key", "", "TLS private key (PEM) of the gateway")
 	callers := addCallerFlags(fs, "public keys that sign caller tokens: comma-separated PEM or JWKS files")
 	connectorKeys := fs.String("connector-keys", "", "public keys that sign connector tokens, comma-separated files")
+	auditLog := fs.String("audit-log", "-", "audit log: one hash-chained JSON line per request (- for standard output)")
+	lim := limit.DefaultConfig()
+	fs.Float64Var(&lim.TokenRate, "token-rate", lim.TokenRate, "requests per second allowed per caller token")
+	fs.IntVar(&lim.TokenBurst, "token-burst", lim.TokenBurst, "burst of requests allowed per caller token")
+	fs.Float64Var(&lim.ClusterRate, "cluster-rate", lim.ClusterRate, "requests per second allowed per cluster, all tokens together")
+	fs.IntVar(&lim.ClusterBurst, "cluster-burst", lim.ClusterBurst, "burst of requests allowed per cluster")
+	fs.IntVar(&lim.TokenStreams, "token-streams", lim.TokenStreams, "concurrent watches, exec, attach, port-forward and logs -f per caller token")
+	maxHeader := fs.Int("max-header-bytes", 64<<10, "largest request headers accepted; larger get 431")
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
 	newLogger := logFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), gatewayUsage); fs.PrintDefaults() }
@@ -74,10 +83,18 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	auditSink, err := openAudit(*auditLog)
+	if err != nil {
+		return err
+	}
+	defer auditSink.Close()
 	g, err := gateway.New(gateway.Config{
 		CallerVerifier:    callerVerifier,
 		ConnectorVerifier: connectorVerifier,
 		Clusters:          splitList(*clusters),
+		Audit:             auditSink,
+		Limits:            limit.New(lim),
+		MaxHeaderBytes:    *maxHeader,
 		Logger:            log,
 	})
 	if err != nil {
@@ -91,7 +108,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		Handler:           g,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 30 * time.Second,
-		MaxHeaderBytes:    1 << 20,
+		MaxHeaderBytes:    *maxHeader + 4<<10, // the gateway answers 431 itself, as a Kubernetes Status
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 

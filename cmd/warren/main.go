@@ -29,6 +29,7 @@ var commands = map[string]command{
 	"token":      {runToken, "issue a caller token (token issue) or a connector token (token connector)"},
 	"kubeconfig": {runKubeconfig, "print a kubeconfig that reaches a cluster through the gateway"},
 	"credential": {runCredential, "exec credential plugin for kubectl (used by kubeconfig --token-command)"},
+	"audit":      {runAudit, "check an audit log's hash chain (audit verify FILE)"},
 	"version":    {runVersion, "print the version"},
 }
 

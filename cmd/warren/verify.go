@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 )
 
@@ -104,4 +105,16 @@ func reloadOnHangup(ctx context.Context, log *slog.Logger, reloads []func() erro
 			}
 		}
 	}()
+}
+
+// openAudit opens the audit log at path, "-" meaning standard output.
+func openAudit(path string) (*audit.Log, error) {
+	if path == "-" {
+		return audit.New(os.Stdout), nil
+	}
+	l, err := audit.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return l, nil
 }

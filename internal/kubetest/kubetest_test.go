@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -99,7 +100,9 @@ func TestCluster(t *testing.T) {
 		if err != nil {
 			t.Fatalf("AuditEvents: %v", err)
 		}
-		return !slices.ContainsFunc(want, func(w AuditEvent) bool { return !slices.Contains(events, w) })
+		return !slices.ContainsFunc(want, func(w AuditEvent) bool {
+			return !slices.ContainsFunc(events, func(e AuditEvent) bool { return reflect.DeepEqual(e, w) })
+		})
 	}, func() string { return formatEvents(events) })
 
 	// Stop ends both processes; a second Stop is a no-op.
@@ -220,7 +223,7 @@ func TestParseAuditLog(t *testing.T) {
 			if (err != nil) != tc.err {
 				t.Fatalf("err = %v, want error: %v", err, tc.err)
 			}
-			if !slices.Equal(got, tc.want) {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})

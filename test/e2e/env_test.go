@@ -28,7 +28,9 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/kubetest"
+	"github.com/warren-dev/warren/internal/limit"
 )
 
 // kube is the control plane shared by every test of the package: it takes seconds to start.
@@ -122,7 +124,7 @@ type gatewayServer struct {
 	cert   tls.Certificate
 	log    *logBuffer
 
-	extraCallerKeys *auth.StaticKeys
+	opts gatewayOpts
 
 	g   *gateway.Gateway
 	srv *http.Server
@@ -131,14 +133,21 @@ type gatewayServer struct {
 // startGateway starts a gateway on addr ("127.0.0.1:0" for a fresh port).
 func startGateway(t *testing.T, addr string) *gatewayServer {
 	t.Helper()
-	return startGatewayWith(t, addr, nil)
+	return startGatewayWith(t, addr, gatewayOpts{})
 }
 
-// startGatewayWith starts a gateway that also trusts extraCallerKeys for caller tokens.
-func startGatewayWith(t *testing.T, addr string, extraCallerKeys *auth.StaticKeys) *gatewayServer {
+type gatewayOpts struct {
+	extraCallerKeys *auth.StaticKeys // trusted for caller tokens besides the test key
+	audit           auditrec.Sink
+	limits          *limit.Limiter
+	maxHeaderBytes  int
+}
+
+// startGatewayWith starts a gateway with options.
+func startGatewayWith(t *testing.T, addr string, o gatewayOpts) *gatewayServer {
 	t.Helper()
 	cert, caFile := serverCert(t)
-	gs := &gatewayServer{t: t, cert: cert, caFile: caFile, extraCallerKeys: extraCallerKeys}
+	gs := &gatewayServer{t: t, cert: cert, caFile: caFile, opts: o}
 	gs.start(addr)
 	t.Cleanup(gs.stop)
 	return gs
@@ -153,8 +162,8 @@ func (gs *gatewayServer) start(addr string) {
 		t.Fatal(err)
 	}
 	callerKeys := auth.KeySets{ks}
-	if gs.extraCallerKeys != nil {
-		callerKeys = append(callerKeys, gs.extraCallerKeys)
+	if gs.opts.extraCallerKeys != nil {
+		callerKeys = append(callerKeys, gs.opts.extraCallerKeys)
 	}
 	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: callerKeys, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour})
 	if err != nil {
@@ -166,7 +175,8 @@ func (gs *gatewayServer) start(addr string) {
 	}
 	log, lb := newLogger(t, "gateway")
 	gs.log = lb
-	gs.g, err = gateway.New(gateway.Config{CallerVerifier: callers, ConnectorVerifier: connectors, Logger: log})
+	gs.g, err = gateway.New(gateway.Config{CallerVerifier: callers, ConnectorVerifier: connectors, Logger: log,
+		Audit: gs.opts.audit, Limits: gs.opts.limits, MaxHeaderBytes: gs.opts.maxHeaderBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,6 +257,7 @@ type connectorOpts struct {
 	verifyCallers bool         // verify caller tokens with the test issuer key (the connector's own copy)
 	ceiling       *auth.Policy // the customer's ceiling
 	impersonate   bool
+	audit         auditrec.Sink
 }
 
 func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
@@ -283,6 +294,7 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 		Callers:     callers,
 		Ceiling:     o.ceiling,
 		Impersonate: o.impersonate,
+		Audit:       o.audit,
 		Name:        o.name,
 		Version:     "e2e",
 		Backoff:     connector.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},

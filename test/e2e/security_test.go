@@ -231,7 +231,7 @@ func TestTwoPointEnforcement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := startGatewayWith(t, "127.0.0.1:0", rogueKeys)
+	gs := startGatewayWith(t, "127.0.0.1:0", gatewayOpts{extraCallerKeys: rogueKeys})
 	ceiling, err := auth.ParsePolicy([]byte("rules:\n- verbs: [get, list]\n  resources: [pods]\n  namespaces: [" + marker + "-a]\n"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,57 @@
+package audit
+
+import (
+	"net/url"
+	"slices"
+	"time"
+)
+
+// Decisions of a Record.
+const (
+	DecisionAllow = "allow"
+	DecisionDeny  = "deny"
+)
+
+// Components writing records.
+const (
+	ComponentGateway   = "gateway"
+	ComponentConnector = "connector"
+)
+
+// Record is one audit line. Optional fields are omitted from the JSON when empty. Seq and PrevHash are set by
+// Log.Write; whatever the caller puts there is overwritten.
+type Record struct {
+	Time        time.Time `json:"time"`      // written as RFC 3339 with nanoseconds, in UTC; zero means now
+	Component   string    `json:"component"` // ComponentGateway or ComponentConnector
+	RequestID   string    `json:"requestID"`
+	Cluster     string    `json:"cluster"`
+	Subject     string    `json:"subject,omitempty"`
+	TokenID     string    `json:"tokenID,omitempty"`
+	Issuer      string    `json:"issuer,omitempty"`
+	Method      string    `json:"method"`
+	Path        string    `json:"path"` // API path with query
+	Verb        string    `json:"verb"`
+	APIGroup    string    `json:"apiGroup,omitempty"`
+	Resource    string    `json:"resource,omitempty"`
+	Subresource string    `json:"subresource,omitempty"`
+	Namespace   string    `json:"namespace,omitempty"`
+	Name        string    `json:"name,omitempty"`
+	Decision    string    `json:"decision"`         // DecisionAllow or DecisionDeny
+	Reason      string    `json:"reason,omitempty"` // for a denial, the missing permission
+	Status      int       `json:"status"`
+	BytesIn     int64     `json:"bytesIn"`
+	BytesOut    int64     `json:"bytesOut"`
+	DurationMS  float64   `json:"durationMs"`
+	Command     []string  `json:"command,omitempty"` // exec: the command query parameters, in order (ExecDetails)
+	Container   string    `json:"container,omitempty"`
+	SourceIP    string    `json:"sourceIP,omitempty"`
+	UserAgent   string    `json:"userAgent,omitempty"`
+	Seq         uint64    `json:"seq"`      // set by Log.Write: 1 for the first record of a file, then +1
+	PrevHash    string    `json:"prevHash"` // set by Log.Write: hex SHA-256 of the previous line, 64 zeros for the first
+}
+
+// ExecDetails returns what an exec or attach request runs: the "command" query parameters in the order the client
+// sent them (kubectl sends one per argument), and the "container" parameter. The slice is a copy.
+func ExecDetails(query url.Values) (command []string, container string) {
+	return slices.Clone(query["command"]), query.Get("container")
+}

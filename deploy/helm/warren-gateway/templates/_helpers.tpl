@@ -1,0 +1,72 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "warren-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name, with the chart name appended unless the release name already contains it. */}}
+{{- define "warren-gateway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "warren-gateway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "warren-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "warren-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "warren-gateway.labels" -}}
+helm.sh/chart: {{ include "warren-gateway.chart" . }}
+{{ include "warren-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/part-of: warren
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "warren-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "warren-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "warren-gateway.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The TLS Secret's name: the chart's own, or tls.existingSecret. Fails unless exactly one source is set. */}}
+{{- define "warren-gateway.tlsSecretName" -}}
+{{- $t := .Values.tls }}
+{{- if and $t.existingSecret (or $t.cert $t.key) }}
+{{- fail "set either tls.existingSecret or tls.cert and tls.key, not both" }}
+{{- else if $t.existingSecret }}
+{{- $t.existingSecret }}
+{{- else if and $t.cert $t.key }}
+{{- printf "%s-tls" (include "warren-gateway.fullname" .) }}
+{{- else }}
+{{- fail "the gateway serves HTTPS only: set tls.cert and tls.key (PEM), or tls.existingSecret (a kubernetes.io/tls Secret)" }}
+{{- end }}
+{{- end }}
+
+{{/* Comma-separated key file paths under dir for a list of keys. */}}
+{{- define "warren-gateway.keyFiles" -}}
+{{- $dir := index . 0 }}
+{{- range $i, $_ := index . 1 }}{{ if $i }},{{ end }}{{ $dir }}/key-{{ $i }}.pem{{ end }}
+{{- end }}

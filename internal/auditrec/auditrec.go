@@ -1,0 +1,192 @@
+// Package auditrec builds the audit record of one proxied request, as the gateway and the connector both write
+// them: who, what (Kubernetes attributes), the decision and its reason, the status, bytes each way (also across
+// an upgrade: exec, attach, port-forward) and the duration.
+package auditrec
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/warren-dev/warren/audit"
+	"github.com/warren-dev/warren/auth"
+)
+
+// Sink receives finished records; *audit.Log is one.
+type Sink interface {
+	Write(audit.Record) error
+}
+
+// Entry is the record of one request in progress. Its methods are called from the request's handler goroutine; on
+// a nil Entry (auditing off) they do nothing.
+type Entry struct {
+	rec    audit.Record
+	start  time.Time
+	meter  *meter
+	denied bool
+}
+
+// Begin starts the record of r and returns the ResponseWriter and request to serve it with, which count bytes.
+// With a nil sink it returns a nil Entry and w and r unchanged.
+func Begin(sink Sink, component, cluster, requestID string, w http.ResponseWriter, r *http.Request) (*Entry, http.ResponseWriter, *http.Request) {
+	if sink == nil {
+		return nil, w, r
+	}
+	m := &meter{ResponseWriter: w}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, n: &m.in}
+	}
+	e := &Entry{
+		start: time.Now(),
+		meter: m,
+		rec: audit.Record{
+			Component: component,
+			RequestID: requestID,
+			Cluster:   cluster,
+			Method:    r.Method,
+			Path:      r.URL.RequestURI(),
+			SourceIP:  sourceIP(r.RemoteAddr),
+			UserAgent: r.UserAgent(),
+		},
+	}
+	return e, m, r
+}
+
+// Caller records who made the request.
+func (e *Entry) Caller(c *auth.Claims) {
+	if e == nil {
+		return
+	}
+	if c == nil {
+		return
+	}
+	e.rec.Subject, e.rec.TokenID, e.rec.Issuer = c.Subject, c.ID, c.Issuer
+}
+
+// Attributes records what the request is, in Kubernetes' terms; for exec and attach also the command and container.
+func (e *Entry) Attributes(a auth.Attributes) {
+	if e == nil {
+		return
+	}
+	e.rec.Verb, e.rec.APIGroup, e.rec.Resource, e.rec.Subresource = a.Verb, a.APIGroup, a.Resource, a.Subresource
+	e.rec.Namespace, e.rec.Name = a.Namespace, a.Name
+	if a.Resource == "pods" && (a.Subresource == "exec" || a.Subresource == "attach") {
+		// The Path already holds the query; Command and Container make it searchable.
+		e.rec.Command, e.rec.Container = audit.ExecDetails(parseQuery(e.rec.Path))
+	}
+}
+
+// Deny records the refusal the handler answers with.
+func (e *Entry) Deny(reason string) {
+	if e == nil {
+		return
+	}
+	e.denied = true
+	e.rec.Reason = reason
+}
+
+// End completes the record and hands it to sink. A failure to write the audit log is returned for the caller to
+// log: the request has been served already.
+func (e *Entry) End(sink Sink) error {
+	if e == nil {
+		return nil
+	}
+	e.rec.Time = e.start
+	e.rec.Status = e.meter.status()
+	e.rec.BytesIn = e.meter.in.Load()
+	e.rec.BytesOut = e.meter.out.Load()
+	e.rec.DurationMS = float64(time.Since(e.start).Microseconds()) / 1000
+	e.rec.Decision = audit.DecisionAllow
+	if e.denied {
+		e.rec.Decision = audit.DecisionDeny
+	}
+	return sink.Write(e.rec)
+}
+
+// meter counts what goes through a ResponseWriter, and through the connection once it is hijacked for an upgrade.
+type meter struct {
+	http.ResponseWriter
+	code    atomic.Int32
+	in, out atomic.Int64
+}
+
+func (m *meter) status() int {
+	if c := m.code.Load(); c != 0 {
+		return int(c)
+	}
+	return http.StatusOK
+}
+
+func (m *meter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		m.code.CompareAndSwap(0, int32(code))
+	}
+	m.ResponseWriter.WriteHeader(code)
+}
+
+func (m *meter) Write(p []byte) (int, error) {
+	m.code.CompareAndSwap(0, http.StatusOK)
+	n, err := m.ResponseWriter.Write(p)
+	m.out.Add(int64(n))
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer (Flush, deadlines).
+func (m *meter) Unwrap() http.ResponseWriter { return m.ResponseWriter }
+
+// Hijack hands out the connection wrapped so that an upgraded stream is counted both ways.
+func (m *meter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(m.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	m.code.CompareAndSwap(0, http.StatusSwitchingProtocols)
+	return &countingConn{Conn: conn, m: m}, brw, nil
+}
+
+type countingConn struct {
+	net.Conn
+	m *meter
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.m.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.m.out.Add(int64(n))
+	return n, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func sourceIP(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
+}
+
+func parseQuery(requestURI string) map[string][]string {
+	u, err := url.ParseRequestURI(requestURI)
+	if err != nil {
+		return nil
+	}
+	return u.Query()
+}

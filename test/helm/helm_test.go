@@ -1,0 +1,448 @@
+// Package helm tests the Helm charts in deploy/helm with the real helm binary and a real kube-apiserver: helm lint,
+// helm template against golden files, the connector's default RBAC, values.schema.json, and the rendered manifests
+// applied with kubectl --dry-run=server (and their pods admitted under Pod Security "restricted").
+//
+// helm comes from scripts/helm-bin.sh (see helmPath); a missing helm fails the tests, never skips them.
+// go test ./test/helm -update rewrites the golden files in testdata.
+package helm
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata from the current charts")
+
+// HelmVersion is the helm release that scripts/helm-bin.sh installs and that the cache directory is named after.
+const HelmVersion = "v3.22.0"
+
+// EnvHelm names the environment variable that points at a helm binary, overriding the cache.
+const EnvHelm = "WARREN_HELM"
+
+// chartsDir holds the charts, relative to this package's directory (where go test runs).
+const chartsDir = "../../deploy/helm"
+
+// renderCase is a values file testdata/NAME.values.yaml for chart, rendered to testdata/NAME.golden.yaml.
+type renderCase struct {
+	name  string
+	chart string
+}
+
+var cases = []renderCase{
+	{"connector-minimal", "warren-connector"},
+	{"connector-full", "warren-connector"},
+	{"connector-existing-secret", "warren-connector"},
+	{"gateway-minimal", "warren-gateway"},
+	{"gateway-ingress", "warren-gateway"},
+}
+
+func (c renderCase) valuesFile() string { return filepath.Join("testdata", c.name+".values.yaml") }
+func (c renderCase) goldenFile() string { return filepath.Join("testdata", c.name+".golden.yaml") }
+func (c renderCase) chartDir() string   { return filepath.Join(chartsDir, c.chart) }
+
+// helmPath returns the helm binary: $WARREN_HELM, else
+// ${WARREN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/warren}/helm-VERSION/helm, where scripts/helm-bin.sh installs it.
+func helmPath(t testing.TB) string {
+	t.Helper()
+	path := os.Getenv(EnvHelm)
+	if path == "" {
+		cache := os.Getenv("WARREN_CACHE")
+		if cache == "" {
+			userCache, err := os.UserCacheDir()
+			if err != nil {
+				t.Fatalf("cannot find the binary cache (set %s or WARREN_CACHE): %v", EnvHelm, err)
+			}
+			cache = filepath.Join(userCache, "warren")
+		}
+		path = filepath.Join(cache, "helm-"+HelmVersion, "helm")
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		t.Fatalf("helm %s not found at %s: run scripts/helm-bin.sh, or set %s to a helm binary", HelmVersion, path, EnvHelm)
+	}
+	return path
+}
+
+// helm runs the helm binary with its config, cache and data directories in a temporary directory, so that the
+// user's repositories and plugins play no part. It returns stdout, and an error carrying stderr.
+func helm(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	home := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), helmPath(t), args...)
+	cmd.Env = append(os.Environ(),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_DATA_HOME="+filepath.Join(home, "data"),
+	)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("helm %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// render runs helm template for c as release in namespace, plus extra arguments.
+func render(t testing.TB, c renderCase, release, namespace string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"template", release, c.chartDir(), "--namespace", namespace, "-f", c.valuesFile()}, extra...)
+	out, err := helm(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// object is one rendered manifest, decoded.
+type object map[string]any
+
+func (o object) kind() string { s, _ := o["kind"].(string); return s }
+func (o object) name() string { s, _ := dig(o, "metadata", "name").(string); return s }
+
+// dig walks nested maps by keys; nil when a key is missing.
+func dig(v any, keys ...string) any {
+	if o, ok := v.(object); ok {
+		v = map[string]any(o)
+	}
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+var docSeparator = regexp.MustCompile(`(?m)^---\s*$`)
+
+// decode splits a multi-document manifest and decodes each non-empty document.
+func decode(t testing.TB, manifest string) []object {
+	t.Helper()
+	var objs []object
+	for _, doc := range docSeparator.Split(manifest, -1) {
+		var o object
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+			t.Fatalf("rendered manifest is not valid YAML: %v\n%s", err, doc)
+		}
+		if len(o) > 0 {
+			objs = append(objs, o)
+		}
+	}
+	return objs
+}
+
+// only returns the single object of kind in objs, failing the test unless there is exactly one.
+func only(t testing.TB, objs []object, kind string) object {
+	t.Helper()
+	var found []object
+	for _, o := range objs {
+		if o.kind() == kind {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want exactly one %s in the rendered manifests, got %d", kind, len(found))
+	}
+	return found[0]
+}
+
+func TestLint(t *testing.T) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := helm(t, "lint", "--strict", c.chartDir(), "-f", c.valuesFile())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, "0 chart(s) failed") {
+				t.Fatalf("helm lint did not report success:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestGolden(t *testing.T) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := render(t, c, c.chart, "warren")
+			if *update {
+				if err := os.WriteFile(c.goldenFile(), []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(c.goldenFile())
+			if err != nil {
+				t.Fatalf("%v: run go test ./test/helm -run TestGolden -update to create it", err)
+			}
+			if got != string(want) {
+				t.Errorf("helm template differs from %s (if the change is intended: go test ./test/helm -run TestGolden -update):\n%s",
+					c.goldenFile(), lineDiff(string(want), got))
+			}
+		})
+	}
+}
+
+// lineDiff shows the first lines that differ between want and got, with a little context.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	i := 0
+	for i < len(w) && i < len(g) && w[i] == g[i] {
+		i++
+	}
+	from := max(0, i-3)
+	var b strings.Builder
+	for j := from; j < i; j++ {
+		fmt.Fprintf(&b, "  %4d   %s\n", j+1, w[j])
+	}
+	for j := i; j < min(len(w), i+8); j++ {
+		fmt.Fprintf(&b, "  %4d - %s\n", j+1, w[j])
+	}
+	for j := i; j < min(len(g), i+8); j++ {
+		fmt.Fprintf(&b, "  %4d + %s\n", j+1, g[j])
+	}
+	return b.String()
+}
+
+// grant is one (API group, resource, verb) that a ClusterRole allows, with resourceNames if it is limited to them.
+type grant struct{ group, resource, verb, names string }
+
+// grants flattens a rendered ClusterRole's rules. nonResourceURLs fail the test: the connector needs none.
+func grants(t testing.TB, role object) map[grant]bool {
+	t.Helper()
+	rules, _ := role["rules"].([]any)
+	out := map[grant]bool{}
+	for _, r := range rules {
+		if dig(r, "nonResourceURLs") != nil {
+			t.Errorf("ClusterRole %s has nonResourceURLs: %v", role.name(), r)
+		}
+		var names []string
+		for _, n := range list(dig(r, "resourceNames")) {
+			names = append(names, n)
+		}
+		for _, g := range list(dig(r, "apiGroups")) {
+			for _, res := range list(dig(r, "resources")) {
+				for _, v := range list(dig(r, "verbs")) {
+					out[grant{g, res, v, strings.Join(names, ",")}] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+func list(v any) []string {
+	var out []string
+	items, _ := v.([]any)
+	for _, x := range items {
+		out = append(out, fmt.Sprint(x))
+	}
+	return out
+}
+
+func set(gs ...grant) map[grant]bool {
+	m := map[grant]bool{}
+	for _, g := range gs {
+		m[g] = true
+	}
+	return m
+}
+
+// forensic is exactly what the connector's service account may do by default.
+var forensic = []grant{
+	{"", "pods", "get", ""},
+	{"", "pods", "list", ""},
+	{"", "pods/log", "get", ""},
+	{"", "pods/exec", "get", ""},
+	{"", "pods/exec", "create", ""},
+}
+
+func TestConnectorRBAC(t *testing.T) {
+	for _, tc := range []struct {
+		caseName string
+		want     map[grant]bool
+	}{
+		{"connector-minimal", set(forensic...)},
+		// Impersonation adds impersonate, limited to the configured names, and nothing else.
+		{"connector-full", set(append(forensic[:len(forensic):len(forensic)],
+			grant{"", "users", "impersonate", "alice,bob"},
+			grant{"", "groups", "impersonate", "warren:forensics"},
+			grant{"authentication.k8s.io", "userextras/warren-token-id", "impersonate", ""},
+		)...)},
+	} {
+		t.Run(tc.caseName, func(t *testing.T) {
+			c := caseByName(t, tc.caseName)
+			objs := decode(t, render(t, c, c.chart, "warren"))
+			role := only(t, objs, "ClusterRole")
+			got := grants(t, role)
+			for g := range got {
+				if !tc.want[g] {
+					t.Errorf("ClusterRole %s grants %+v, which it must not", role.name(), g)
+				}
+			}
+			for g := range tc.want {
+				if !got[g] {
+					t.Errorf("ClusterRole %s lacks %+v", role.name(), g)
+				}
+			}
+			for g := range got {
+				if g.resource == "secrets" || g.group == "*" || g.resource == "*" || g.verb == "*" {
+					t.Errorf("ClusterRole %s grants %+v: never secrets, never '*'", role.name(), g)
+				}
+			}
+
+			// The binding gives that role, and only it, to the connector's service account.
+			binding := only(t, objs, "ClusterRoleBinding")
+			sa := only(t, objs, "ServiceAccount")
+			if ref := dig(binding, "roleRef", "name"); ref != role.name() || dig(binding, "roleRef", "kind") != "ClusterRole" {
+				t.Errorf("ClusterRoleBinding refers to %v, want ClusterRole %s", dig(binding, "roleRef"), role.name())
+			}
+			subjects, _ := binding["subjects"].([]any)
+			if len(subjects) != 1 || dig(subjects[0], "kind") != "ServiceAccount" ||
+				dig(subjects[0], "name") != sa.name() || dig(subjects[0], "namespace") != "warren" {
+				t.Errorf("ClusterRoleBinding subjects = %v, want only ServiceAccount warren/%s", subjects, sa.name())
+			}
+			deploy := only(t, objs, "Deployment")
+			if got := dig(deploy, "spec", "template", "spec", "serviceAccountName"); got != sa.name() {
+				t.Errorf("Deployment runs as service account %v, want %s", got, sa.name())
+			}
+		})
+	}
+}
+
+func caseByName(t testing.TB, name string) renderCase {
+	for _, c := range cases {
+		if c.name == name {
+			return c
+		}
+	}
+	t.Fatalf("no render case %q", name)
+	return renderCase{}
+}
+
+// TestHardening checks what every rendered pod must have, whatever the values: the restricted pod security
+// settings, resource requests and limits, and probes on the health endpoints.
+func TestHardening(t *testing.T) {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			deploy := only(t, decode(t, render(t, c, c.chart, "warren")), "Deployment")
+			pod := dig(deploy, "spec", "template", "spec")
+			for path, want := range map[string]any{
+				"securityContext.runAsNonRoot":        true,
+				"securityContext.runAsUser":           float64(65532),
+				"securityContext.seccompProfile.type": "RuntimeDefault",
+			} {
+				if got := dig(pod, strings.Split(path, ".")...); got != want {
+					t.Errorf("pod %s = %v, want %v", path, got, want)
+				}
+			}
+			containers, _ := dig(pod, "containers").([]any)
+			if len(containers) != 1 {
+				t.Fatalf("want one container, got %d", len(containers))
+			}
+			ctr := containers[0]
+			for path, want := range map[string]any{
+				"securityContext.runAsNonRoot":             true,
+				"securityContext.runAsUser":                float64(65532),
+				"securityContext.readOnlyRootFilesystem":   true,
+				"securityContext.allowPrivilegeEscalation": false,
+				"securityContext.privileged":               false,
+				"securityContext.seccompProfile.type":      "RuntimeDefault",
+				"livenessProbe.httpGet.path":               "/healthz",
+				"readinessProbe.httpGet.path":              "/readyz",
+			} {
+				if got := dig(ctr, strings.Split(path, ".")...); got != want {
+					t.Errorf("container %s = %v, want %v", path, got, want)
+				}
+			}
+			if drop := list(dig(ctr, "securityContext", "capabilities", "drop")); len(drop) != 1 || drop[0] != "ALL" {
+				t.Errorf("container capabilities.drop = %v, want [ALL]", drop)
+			}
+			if dig(ctr, "securityContext", "capabilities", "add") != nil {
+				t.Errorf("container adds capabilities: %v", dig(ctr, "securityContext", "capabilities", "add"))
+			}
+			for _, kind := range []string{"requests", "limits"} {
+				if m, _ := dig(ctr, "resources", kind).(map[string]any); len(m) == 0 {
+					t.Errorf("container has no resources.%s", kind)
+				}
+			}
+		})
+	}
+}
+
+// TestSchema checks that values.schema.json rejects wrong types, unknown keys and malformed values before anything
+// is rendered, and that missing required values fail with a message saying what to set.
+func TestSchema(t *testing.T) {
+	const schemaErr = "values don't meet the specifications of the schema"
+	for _, tc := range []struct {
+		name, caseName string
+		args           []string
+		want           []string // substrings of helm's error output
+	}{
+		{"replicaCount not an integer", "connector-minimal", []string{"--set-string", "replicaCount=two"},
+			[]string{schemaErr, "replicaCount"}},
+		{"unknown top-level key", "connector-minimal", []string{"--set", "replicas=3"},
+			[]string{schemaErr, "replicas"}},
+		{"unknown nested key", "connector-minimal", []string{"--set", "gateway.uri=https://x"},
+			[]string{schemaErr, "uri"}},
+		{"gateway over plain http", "connector-minimal", []string{"--set", "gateway.url=http://gateway.example.com"},
+			[]string{schemaErr, "url"}},
+		{"malformed pin", "connector-minimal", []string{"--set", "gateway.pin[0]=md5:abc"},
+			[]string{schemaErr, "pin"}},
+		{"unknown log format", "connector-minimal", []string{"--set", "logFormat=xml"},
+			[]string{schemaErr, "logFormat"}},
+		{"policy rule with unknown field", "connector-minimal", []string{"--set", "policy.rules[0].verbs[0]=get",
+			"--set", "policy.rules[0].resources[0]=pods", "--set", "policy.rules[0].namespace=x"},
+			[]string{schemaErr, "namespace"}},
+		{"RBAC rule without apiGroups", "connector-minimal", []string{"--set", "rbac.rules[0].resources[0]=pods",
+			"--set", "rbac.rules[0].verbs[0]=get"},
+			[]string{schemaErr, "apiGroups"}},
+		{"NetworkPolicy CIDR not a CIDR", "connector-minimal", []string{"--set", "networkPolicy.gateway.cidrs[0]=gateway.example.com"},
+			[]string{schemaErr, "cidrs"}},
+		{"gateway replicaCount not an integer", "gateway-minimal", []string{"--set-string", "replicaCount=two"},
+			[]string{schemaErr, "replicaCount"}},
+		{"gateway unknown key", "gateway-minimal", []string{"--set", "ingress.hosts[0]=x"},
+			[]string{schemaErr, "hosts"}},
+		{"gateway service type", "gateway-minimal", []string{"--set", "service.type=ExternalName"},
+			[]string{schemaErr, "type"}},
+
+		// Required values: rendered templates fail with a message that says what to do.
+		{"no gateway url", "connector-minimal", []string{"--set", "gateway.url="},
+			[]string{"gateway.url is required"}},
+		{"no token", "connector-minimal", []string{"--set", "token.value="},
+			[]string{"token.value or token.existingSecret is required"}},
+		{"two tokens", "connector-minimal", []string{"--set", "token.existingSecret=mine"},
+			[]string{"set only one of token.value and token.existingSecret"}},
+		{"proxy secret hides the port", "connector-existing-secret", []string{"--set", "networkPolicy.enabled=true"},
+			[]string{"set networkPolicy.gateway.port"}},
+		{"no TLS", "gateway-minimal", []string{"--set", "tls.cert=", "--set", "tls.key="},
+			[]string{"the gateway serves HTTPS only"}},
+		{"no issuer keys", "gateway-minimal", []string{"--set", "issuerKeys=null"},
+			[]string{"issuerKeys is required"}},
+		{"ingress without host", "gateway-minimal", []string{"--set", "ingress.enabled=true"},
+			[]string{"ingress.host is required"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := caseByName(t, tc.caseName)
+			args := append([]string{"template", "warren", c.chartDir(), "-f", c.valuesFile()}, tc.args...)
+			_, err := helm(t, args...)
+			if err == nil {
+				t.Fatalf("helm %s succeeded, want an error containing %q", strings.Join(args, " "), tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
