@@ -205,6 +205,8 @@ func describe(err error) string {
 		return "gateway refused the tunnel"
 	case errors.Is(err, errTunnelLost):
 		return "tunnel to the gateway lost, reconnecting"
+	case errors.Is(err, ErrPinMismatch):
+		return "gateway certificate pin mismatch: refusing the connection; check --pin against the gateway's certificate"
 	case isCertError(err):
 		return "cannot verify the gateway's certificate: pass the CA that signed it with --ca-file"
 	default:

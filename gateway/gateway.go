@@ -37,6 +37,8 @@ type Config struct {
 	Limits *limit.Limiter
 	// MaxHeaderBytes bounds a request's headers; larger ones get 431. Default 64 KiB.
 	MaxHeaderBytes int
+	// Downloads, when set, serves GET /download/... (the connector binaries bootstrap scripts fetch). Nil: 404.
+	Downloads http.Handler
 	// Tunnel tunes each connector's tunnel.
 	Tunnel tunnel.Config
 	// Transport tunes the pool of HTTP connections (streams) over each tunnel.
@@ -106,6 +108,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.mux.HandleFunc("GET /connect", g.serveConnect)
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	g.mux.HandleFunc("GET /readyz", g.serveReady)
+	if cfg.Downloads != nil {
+		g.mux.Handle("GET /download/", cfg.Downloads)
+	}
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		wire.WriteStatus(w, http.StatusNotFound, fmt.Sprintf("no such path %q: the Kubernetes API of cluster C is at /clusters/C/", r.URL.Path), 0)
 	})

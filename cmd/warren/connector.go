@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -38,6 +39,12 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	gatewayURL := fs.String("gateway", "", "the gateway's URL, https://HOST:PORT")
 	tokenFile := fs.String("token-file", "", "file holding the connector token (warren token connector); re-read at every reconnect")
 	caFile := fs.String("ca-file", "", "CA certificate(s) (PEM) that signed the gateway's certificate; default: system roots")
+	pins := fs.String("pin", "", "SPKI pins of the gateway's certificate or an intermediate, sha256:BASE64, comma-separated (several for rotation); alone, a pin replaces CA verification")
+	proxyURL := fs.String("proxy", "", "HTTP CONNECT proxy to reach the gateway, http://[user:password@]HOST:PORT; default: HTTPS_PROXY/NO_PROXY")
+	tun := addTunnelFlags(fs)
+	eksCluster := fs.String("eks-cluster", "", "reach this EKS cluster from outside it: endpoint and CA from EKS DescribeCluster, tokens from STS (AWS credentials from the standard chain)")
+	region := fs.String("region", "", "AWS region of --eks-cluster")
+	endpointURL := fs.String("endpoint-url", "", "AWS endpoint URL override for EKS and STS (tests, VPC endpoints)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the API server; default: in-cluster service account")
 	callers := addCallerFlags(fs, "public keys that sign caller tokens: with them the connector verifies every caller token itself (comma-separated PEM or JWKS files)")
 	policyFile := fs.String("policy", "", "the cluster's ceiling: a YAML file of rules; requests outside it are refused whatever the token says")
@@ -79,8 +86,15 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	if _, err := readToken(); err != nil {
 		return fmt.Errorf("cannot read the connector token: %v; check --token-file", err)
 	}
-	kube, err := kubeConfig(*kubeconfig)
-	if err != nil {
+	var kube *rest.Config
+	if *eksCluster != "" {
+		if *kubeconfig != "" {
+			return errors.New("give --eks-cluster or --kubeconfig, not both")
+		}
+		if kube, err = eksKubeConfig(context.Background(), *eksCluster, *region, *endpointURL); err != nil {
+			return err
+		}
+	} else if kube, err = kubeConfig(*kubeconfig); err != nil {
 		return err
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -111,6 +125,21 @@ func runConnector(args []string, _, stderr io.Writer) error {
 			return fmt.Errorf("--policy: %w", err)
 		}
 	}
+	if *pins != "" {
+		parsed, err := connector.ParsePins(splitList(*pins))
+		if err != nil {
+			return fmt.Errorf("--pin: %w", err)
+		}
+		tlsCfg = connector.PinTLSConfig(tlsCfg, parsed, *caFile != "")
+	}
+	var proxy func(*http.Request) (*url.URL, error)
+	if *proxyURL != "" {
+		u, err := url.Parse(*proxyURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--proxy %q: want http://[user:password@]HOST:PORT", *proxyURL)
+		}
+		proxy = http.ProxyURL(u)
+	}
 	if *name == "" {
 		*name, _ = os.Hostname()
 	}
@@ -132,6 +161,8 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		Ceiling:     ceiling,
 		Impersonate: *impersonate,
 		Audit:       auditSink,
+		Proxy:       proxy,
+		Tunnel:      tun.config(),
 		Name:        *name,
 		Version:     version,
 		Logger:      log,

@@ -42,6 +42,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	fs.Float64Var(&lim.ClusterRate, "cluster-rate", lim.ClusterRate, "requests per second allowed per cluster, all tokens together")
 	fs.IntVar(&lim.ClusterBurst, "cluster-burst", lim.ClusterBurst, "burst of requests allowed per cluster")
 	fs.IntVar(&lim.TokenStreams, "token-streams", lim.TokenStreams, "concurrent watches, exec, attach, port-forward and logs -f per caller token")
+	tun := addTunnelFlags(fs)
 	maxHeader := fs.Int("max-header-bytes", 64<<10, "largest request headers accepted; larger get 431")
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
 	newLogger := logFlags(fs)
@@ -95,6 +96,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		Audit:             auditSink,
 		Limits:            limit.New(lim),
 		MaxHeaderBytes:    *maxHeader,
+		Tunnel:            tun.config(),
 		Logger:            log,
 	})
 	if err != nil {

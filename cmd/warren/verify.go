@@ -13,6 +13,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/tunnel"
 )
 
 // callerFlags are the flags that configure the verification of caller tokens; the gateway and the connector
@@ -117,4 +118,31 @@ func openAudit(path string) (*audit.Log, error) {
 		return nil, fmt.Errorf("--audit-log: %w", err)
 	}
 	return l, nil
+}
+
+// tunnelFlags tune the tunnel; the defaults are tunnel.Config's.
+type tunnelFlags struct {
+	ping, keepalive, writeTimeout *time.Duration
+	window                        *uint
+	maxStreams                    *int
+}
+
+func addTunnelFlags(fs *flag.FlagSet) *tunnelFlags {
+	return &tunnelFlags{
+		ping:         fs.Duration("ping-interval", 15*time.Second, "WebSocket ping period of the tunnel"),
+		keepalive:    fs.Duration("keepalive-interval", 10*time.Second, "yamux keepalive period of the tunnel"),
+		writeTimeout: fs.Duration("write-timeout", 10*time.Second, "bound on every tunnel write and keepalive answer"),
+		window:       fs.Uint("stream-window", 256<<10, "largest yamux receive window of one stream, bytes (throughput per stream <= window / RTT)"),
+		maxStreams:   fs.Int("max-streams", 1024, "streams open at once on one tunnel"),
+	}
+}
+
+func (f *tunnelFlags) config() tunnel.Config {
+	return tunnel.Config{
+		PingInterval:      *f.ping,
+		KeepAliveInterval: *f.keepalive,
+		WriteTimeout:      *f.writeTimeout,
+		StreamWindow:      uint32(*f.window),
+		MaxStreams:        *f.maxStreams,
+	}
 }
