@@ -67,8 +67,8 @@ func PinTLSConfig(base *tls.Config, pins []string, verifyCA bool) *tls.Config {
 			roots := x509.NewCertPool()
 			roots.AddCert(c)
 			inter := x509.NewCertPool()
-			for _, ic := range certs[1:i] {
-				inter.AddCert(ic)
+			for j := 1; j < i; j++ {
+				inter.AddCert(certs[j])
 			}
 			if _, err := certs[0].Verify(x509.VerifyOptions{DNSName: cs.ServerName, Roots: roots, Intermediates: inter}); err != nil {
 				return fmt.Errorf("gateway certificate matches pin %s but does not verify against it: %w", SPKIPin(c), err)

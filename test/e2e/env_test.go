@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,12 +142,16 @@ type gatewayOpts struct {
 	audit           auditrec.Sink
 	limits          *limit.Limiter
 	maxHeaderBytes  int
+	cert            *tls.Certificate // default: httptest's certificate for 127.0.0.1
 }
 
 // startGatewayWith starts a gateway with options.
 func startGatewayWith(t *testing.T, addr string, o gatewayOpts) *gatewayServer {
 	t.Helper()
 	cert, caFile := serverCert(t)
+	if o.cert != nil {
+		cert = *o.cert
+	}
 	gs := &gatewayServer{t: t, cert: cert, caFile: caFile, opts: o}
 	gs.start(addr)
 	t.Cleanup(gs.stop)
@@ -254,7 +259,9 @@ type connectorOpts struct {
 	caFile string // default: the gateway's
 	name   string
 
-	verifyCallers bool         // verify caller tokens with the test issuer key (the connector's own copy)
+	verifyCallers bool        // verify caller tokens with the test issuer key (the connector's own copy)
+	tlsConfig     *tls.Config // default: trust caFile
+	proxy         func(*http.Request) (*url.URL, error)
 	ceiling       *auth.Policy // the customer's ceiling
 	impersonate   bool
 	audit         auditrec.Sink
@@ -274,6 +281,10 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pemBytes)
+	tlsCfg := &tls.Config{RootCAs: roots}
+	if o.tlsConfig != nil {
+		tlsCfg = o.tlsConfig
+	}
 	var callers *auth.Verifier
 	if o.verifyCallers {
 		ks, err := auth.LoadPublicKeys(filepath.Join(keysDir, auth.PublicKeyFile))
@@ -288,7 +299,8 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 	c, err := connector.New(connector.Config{
 		GatewayURL:  gs.url(),
 		Token:       func() (string, error) { return o.token, nil },
-		TLSConfig:   &tls.Config{RootCAs: roots},
+		TLSConfig:   tlsCfg,
+		Proxy:       o.proxy,
 		Kube:        kube.RestConfig(kubetest.UserConnector),
 		Cluster:     cluster, // so that bad tokens reach the gateway, which is what the tests check
 		Callers:     callers,

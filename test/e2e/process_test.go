@@ -64,8 +64,15 @@ type process struct {
 
 func startProcess(t *testing.T, name string, args ...string) *process {
 	t.Helper()
+	return startProcessEnv(t, name, nil, args...)
+}
+
+// startProcessEnv starts warren with env added to this process's environment.
+func startProcessEnv(t *testing.T, name string, env []string, args ...string) *process {
+	t.Helper()
 	p := &process{log: &logBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(warrenBinary(t), args...)
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = p.log
 	p.cmd.Stdout = p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
