@@ -4,7 +4,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 BIN       := bin/warren
 
-.PHONY: build test test-short lint demo kube clean
+.PHONY: build test test-short lint demo kube clean fuzz
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warren
@@ -22,6 +22,14 @@ test: kube lint
 # Without the end-to-end suite: no kube-apiserver needed.
 test-short: lint
 	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v -e /test/e2e -e /internal/kubetest -e /test/helm)
+
+# Each fuzz target for FUZZTIME (CI: 10s each); the seeds alone already run in `make test`.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./auth
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./auth
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./auth
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./audit
 
 lint:
 	$(GO) vet ./...
