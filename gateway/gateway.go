@@ -37,6 +37,9 @@ type Config struct {
 	Limits *limit.Limiter
 	// MaxHeaderBytes bounds a request's headers; larger ones get 431. Default 64 KiB.
 	MaxHeaderBytes int
+	// MaxStreamDuration ends long-lived requests (exec, attach, port-forward, watch, logs -f) after this long.
+	// Default 12 h.
+	MaxStreamDuration time.Duration
 	// Downloads, when set, serves GET /download/... (the connector binaries bootstrap scripts fetch). Nil: 404.
 	Downloads http.Handler
 	// Tunnel tunes each connector's tunnel.
@@ -81,6 +84,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.MaxStreamDuration <= 0 {
+		cfg.MaxStreamDuration = 12 * time.Hour
 	}
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 64 << 10

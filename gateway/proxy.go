@@ -109,8 +109,23 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 	if rawRest != rest {
 		rt.rawPath = rawRest
 	}
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
+	ctx := context.WithValue(r.Context(), routeKey{}, rt)
+	if longLived(r, d.Attributes) {
+		// Cancelling the request ends an upgraded stream too: httputil.ReverseProxy closes both sides.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, g.cfg.MaxStreamDuration, errMaxStreamDuration)
+		defer cancel()
+		defer func() {
+			if context.Cause(ctx) == errMaxStreamDuration {
+				g.log.Info("stream ended: it reached the maximum length", "request_id", requestID, "max", g.cfg.MaxStreamDuration.String())
+				entry.Note(fmt.Sprintf("ended after the maximum stream length of %v", g.cfg.MaxStreamDuration))
+			}
+		}()
+	}
+	g.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
+
+var errMaxStreamDuration = errors.New("stream reached the maximum length")
 
 // limitKey is the identity a token's limits are counted against: its id, or issuer and subject without one.
 func limitKey(c *auth.Claims) string {

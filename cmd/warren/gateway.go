@@ -43,6 +43,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	fs.IntVar(&lim.ClusterBurst, "cluster-burst", lim.ClusterBurst, "burst of requests allowed per cluster")
 	fs.IntVar(&lim.TokenStreams, "token-streams", lim.TokenStreams, "concurrent watches, exec, attach, port-forward and logs -f per caller token")
 	tun := addTunnelFlags(fs)
+	maxStream := fs.Duration("max-stream-duration", 12*time.Hour, "end exec, attach, port-forward, watch and logs -f sessions after this long")
 	maxHeader := fs.Int("max-header-bytes", 64<<10, "largest request headers accepted; larger get 431")
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
 	newLogger := logFlags(fs)
@@ -97,6 +98,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		Limits:            limit.New(lim),
 		MaxHeaderBytes:    *maxHeader,
 		Tunnel:            tun.config(),
+		MaxStreamDuration: *maxStream,
 		Logger:            log,
 	})
 	if err != nil {
@@ -110,6 +112,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		Handler:           g,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,    // idle keep-alive connections only: upgraded streams are not affected
 		MaxHeaderBytes:    *maxHeader + 4<<10, // the gateway answers 431 itself, as a Kubernetes Status
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}

@@ -89,6 +89,14 @@ func (e *Entry) Deny(reason string) {
 	e.rec.Reason = reason
 }
 
+// Note records why an allowed request ended early (e.g. the maximum stream length).
+func (e *Entry) Note(reason string) {
+	if e == nil {
+		return
+	}
+	e.rec.Reason = reason
+}
+
 // End completes the record and hands it to sink. A failure to write the audit log is returned for the caller to
 // log: the request has been served already.
 func (e *Entry) End(sink Sink) error {
