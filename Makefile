@@ -18,6 +18,7 @@ kube:
 # The whole suite: unit tests, fuzz seeds, and the end-to-end tests against a real kube-apiserver.
 test: kube lint
 	$(GO) test -count=1 -timeout 20m ./...
+	cd test/k8s && $(GO) test -count=1 ./fakekubelet/...
 
 # Without the end-to-end suite: no kube-apiserver needed.
 test-short: lint
@@ -33,6 +34,7 @@ fuzz:
 
 lint:
 	$(GO) vet ./...
+	cd test/k8s && $(GO) vet ./fakekubelet/... ./cmd/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 demo: build kube

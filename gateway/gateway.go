@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/limit"
@@ -40,6 +42,8 @@ type Config struct {
 	// MaxStreamDuration ends long-lived requests (exec, attach, port-forward, watch, logs -f) after this long.
 	// Default 12 h.
 	MaxStreamDuration time.Duration
+	// Metrics, when set, receives the gateway's Prometheus series.
+	Metrics prometheus.Registerer
 	// Downloads, when set, serves GET /download/... (the connector binaries bootstrap scripts fetch). Nil: 404.
 	Downloads http.Handler
 	// Tunnel tunes each connector's tunnel.
@@ -60,11 +64,13 @@ type TransportConfig struct {
 
 // Gateway serves connectors and API callers. It is an http.Handler; Close ends every tunnel.
 type Gateway struct {
-	cfg   Config
-	log   *slog.Logger
-	reg   *registry
-	proxy *httputil.ReverseProxy
-	mux   *http.ServeMux
+	cfg     Config
+	log     *slog.Logger
+	reg     *registry
+	proxy   *httputil.ReverseProxy
+	metrics *metrics
+	audit   auditrec.Sink // Config.Audit, or auditrec.Discard
+	mux     *http.ServeMux
 
 	mu       sync.Mutex
 	closed   bool
@@ -101,7 +107,12 @@ func New(cfg Config) (*Gateway, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		reg:     newRegistry(cfg.Clusters),
+		metrics: newMetrics(cfg.Metrics),
+		audit:   cfg.Audit,
 		closing: make(chan struct{}),
+	}
+	if g.audit == nil {
+		g.audit = auditrec.Discard
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       rewrite,
@@ -167,6 +178,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	claims, err := g.cfg.ConnectorVerifier.Verify(token)
 	if err != nil {
+		g.metrics.handshakes.WithLabelValues("refused").Inc()
 		g.log.Info("connector refused", "remote", r.RemoteAddr, "err", err)
 		wire.WriteStatus(w, http.StatusUnauthorized, "invalid connector token: "+err.Error(), 0)
 		return
@@ -204,6 +216,8 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	cs.connectedAt = time.Now()
 
 	g.reg.add(cs)
+	g.metrics.handshakes.WithLabelValues("accepted").Inc()
+	g.metrics.connectors.WithLabelValues(cluster).Set(float64(g.reg.count(cluster)))
 	log.Info("connector connected", "remote", cs.remote, "version", cs.version, "sessions", g.reg.count(cluster))
 	select {
 	case <-t.Done():
@@ -211,6 +225,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	// Drop the session before closing it, so that no new request picks it meanwhile.
 	g.reg.remove(cs)
+	g.metrics.connectors.WithLabelValues(cluster).Set(float64(g.reg.count(cluster)))
 	cs.close()
 	log.Info("connector disconnected", "after", time.Since(cs.connectedAt).Round(time.Millisecond).String(), "sessions", g.reg.count(cluster))
 }

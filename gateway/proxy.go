@@ -38,9 +38,16 @@ func routeOf(ctx context.Context) *route {
 func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 	requestID := newID()
 	cluster, rawRest, ok := splitClusterPath(r.URL.EscapedPath())
-	entry, w, r := auditrec.Begin(g.cfg.Audit, audit.ComponentGateway, cluster, requestID, w, r)
+	start := time.Now()
+	entry, w, r := auditrec.Begin(g.audit, audit.ComponentGateway, cluster, requestID, w, r)
 	defer func() {
-		if err := entry.End(g.cfg.Audit); err != nil {
+		code, denied := entry.Outcome()
+		label := "-" // only clusters the gateway knows become label values: the path is the caller's to choose
+		if g.reg.known(cluster) {
+			label = cluster
+		}
+		g.metrics.request(label, code, !denied, time.Since(start))
+		if err := entry.End(g.audit); err != nil {
 			g.log.Error("cannot write the audit log", "request_id", requestID, "err", err)
 		}
 	}()

@@ -149,6 +149,13 @@ func (r *registry) all() []*connectorSession {
 	return out
 }
 
+// known reports whether the cluster has had a connector or was configured.
+func (r *registry) known(cluster string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.clusters[cluster] != nil
+}
+
 // count returns the number of live sessions of a cluster.
 func (r *registry) count(cluster string) int {
 	r.mu.Lock()

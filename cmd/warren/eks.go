@@ -2,12 +2,42 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
 	"k8s.io/client-go/rest"
+
+	"github.com/warren-dev/warren/connector/eks"
 )
 
-// eksKubeConfig builds the API server config of an EKS cluster from outside it. (Being written.)
+// eksKubeConfig builds the API server config of an EKS cluster from outside it: endpoint and CA from EKS
+// DescribeCluster, renewed STS tokens, AWS credentials from the standard chain. region and endpointURL may be ""
+// (AWS_REGION or the shared config; the public endpoints).
 func eksKubeConfig(ctx context.Context, cluster, region, endpointURL string) (*rest.Config, error) {
-	return nil, errors.New("--eks-cluster is not implemented yet")
+	cfg, err := loadAWSConfig(ctx, region, endpointURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Region == "" {
+		return nil, fmt.Errorf("--eks-cluster %s: no AWS region: pass --region (or set AWS_REGION)", cluster)
+	}
+	return eks.RestConfig(ctx, eks.Config{Cluster: cluster, AWS: cfg})
+}
+
+// loadAWSConfig loads the standard AWS configuration chain (environment, shared files, SSO, web identity, container
+// and instance roles), with an optional region and endpoint URL override.
+func loadAWSConfig(ctx context.Context, region, endpointURL string) (aws.Config, error) {
+	var opts []func(*config.LoadOptions) error
+	if region != "" {
+		opts = append(opts, config.WithRegion(region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("cannot load the AWS configuration: %v", err)
+	}
+	if endpointURL != "" {
+		cfg.BaseEndpoint = aws.String(endpointURL)
+	}
+	return cfg, nil
 }

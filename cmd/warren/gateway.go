@@ -15,6 +15,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/internal/limit"
@@ -44,6 +48,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	fs.IntVar(&lim.TokenStreams, "token-streams", lim.TokenStreams, "concurrent watches, exec, attach, port-forward and logs -f per caller token")
 	tun := addTunnelFlags(fs)
 	maxStream := fs.Duration("max-stream-duration", 12*time.Hour, "end exec, attach, port-forward, watch and logs -f sessions after this long")
+	metricsListen := fs.String("metrics-listen", "", "address for Prometheus /metrics (plain HTTP, e.g. 127.0.0.1:9090); default: none")
 	maxHeader := fs.Int("max-header-bytes", 64<<10, "largest request headers accepted; larger get 431")
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
 	newLogger := logFlags(fs)
@@ -85,6 +90,8 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	auditSink, err := openAudit(*auditLog)
 	if err != nil {
 		return err
@@ -99,6 +106,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		MaxHeaderBytes:    *maxHeader,
 		Tunnel:            tun.config(),
 		MaxStreamDuration: *maxStream,
+		Metrics:           registry,
 		Logger:            log,
 	})
 	if err != nil {
@@ -107,6 +115,16 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %v; is another process using it? choose another --listen", *listen, err)
+	}
+	if *metricsListen != "" {
+		mln, err := net.Listen("tcp", *metricsListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("cannot listen on --metrics-listen %s: %v", *metricsListen, err)
+		}
+		msrv := &http.Server{Handler: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go msrv.Serve(mln)
+		defer msrv.Close()
 	}
 	srv := &http.Server{
 		Handler:           g,

@@ -30,6 +30,7 @@ var commands = map[string]command{
 	"kubeconfig": {runKubeconfig, "print a kubeconfig that reaches a cluster through the gateway"},
 	"credential": {runCredential, "exec credential plugin for kubectl (used by kubeconfig --token-command)"},
 	"audit":      {runAudit, "check an audit log's hash chain (audit verify FILE)"},
+	"bootstrap":  {runBootstrap, "install the connector on private instances through AWS SSM (bootstrap ssm)"},
 	"version":    {runVersion, "print the version"},
 }
 

@@ -89,6 +89,21 @@ func (e *Entry) Deny(reason string) {
 	e.rec.Reason = reason
 }
 
+// Outcome returns the status answered so far and whether the request was refused.
+func (e *Entry) Outcome() (status int, denied bool) {
+	if e == nil {
+		return 0, false
+	}
+	return e.meter.status(), e.denied
+}
+
+// Discard is a Sink that keeps nothing, for callers that want the Entry's accounting without an audit log.
+var Discard Sink = discard{}
+
+type discard struct{}
+
+func (discard) Write(audit.Record) error { return nil }
+
 // Note records why an allowed request ended early (e.g. the maximum stream length).
 func (e *Entry) Note(reason string) {
 	if e == nil {

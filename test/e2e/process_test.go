@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -174,10 +175,10 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 	lender.stop()
 	certFile, keyFile := gatewayFiles(t, lender)
 	pub := filepath.Join(keysDir, "signing.pub")
-	addr := freePort(t)
+	addr, metricsAddr := freePort(t), freePort(t)
 	url := "https://" + addr
 	gatewayArgs := []string{"gateway", "--listen", addr, "--tls-cert", certFile, "--tls-key", keyFile,
-		"--issuer-keys", pub, "--connector-keys", pub}
+		"--issuer-keys", pub, "--connector-keys", pub, "--metrics-listen", metricsAddr}
 	gw := startProcess(t, "gateway", gatewayArgs...)
 	waitHealthy(t, url, lender.caFile, 20*time.Second)
 
@@ -193,6 +194,23 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 		out, _, err := kubectlResult(kc, "get", "namespace", "default", "-o", "name")
 		return err == nil && strings.TrimSpace(out) == "namespace/default"
 	})
+
+	metrics := func() string {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	m := metrics()
+	for _, want := range []string{`warren_gateway_connectors{cluster="prod"} 1`, `warren_gateway_requests_total{cluster="prod",code="200",decision="allow"}`,
+		`warren_gateway_tunnel_handshakes_total{result="accepted"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("/metrics lacks %s:\n%s", want, m)
+		}
+	}
 
 	// SIGKILL the connector: no goodbye on the wire, the gateway learns it from the dropped connection.
 	conn.signal(syscall.SIGKILL)

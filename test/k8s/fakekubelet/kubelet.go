@@ -1,0 +1,211 @@
+// Package fakekubelet is a kubelet stand-in for tests against a real kube-apiserver without nodes or a container
+// runtime. It registers a Node whose kubelet endpoint is itself, runs the pods bound to that node as local processes,
+// reports them Running, and serves the kubelet's streaming API (/exec, /attach, /portForward, /containerLogs) so that
+// kubectl exec, attach, port-forward, logs and cp work end to end through the apiserver.
+//
+// The "container" is the local machine: a container's command and args run as a local process (its output is the
+// container log, its stdin the attach stdin), exec runs a fresh local process, and port-forward dials 127.0.0.1.
+// There is no isolation, no image, no restart, and no authentication of callers: it is for tests on loopback only.
+package fakekubelet
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// DefaultNodeName is the node name used when Config.NodeName is empty.
+const DefaultNodeName = "warren-node"
+
+const (
+	// defaultStopGrace is how long a process has after SIGTERM before SIGKILL, unless a pod's grace period is shorter.
+	// It stays well under the 5 s that test harnesses wait before they SIGKILL us.
+	defaultStopGrace = 2 * time.Second
+	// workers is how many pods are synced at once; a pod being stopped waits for its grace period.
+	workers = 4
+	// streamIdleTimeout and streamCreationTimeout are the real kubelet's defaults.
+	streamIdleTimeout     = 4 * time.Hour
+	streamCreationTimeout = 30 * time.Second
+)
+
+// Config configures a Kubelet. Client, Listener and Certificate are required.
+type Config struct {
+	// Client talks to the API server with rights to create Nodes and to update and delete Pods (admin).
+	Client kubernetes.Interface
+	// NodeName is the Node to register and whose pods to run. Empty means DefaultNodeName.
+	NodeName string
+	// Listener is where the kubelet API is served with TLS. Its IP is published as the Node's InternalIP and must be
+	// a specific address (not 0.0.0.0); its port as the kubelet endpoint. Run closes it.
+	Listener net.Listener
+	// Certificate is the serving certificate; it must be valid for the Listener's IP (see SelfSignedCertificate).
+	Certificate tls.Certificate
+	// RootDir holds the container logs and the containers' default working directories. Empty means a temporary
+	// directory that Run removes when it returns.
+	RootDir string
+	// Logger receives operational logs. Nil discards them.
+	Logger *slog.Logger
+	// StopGrace caps the time between SIGTERM and SIGKILL when a pod or the kubelet stops. Zero means 2 s.
+	StopGrace time.Duration
+}
+
+// Kubelet is the stand-in. Create it with New and start it with Run; Ready and Addr may be called concurrently.
+type Kubelet struct {
+	client   kubernetes.Interface
+	nodeName string
+	ln       net.Listener
+	cert     tls.Certificate
+	rootDir  string
+	tempRoot bool // rootDir was created by Run and is removed when it returns
+	log      *slog.Logger
+	grace    time.Duration
+	nodeIP   net.IP
+	port     int
+
+	ready chan struct{} // closed once the Node is registered, pods are synced and the server is serving
+
+	// ctx is Run's context: cancelled when the kubelet stops. Set by Run before anything reads it.
+	ctx   context.Context
+	queue workqueue.TypedRateLimitingInterface[string]
+
+	watched  *watchedListener // wraps ln; set by Run
+	sessions sync.WaitGroup   // exec, attach and port-forward handlers in progress; Add only under mu
+
+	mu       sync.Mutex
+	pods     map[string]*podState // by "namespace/name"; owned by the sync workers, read by the HTTP handlers
+	stopping bool                 // no new sessions: stopServer is waiting for k.sessions
+}
+
+// New checks cfg and returns a Kubelet that is not yet running.
+func New(cfg Config) (*Kubelet, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("fakekubelet: Config.Client is required")
+	}
+	if cfg.Listener == nil {
+		return nil, errors.New("fakekubelet: Config.Listener is required")
+	}
+	if len(cfg.Certificate.Certificate) == 0 {
+		return nil, errors.New("fakekubelet: Config.Certificate is required")
+	}
+	tcp, ok := cfg.Listener.Addr().(*net.TCPAddr)
+	if !ok || tcp.IP == nil || tcp.IP.IsUnspecified() {
+		return nil, fmt.Errorf("fakekubelet: the listener must be bound to a specific IP address, not %s "+
+			"(the apiserver dials the Node's InternalIP)", cfg.Listener.Addr())
+	}
+	k := &Kubelet{
+		client:   cfg.Client,
+		nodeName: cfg.NodeName,
+		ln:       cfg.Listener,
+		cert:     cfg.Certificate,
+		rootDir:  cfg.RootDir,
+		log:      cfg.Logger,
+		grace:    cfg.StopGrace,
+		nodeIP:   tcp.IP,
+		port:     tcp.Port,
+		ready:    make(chan struct{}),
+		pods:     map[string]*podState{},
+	}
+	if k.nodeName == "" {
+		k.nodeName = DefaultNodeName
+	}
+	if k.log == nil {
+		k.log = slog.New(slog.DiscardHandler)
+	}
+	if k.grace <= 0 {
+		k.grace = defaultStopGrace
+	}
+	k.log = k.log.With("node", k.nodeName)
+	return k, nil
+}
+
+// Addr is the address the kubelet API is served on.
+func (k *Kubelet) Addr() net.Addr { return k.ln.Addr() }
+
+// NodeName is the name of the registered Node.
+func (k *Kubelet) NodeName() string { return k.nodeName }
+
+// Ready is closed once the Node is registered, the pods already bound to it are being started and the API is served.
+func (k *Kubelet) Ready() <-chan struct{} { return k.ready }
+
+// Run registers the Node, serves the kubelet API and runs the node's pods until ctx is cancelled. Then it stops
+// serving, kills every process it started (SIGTERM, then SIGKILL after the stop grace), waits for them and returns
+// nil. It returns an error early if the Node cannot be registered or the pods cannot be watched. Call it once.
+func (k *Kubelet) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	k.ctx = ctx
+	defer k.ln.Close()
+
+	if k.rootDir == "" {
+		dir, err := os.MkdirTemp("", "fakekubelet-")
+		if err != nil {
+			return fmt.Errorf("fakekubelet: failed to create a root directory: %w", err)
+		}
+		k.rootDir, k.tempRoot = dir, true
+	}
+	if k.tempRoot {
+		defer os.RemoveAll(k.rootDir)
+	}
+
+	srv := k.newServer()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(k.watched, "", "") }() // the certificate is in srv.TLSConfig
+
+	if err := k.registerNode(ctx); err != nil {
+		cancel()
+		k.stopServer(srv, serveErr)
+		return fmt.Errorf("fakekubelet: %w", err)
+	}
+	podsDone, err := k.runPods(ctx)
+	if err != nil {
+		cancel()
+		k.stopServer(srv, serveErr)
+		return fmt.Errorf("fakekubelet: %w", err)
+	}
+	k.log.Info("ready", "addr", k.ln.Addr().String(), "root_dir", k.rootDir)
+	close(k.ready)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		serveErr <- err // for stopServer
+		runErr = fmt.Errorf("fakekubelet: the kubelet API server stopped: %w", err)
+	}
+	// Cancelling ctx ends every request's context (BaseContext), which kills exec processes and ends attach, log
+	// and port-forward sessions; the pods' processes are stopped by runPods.
+	cancel()
+	k.stopServer(srv, serveErr)
+	k.log.Debug("kubelet API server stopped")
+	<-podsDone
+	k.log.Info("stopped")
+	return runErr
+}
+
+// stopServer closes the listener and idle connections and waits (bounded) for the streaming sessions to end.
+func (k *Kubelet) stopServer(srv *http.Server, serveErr chan error) {
+	_ = srv.Close()
+	k.watched.closeConns() // the hijacked ones, which srv.Close leaves open
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		k.log.Error("kubelet API server failed", "err", err)
+	}
+	k.mu.Lock()
+	k.stopping = true
+	k.mu.Unlock()
+	done := make(chan struct{})
+	go func() { k.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * drainTimeout):
+		k.log.Warn("streaming sessions still open at shutdown")
+	}
+}
