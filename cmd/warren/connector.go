@@ -54,14 +54,8 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	healthListen := fs.String("health-listen", "", "address for /healthz and /readyz probes (e.g. :8080); default: none")
 	newLogger := logFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), connectorUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if err := applyEnv(fs, envPrefix); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	log, err := newLogger()
 	if err != nil {

@@ -53,14 +53,8 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
 	newLogger := logFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), gatewayUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if err := applyEnv(fs, envPrefix); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	log, err := newLogger()
 	if err != nil {

@@ -21,14 +21,8 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 			"Give signing.pub to the gateway (--issuer-keys, --connector-keys) and connectors (--issuer-keys).\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if err := applyEnv(fs, envPrefix); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("keygen: unexpected argument %q; usage: warren keygen --out DIR", fs.Arg(0))
 	}
 	if *out == "" {
 		return errors.New("keygen: missing --out: the directory for the key pair, e.g. warren keygen --out ./keys")

@@ -36,15 +36,10 @@ func runKubeconfig(args []string, stdout, stderr io.Writer) error {
 	tokenCommand := fs.String("token-command", "", "a shell command that prints a fresh caller token")
 	out := fs.String("out", "", "write the kubeconfig to this file (mode 0600) instead of standard output")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), kubeconfigUsage); fs.PrintDefaults() }
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := applyEnv(fs, envPrefix); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case *gatewayURL == "":
 		return errors.New("missing --gateway: the gateway's URL, e.g. --gateway https://gateway.example.com")
 	case *cluster == "":
@@ -105,7 +100,7 @@ func runCredential(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("warren credential", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	tokenCommand := fs.String("token-command", "", "a shell command that prints a caller token")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *tokenCommand == "" {

@@ -100,6 +100,20 @@ func runVersion(args []string, stdout, _ io.Writer) error {
 	return nil
 }
 
+// parseFlags parses args into fs, fills unset flags from WARREN_* variables, and refuses stray arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs, envPrefix); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q; flags come before arguments, see --help", fs.Arg(0))
+	}
+	return nil
+}
+
 // applyEnv sets every flag not given on the command line from the environment variable prefix+NAME, NAME being
 // the flag's name upper-cased with dashes as underscores (--token-file: WARREN_TOKEN_FILE).
 func applyEnv(fs *flag.FlagSet, prefix string) error {

@@ -57,14 +57,8 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token issue:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if err := applyEnv(fs, envPrefix); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("token issue: unexpected argument %q; %s", fs.Arg(0), example)
 	}
 	switch {
 	case *key == "":
@@ -120,14 +114,8 @@ func runTokenConnector(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token connector:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if err := applyEnv(fs, envPrefix); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("token connector: unexpected argument %q; %s", fs.Arg(0), example)
 	}
 	switch {
 	case *key == "":
