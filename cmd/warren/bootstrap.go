@@ -79,14 +79,8 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(fs.Output(), bootstrapUsage); fs.PrintDefaults() }
 	// Progress goes straight to the terminal: stderr here is held back until the command returns.
 	progress := os.Stderr
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
-	}
-	if err := applyEnv(fs, envPrefix); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	var ids []string
 	for _, v := range instances {

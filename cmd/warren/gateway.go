@@ -21,6 +21,7 @@ import (
 
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/download"
 	"github.com/warren-dev/warren/internal/limit"
 )
 
@@ -50,6 +51,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	maxStream := fs.Duration("max-stream-duration", 12*time.Hour, "end exec, attach, port-forward, watch and logs -f sessions after this long")
 	metricsListen := fs.String("metrics-listen", "", "address for Prometheus /metrics (plain HTTP, e.g. 127.0.0.1:9090); default: none")
 	maxHeader := fs.Int("max-header-bytes", 64<<10, "largest request headers accepted; larger get 431")
+	downloadDir := fs.String("download-dir", "", "directory of connector binaries served at /download/ to bootstrap scripts (warren-linux-amd64, warren-linux-arm64); without it the gateway serves its own build for its platform")
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
 	newLogger := logFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), gatewayUsage); fs.PrintDefaults() }
@@ -60,6 +62,10 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if fi, err := os.Stat(*downloadDir); *downloadDir != "" && (err != nil || !fi.IsDir()) {
+		return fmt.Errorf("--download-dir %s is not a directory", *downloadDir)
+	}
+	self, _ := os.Executable() // "" when unknown: then only --download-dir is served
 	switch {
 	case *certFile == "" || *keyFile == "":
 		return errors.New("missing --tls-cert or --tls-key: the gateway serves HTTPS only; give its certificate and key (PEM)")
@@ -101,6 +107,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		Tunnel:            tun.config(),
 		MaxStreamDuration: *maxStream,
 		Metrics:           registry,
+		Downloads:         download.New(*downloadDir, self),
 		Logger:            log,
 	})
 	if err != nil {

@@ -65,6 +65,8 @@ type Options struct {
 	// Logger receives the output of etcd and kube-apiserver, each line prefixed with the program name.
 	// Nil discards it; the last lines are kept either way for error messages.
 	Logger io.Writer
+	// ExtraArgs are more kube-apiserver flags, e.g. --authentication-token-webhook-config-file=F.
+	ExtraArgs []string
 }
 
 // Cluster is a running control plane. Its fields are set by Start and must not be changed.
@@ -236,6 +238,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 	}
+	apiArgs = append(apiArgs, o.ExtraArgs...)
 	if err := c.startAPIServer(ctx, bins.apiserver, apiArgs, dir, certs.caFile, log); err != nil {
 		return fail(err)
 	}

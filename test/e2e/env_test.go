@@ -138,11 +138,13 @@ func startGateway(t *testing.T, addr string) *gatewayServer {
 }
 
 type gatewayOpts struct {
-	extraCallerKeys *auth.StaticKeys // trusted for caller tokens besides the test key
-	audit           auditrec.Sink
-	limits          *limit.Limiter
-	maxHeaderBytes  int
-	cert            *tls.Certificate // default: httptest's certificate for 127.0.0.1
+	extraCallerKeys   *auth.StaticKeys // trusted for caller tokens besides the test key
+	audit             auditrec.Sink
+	limits            *limit.Limiter
+	maxHeaderBytes    int
+	cert              *tls.Certificate // default: httptest's certificate for 127.0.0.1
+	downloads         http.Handler     // serves GET /download/ (ssm_test.go)
+	maxStreamDuration time.Duration    // gateway.Config.MaxStreamDuration (stream_limits_test.go); 0: the default
 }
 
 // startGatewayWith starts a gateway with options.
@@ -181,7 +183,8 @@ func (gs *gatewayServer) start(addr string) {
 	log, lb := newLogger(t, "gateway")
 	gs.log = lb
 	gs.g, err = gateway.New(gateway.Config{CallerVerifier: callers, ConnectorVerifier: connectors, Logger: log,
-		Audit: gs.opts.audit, Limits: gs.opts.limits, MaxHeaderBytes: gs.opts.maxHeaderBytes})
+		Audit: gs.opts.audit, Limits: gs.opts.limits, MaxHeaderBytes: gs.opts.maxHeaderBytes,
+		Downloads: gs.opts.downloads, MaxStreamDuration: gs.opts.maxStreamDuration})
 	if err != nil {
 		t.Fatal(err)
 	}
