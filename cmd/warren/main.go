@@ -114,11 +114,26 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// toolVariables are WARREN_* variables of the project's scripts and tests, not flags.
+var toolVariables = map[string]bool{"WARREN_CACHE": true, "WARREN_KUBE_BIN": true, "WARREN_HELM": true,
+	"WARREN_DEMO_PORT": true, "WARREN_PREFIX": true, "WARREN_SERVICE_USER": true}
+
 // applyEnv sets every flag not given on the command line from the environment variable prefix+NAME, NAME being
 // the flag's name upper-cased with dashes as underscores (--token-file: WARREN_TOKEN_FILE).
 func applyEnv(fs *flag.FlagSet, prefix string) error {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	// A misspelt variable must not silently leave a setting (a policy, a pin) out: say so.
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		flagName, ok := strings.CutPrefix(name, prefix)
+		if !ok || toolVariables[name] {
+			continue
+		}
+		if fs.Lookup(strings.ToLower(strings.ReplaceAll(flagName, "_", "-"))) == nil {
+			fmt.Fprintf(os.Stderr, "warren: ignoring %s: %s has no flag --%s\n", name, fs.Name(), strings.ToLower(strings.ReplaceAll(flagName, "_", "-")))
+		}
+	}
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if given[f.Name] || err != nil {
