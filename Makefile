@@ -20,6 +20,12 @@ test: kube lint
 	$(GO) test -count=1 -timeout 20m ./...
 	cd test/k8s && $(GO) test -count=1 ./fakekubelet/...
 
+# The long suite: exec sessions and port-forwards (client-go SPDY and WebSocket, kubectl) idle for 5 minutes
+# (WARREN_E2E_IDLE=10m to change) must stay up and still work. About 6 minutes.
+.PHONY: test-long
+test-long: kube
+	WARREN_E2E_LONG=1 $(GO) test -count=1 -v -parallel 8 -run Long -timeout 30m ./test/e2e
+
 # Without the end-to-end suite: no kube-apiserver needed.
 test-short: lint
 	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v -e /test/e2e -e /internal/kubetest -e /test/helm)
@@ -31,6 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./auth
 	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./auth
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./audit
+	$(GO) test -run '^$$' -fuzz '^FuzzWSRead$$' -fuzztime $(FUZZTIME) ./tunnel
 
 lint:
 	$(GO) vet ./...
@@ -42,3 +49,9 @@ demo: build kube
 
 clean:
 	rm -rf bin .demo
+
+# bench puts warren beside direct access, a reverse-proxy hop, ssh -R and rancher/remotedialer on this machine
+# (bench/, its own module; installs openssh-server when missing; ~15 min). BENCH_FLAGS=-repeats=1 for a quick run.
+.PHONY: bench
+bench:
+	bench/run.sh $(BENCH_FLAGS)

@@ -4,8 +4,11 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
+	"sync"
+	"time"
 
 	"k8s.io/client-go/rest"
 
@@ -21,17 +24,26 @@ func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connector: API server address: %w", err)
 	}
-	regular, err := rest.TransportFor(kc)
-	if err != nil {
-		return nil, fmt.Errorf("connector: API server transport: %w", err)
-	}
 	// client-go's transport negotiates HTTP/2, and Go refuses an Upgrade header other than websocket over HTTP/2
 	// (SPDY exec would fail), so upgrades go over an HTTP/1.1-only transport with the same TLS and credentials.
 	tlsCfg, err := rest.TLSConfigFor(kc)
 	if err != nil {
 		return nil, fmt.Errorf("connector: API server TLS: %w", err)
 	}
-	h1 := &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: false}
+	h1 := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   false,
+		// HTTP/1.1 keeps one connection per request in flight: keep as many idle as the gateway keeps streams.
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		// The caller's Accept-Encoding passes through; the transport must not add gzip and decode it.
+		DisableCompression: true,
+		ReadBufferSize:     64 << 10,
+		WriteBufferSize:    64 << 10,
+	}
 	if kc.Proxy != nil {
 		h1.Proxy = kc.Proxy
 	}
@@ -52,8 +64,9 @@ func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, error) {
 			pr.Out.Header.Del("Authorization")
 			wire.StripWarrenHeaders(pr.Out.Header)
 		},
-		Transport:     upgradeAware{regular: regular, upgrade: upgrade},
+		Transport:     upgradeAware{regular: upgrade, upgrade: upgrade},
 		FlushInterval: -1,
+		BufferPool:    newCopyBuffers(),
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
@@ -74,3 +87,15 @@ func (u upgradeAware) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	return u.regular.RoundTrip(r)
 }
+
+// copyBuffers are the ReverseProxy's copy buffers, pooled rather than allocated per request (32 KiB each by
+// default). 64 KiB: a response body read through the tunnel often has that much ready, and a larger write means
+// fewer TLS records and write calls.
+type copyBuffers struct{ pool sync.Pool }
+
+func newCopyBuffers() *copyBuffers {
+	return &copyBuffers{pool: sync.Pool{New: func() any { return make([]byte, 64<<10) }}}
+}
+
+func (b *copyBuffers) Get() []byte  { return b.pool.Get().([]byte) }
+func (b *copyBuffers) Put(p []byte) { b.pool.Put(p) }

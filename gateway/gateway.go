@@ -118,6 +118,7 @@ func New(cfg Config) (*Gateway, error) {
 		Rewrite:       rewrite,
 		Transport:     clusterTransport{g.reg},
 		FlushInterval: -1, // watches and logs -f flow as they come
+		BufferPool:    newCopyBuffers(),
 		ErrorHandler:  g.proxyError,
 		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
@@ -156,6 +157,11 @@ func (g *Gateway) Close() error {
 		close(g.closing)
 	}
 	g.mu.Unlock()
+	for _, cs := range g.reg.all() {
+		// Drop the session before closing it, so that no new request picks it meanwhile.
+		g.reg.remove(cs)
+		cs.tunnel.Close()
+	}
 	g.handlers.Wait()
 	return nil
 }
@@ -193,7 +199,12 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	g.handlers.Add(1)
 	g.mu.Unlock()
-	defer g.handlers.Done()
+	handedOver := false // once the tunnel is up, its end (OnEnd below) calls handlers.Done
+	defer func() {
+		if !handedOver {
+			g.handlers.Done()
+		}
+	}()
 
 	id := newID()
 	log := g.log.With("cluster", cluster, "connector", r.Header.Get(wire.HeaderConnectorName), "session", id)
@@ -219,15 +230,22 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	g.metrics.handshakes.WithLabelValues("accepted").Inc()
 	g.metrics.connectors.WithLabelValues(cluster).Set(float64(g.reg.count(cluster)))
 	log.Info("connector connected", "remote", cs.remote, "version", cs.version, "sessions", g.reg.count(cluster))
+	// The handler returns now and the tunnel's end does the rest: a handler held until then would keep net/http's
+	// buffers of the connection (about 10 KiB) and a goroutine stack for every idle connector.
+	handedOver = true
+	t.OnEnd(func() {
+		defer g.handlers.Done()
+		g.reg.remove(cs)
+		g.metrics.connectors.WithLabelValues(cluster).Set(float64(g.reg.count(cluster)))
+		cs.close()
+		log.Info("connector disconnected", "after", time.Since(cs.connectedAt).Round(time.Millisecond).String(), "sessions", g.reg.count(cluster))
+	})
 	select {
-	case <-t.Done():
-	case <-g.closing:
+	case <-g.closing: // Close ran meanwhile and may not have seen this session
+		g.reg.remove(cs)
+		t.Close()
+	default:
 	}
-	// Drop the session before closing it, so that no new request picks it meanwhile.
-	g.reg.remove(cs)
-	g.metrics.connectors.WithLabelValues(cluster).Set(float64(g.reg.count(cluster)))
-	cs.close()
-	log.Info("connector disconnected", "after", time.Since(cs.connectedAt).Round(time.Millisecond).String(), "sessions", g.reg.count(cluster))
 }
 
 func newID() string {

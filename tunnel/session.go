@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,9 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/hashicorp/yamux"
 )
 
@@ -28,79 +29,146 @@ var ErrNotTunnel = errors.New("not a warren tunnel upgrade: expected a WebSocket
 
 // Session is one tunnel. All methods may be called concurrently. Close ends it; Done tells when it has ended, for
 // whatever reason (Close, the peer leaving, a failed keepalive).
+//
+// A session runs two goroutines, yamux's receive and send loops. Its WebSocket pings and yamux keepalives run
+// from timers, so that an idle session holds no goroutine and no buffer beyond those.
 type Session struct {
-	cfg      Config
-	log      *slog.Logger
-	mux      *yamux.Session
-	conn     *wsConn
-	slots    chan struct{} // one token per open stream: bounds Config.MaxStreams
-	cancel   context.CancelFunc
-	pingDone chan struct{} // closed when pingLoop has returned
+	cfg   Config
+	log   *slog.Logger
+	mux   *yamux.Session
+	conn  *wsConn
+	slots chan struct{} // one token per open stream: bounds Config.MaxStreams
+
+	pingTimer, pongTimer, keepTimer *time.Timer
+	pongPending                     atomic.Bool
+
+	mu    sync.Mutex
+	ended bool           // no timer callback starts once set
+	cbs   sync.WaitGroup // timer callbacks running
+	onEnd []func()       // OnEnd's functions, run once the connection closes
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-func newSession(ws *websocket.Conn, gatewaySide bool, cfg Config) (*Session, error) {
-	cfg = cfg.withDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
-	conn := &wsConn{
-		Conn:    websocket.NetConn(ctx, ws, websocket.MessageBinary),
-		ws:      ws,
-		timeout: cfg.WriteTimeout,
+func newSession(conn *wsConn, gatewaySide bool, cfg Config) (*Session, error) {
+	s := &Session{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		conn:  conn,
+		slots: make(chan struct{}, cfg.MaxStreams),
 	}
-	var (
-		mux *yamux.Session
-		err error
-	)
+	conn.onPong = s.pong
+	conn.onClose = s.stopTimers
+	var err error
 	if gatewaySide {
-		mux, err = yamux.Client(conn, cfg.yamux())
+		s.mux, err = yamux.Client(conn, cfg.yamux())
 	} else {
-		mux, err = yamux.Server(conn, cfg.yamux())
+		s.mux, err = yamux.Server(conn, cfg.yamux())
 	}
 	if err != nil {
-		cancel()
 		conn.Close()
 		return nil, fmt.Errorf("failed to start yamux session: %w", err)
 	}
-	s := &Session{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		mux:      mux,
-		conn:     conn,
-		slots:    make(chan struct{}, cfg.MaxStreams),
-		cancel:   cancel,
-		pingDone: make(chan struct{}),
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ended {
+		s.pongTimer = time.AfterFunc(time.Hour, s.pongLate)
+		s.pongTimer.Stop()
+		s.pingTimer = time.AfterFunc(cfg.PingInterval, s.ping)
+		s.keepTimer = time.AfterFunc(cfg.KeepAliveInterval, s.keepalive)
 	}
-	go s.pingLoop(ctx)
 	return s, nil
 }
 
-// pingLoop sends WebSocket pings so that intermediaries see traffic and a peer that stopped answering is noticed
-// even when yamux has nothing to say. It is owned by the session: Close cancels it and waits.
-func (s *Session) pingLoop(ctx context.Context) {
-	defer close(s.pingDone)
-	t := time.NewTicker(s.cfg.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.mux.CloseChan():
-			return
-		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.PingTimeout)
-			err := s.conn.ws.Ping(pctx)
-			cancel()
-			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Info("tunnel peer did not answer a ping, closing", "err", err)
-				}
-				s.mux.Close() // not s.Close: that waits for this loop
-				return
-			}
+// enter admits a timer callback unless the session has ended; the callback calls s.cbs.Done when it returns.
+func (s *Session) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended || s.mux.IsClosed() {
+		return false
+	}
+	s.cbs.Add(1)
+	return true
+}
+
+// stopTimers runs when the connection closes, whoever closed it, and starts the OnEnd functions.
+func (s *Session) stopTimers() {
+	s.mu.Lock()
+	s.ended = true
+	for _, t := range []*time.Timer{s.pingTimer, s.pongTimer, s.keepTimer} {
+		if t != nil {
+			t.Stop()
 		}
 	}
+	fs := s.onEnd
+	s.onEnd = nil
+	s.mu.Unlock()
+	for _, f := range fs {
+		go f() // not here: the caller may hold yamux's shutdown lock, which Close takes
+	}
+}
+
+// OnEnd arranges for f to run in its own goroutine once the session has ended (at once if it has already). Unlike
+// waiting on Done, it holds no goroutine meanwhile: the gateway uses it so that an idle connector costs no
+// goroutine of its own.
+func (s *Session) OnEnd(f func()) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		go f()
+		return
+	}
+	s.onEnd = append(s.onEnd, f)
+	s.mu.Unlock()
+}
+
+// ping sends a WebSocket ping so that intermediaries see traffic and a peer that stopped answering is noticed even
+// when yamux has nothing to say; the pong must come within PingTimeout.
+func (s *Session) ping() {
+	if !s.enter() {
+		return
+	}
+	defer s.cbs.Done()
+	if !s.pongPending.Swap(true) {
+		s.pongTimer.Reset(s.cfg.PingTimeout)
+	}
+	if err := s.conn.ping(); err != nil {
+		s.mux.Close() // not s.Close: that waits for this callback
+		return
+	}
+	s.pingTimer.Reset(s.cfg.PingInterval)
+}
+
+func (s *Session) pong() {
+	s.pongPending.Store(false)
+	s.pongTimer.Stop()
+}
+
+func (s *Session) pongLate() {
+	if !s.enter() {
+		return
+	}
+	defer s.cbs.Done()
+	s.log.Info("tunnel peer did not answer a ping, closing", "timeout", s.cfg.PingTimeout.String())
+	s.mux.Close()
+}
+
+// keepalive is yamux's ping: it crosses both yamux loops of the peer, so it also notices a peer whose WebSocket
+// still answers but whose session is stuck.
+func (s *Session) keepalive() {
+	if !s.enter() {
+		return
+	}
+	defer s.cbs.Done()
+	if _, err := s.mux.Ping(); err != nil {
+		if !s.mux.IsClosed() {
+			s.log.Info("tunnel peer did not answer a keepalive, closing", "err", err)
+		}
+		s.mux.Close()
+		return
+	}
+	s.keepTimer.Reset(s.cfg.KeepAliveInterval)
 }
 
 // Open opens a stream to the peer. It waits for a free stream slot (Config.MaxStreams) until ctx is done.
@@ -179,12 +247,12 @@ func (s *Session) NumStreams() int { return s.mux.NumStreams() }
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
 
-// Close ends the session and every stream on it, and waits for the session's goroutines. It is idempotent.
+// Close ends the session and every stream on it, and waits for the session's timer callbacks. It is idempotent.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
-		s.closeErr = s.mux.Close() // closes the WebSocket too, which unblocks yamux's loops
-		s.cancel()
-		<-s.pingDone
+		s.closeErr = s.mux.Close() // closes the WebSocket too, which unblocks yamux's loops and stops the timers
+		s.stopTimers()
+		s.cbs.Wait()
 		if errors.Is(s.closeErr, net.ErrClosed) {
 			s.closeErr = nil
 		}
@@ -209,44 +277,74 @@ func (st *stream) Close() error {
 // one side of an upgraded connection finishes.
 func (st *stream) CloseWrite() error { return st.Stream.Close() }
 
-// wsConn is the WebSocket seen as a net.Conn, with a deadline set before every write so that a peer that stopped
-// reading cannot block the session's writer for ever.
-type wsConn struct {
-	net.Conn
-	ws      *websocket.Conn
-	timeout time.Duration
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(p)
-}
-
-// Close drops the connection at once: yamux has already told the peer what it needed to, and WebSocket's closing
-// handshake would hold the caller up to 5 s when the peer is gone.
-func (c *wsConn) Close() error {
-	c.ws.CloseNow()
-	c.Conn.Close() // stops the NetConn's timers; its error repeats the one above
-	return nil
-}
-
 // Upgrade turns a gateway-side HTTP request into a tunnel session. The caller authenticates the request first. When
 // the request is not a tunnel upgrade Upgrade returns ErrNotTunnel having written nothing, so that the caller
-// answers in its own format.
+// answers in its own format. Other handshake faults are answered here (400, 426), as WebSocket servers do.
 func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Session, error) {
+	cfg = cfg.withDefaults()
+	conn, err := upgradeConn(w, r, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return newSession(conn, true, cfg)
+}
+
+// upgradeConn is the server's WebSocket handshake.
+func upgradeConn(w http.ResponseWriter, r *http.Request, cfg Config) (*wsConn, error) {
 	if !isTunnelUpgrade(r) {
 		return nil, ErrNotTunnel
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	if r.Method != http.MethodGet || !headerHasToken(r.Header, "Connection", "upgrade") {
+		http.Error(w, "a WebSocket upgrade is a GET with Connection: Upgrade", http.StatusBadRequest)
+		return nil, errors.New("failed to upgrade tunnel: not a GET with Connection: Upgrade")
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		http.Error(w, "unsupported WebSocket version: want 13", http.StatusUpgradeRequired)
+		return nil, errors.New("failed to upgrade tunnel: unsupported WebSocket version")
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if raw, err := base64.StdEncoding.DecodeString(key); err != nil || len(raw) != 16 {
+		http.Error(w, "invalid Sec-WebSocket-Key", http.StatusBadRequest)
+		return nil, errors.New("failed to upgrade tunnel: invalid Sec-WebSocket-Key")
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "the tunnel needs HTTP/1.1", http.StatusHTTPVersionNotSupported)
+		return nil, errors.New("failed to upgrade tunnel: the connection cannot be taken over (HTTP/2?)")
+	}
+	nc, brw, err := hj.Hijack()
 	if err != nil {
 		return nil, fmt.Errorf("failed to upgrade tunnel: %w", err)
 	}
-	return newSession(ws, true, cfg)
+	// Bytes the server read past the request (a peer that did not wait for the 101) belong to the tunnel.
+	var buffered []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		peeked, _ := brw.Reader.Peek(n)
+		buffered = append([]byte(nil), peeked...)
+	}
+	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		acceptKey(key) + "\r\nSec-WebSocket-Protocol: " + Subprotocol + "\r\n\r\n"
+	nc.SetDeadline(time.Now().Add(cfg.WriteTimeout))
+	_, err = io.WriteString(nc, resp)
+	nc.SetDeadline(time.Time{})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("failed to upgrade tunnel: %w", err)
+	}
+	return newWSConn(nc, buffered, false, nc.LocalAddr(), nc.RemoteAddr(), cfg.WriteTimeout), nil
+}
+
+// headerHasToken reports whether a comma-separated header lists token (case-insensitively).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isTunnelUpgrade(r *http.Request) bool {
@@ -286,28 +384,77 @@ func (e *HandshakeError) Error() string {
 	return fmt.Sprintf("gateway refused the tunnel: %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
 }
 
-// Dial opens a tunnel to the gateway's WebSocket endpoint url (wss://HOST/connect) from the connector's side.
+// Dial opens a tunnel to the gateway's WebSocket endpoint url (wss://HOST/connect) from the connector's side. The
+// handshake goes through o.HTTPClient, so its TLS settings, pins and proxy apply; ctx bounds the handshake only.
 func Dial(ctx context.Context, url string, o DialOptions) (*Session, error) {
-	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		HTTPClient:      o.HTTPClient,
-		HTTPHeader:      o.Header,
-		Subprotocols:    []string{Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	cfg := o.Config.withDefaults()
+	conn, err := dialConn(ctx, url, o, cfg)
 	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, handshakeError(resp)
-		}
 		return nil, err
 	}
-	if ws.Subprotocol() != Subprotocol {
-		ws.CloseNow()
-		return nil, fmt.Errorf("gateway did not agree to subprotocol %s: upgrade the gateway", Subprotocol)
-	}
-	return newSession(ws, false, o.Config)
+	return newSession(conn, false, cfg)
 }
 
-// handshakeError reads the reason from a refused upgrade; websocket.Dial has already buffered up to 1 KiB of body.
+// dialConn is the client's WebSocket handshake.
+func dialConn(ctx context.Context, url string, o DialOptions, cfg Config) (*wsConn, error) {
+	httpURL := url
+	switch {
+	case strings.HasPrefix(url, "wss://"):
+		httpURL = "https://" + strings.TrimPrefix(url, "wss://")
+	case strings.HasPrefix(url, "ws://"):
+		httpURL = "http://" + strings.TrimPrefix(url, "ws://")
+	default:
+		return nil, fmt.Errorf("failed to dial tunnel: URL %q must start with wss:// or ws://", url)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, httpURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("failed to dial tunnel: %w", err)
+	}
+	if o.Header != nil {
+		req.Header = o.Header.Clone()
+	}
+	key := newKey()
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", key)
+	req.Header.Set("Sec-WebSocket-Protocol", Subprotocol)
+	client := o.HTTPClient
+	if client == nil {
+		client = http.DefaultClient
+	}
+	client, dialed, closeIdle := corkingClient(client)
+	defer closeIdle()
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("failed to dial tunnel: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		return nil, handshakeError(resp)
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return nil, errors.New("failed to dial tunnel: the HTTP client cannot hand over an upgraded connection")
+	}
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") || resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
+		rwc.Close()
+		return nil, errors.New("failed to dial tunnel: the gateway's answer is not a WebSocket upgrade (a proxy in the way?)")
+	}
+	if resp.Header.Get("Sec-WebSocket-Protocol") != Subprotocol {
+		rwc.Close()
+		return nil, fmt.Errorf("gateway did not agree to subprotocol %s: upgrade the gateway", Subprotocol)
+	}
+	conn := newWSConn(rwc, nil, true, nil, nil, cfg.WriteTimeout)
+	if cc := dialed(); cc != nil {
+		conn.cork = cc
+		conn.local, conn.remote = cc.LocalAddr(), cc.RemoteAddr()
+	}
+	return conn, nil
+}
+
+// handshakeError reads the reason from a refused upgrade.
 func handshakeError(resp *http.Response) *HandshakeError {
 	e := &HandshakeError{StatusCode: resp.StatusCode}
 	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {

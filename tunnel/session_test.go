@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // pair starts a real TLS server whose handler upgrades to a tunnel, dials it, and returns both ends.
 // The gateway end opens streams, the connector end accepts them.
-func pair(t *testing.T, cfg Config, via func(addr string) string) (gatewaySide, connectorSide *Session) {
+func pair(t testing.TB, cfg Config, via func(addr string) string) (gatewaySide, connectorSide *Session) {
 	t.Helper()
 	got := make(chan *Session, 1)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -132,7 +132,7 @@ func addTunnelFlags(fs *flag.FlagSet) *tunnelFlags {
 		ping:         fs.Duration("ping-interval", 15*time.Second, "WebSocket ping period of the tunnel"),
 		keepalive:    fs.Duration("keepalive-interval", 10*time.Second, "yamux keepalive period of the tunnel"),
 		writeTimeout: fs.Duration("write-timeout", 10*time.Second, "bound on every tunnel write and keepalive answer"),
-		window:       fs.Uint("stream-window", 256<<10, "largest yamux receive window of one stream, bytes (throughput per stream <= window / RTT)"),
+		window:       fs.Uint("stream-window", 0, "largest yamux receive window of one stream, bytes (throughput per stream <= window / RTT); 0: the tunnel's default, 16 MiB"),
 		maxStreams:   fs.Int("max-streams", 1024, "streams open at once on one tunnel"),
 	}
 }
