@@ -34,6 +34,10 @@ type Config struct {
 	KeepAliveInterval time.Duration
 	// WriteTimeout bounds every write to the peer (and the yamux ping round trip). Default 10 s.
 	WriteTimeout time.Duration
+	// CloseTimeout is how long a closed stream waits for the peer to close its side before it is reset. A peer
+	// still writing into a stream nobody reads (a caller gone mid-exec) is stopped within it, and the unread data
+	// freed. Default 5 s.
+	CloseTimeout time.Duration
 	// StreamWindow is the largest yamux receive window of one stream, in bytes: it caps a stream's throughput at
 	// StreamWindow / round-trip time (16 MiB: 335 MB/s at 50 ms). The window is what the peer may send ahead of the
 	// reader; memory follows what is actually buffered, so a stream whose reader keeps up holds little. Worst case
@@ -61,6 +65,9 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = 5 * time.Second
+	}
 	if c.StreamWindow == 0 {
 		c.StreamWindow = 16 << 20
 	}
@@ -81,6 +88,7 @@ func (c Config) yamux() *yamux.Config {
 	y.AcceptBacklog = c.AcceptBacklog
 	y.EnableKeepAlive = false // Session runs keepalives from a timer rather than a goroutine per session
 	y.ConnectionWriteTimeout = c.WriteTimeout
+	y.StreamCloseTimeout = c.CloseTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
 	y.LogOutput = nil
 	y.Logger = slogPrinter{c.Logger}

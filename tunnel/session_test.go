@@ -269,3 +269,64 @@ func (p *freezingProxy) start(t *testing.T, target string) string {
 	}()
 	return ln.Addr().String()
 }
+
+// TestCloseIsAFullClose: closing a stream fails a Read blocked on it at once, and a peer that keeps writing into it
+// (nobody reads any more) is stopped by a reset within CloseTimeout instead of blocking on the spent window.
+func TestCloseIsAFullClose(t *testing.T) {
+	g, c := pair(t, Config{CloseTimeout: 200 * time.Millisecond, StreamWindow: 256 << 10}, nil)
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		s, err := c.Accept()
+		if err == nil {
+			accepted <- s
+		}
+	}()
+	st, err := g.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("hello"))
+	peer := <-accepted
+	defer peer.Close()
+
+	// The reader reads a little, then stalls (a caller that stopped reading), then goes on after Close.
+	stall := make(chan struct{})
+	readErr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 16)
+		st.Read(buf)
+		<-stall
+		for {
+			if _, err := st.Read(buf); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	peer.Write([]byte("x")) // the first Read returns this
+	writeErr := make(chan error, 1)
+	go func() {
+		// Far more than the window: blocks once the window is spent, since the gateway side stops reading.
+		_, err := peer.Write(make([]byte, 8<<20))
+		writeErr <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let the writer fill the window
+	st.Close()
+	close(stall)
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a Read blocked on the stream was not woken by Close")
+	}
+	select {
+	case err := <-writeErr:
+		if err == nil {
+			t.Fatal("the peer's write into a closed stream succeeded")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the peer is still blocked writing into a stream closed 5 s ago")
+	}
+}
