@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -63,6 +64,7 @@ type Verifier struct {
 	leeway time.Duration
 	now    func() time.Time
 	parser *jwt.Parser
+	cache  verifiedCache
 }
 
 // NewVerifier validates c and returns a Verifier.
@@ -115,6 +117,10 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, invalid(jwt.ErrTokenMalformed, fmt.Sprintf("malformed token: longer than %d bytes", MaxTokenBytes))
 	}
+	sum := sha256.Sum256([]byte(token))
+	if c, ok := v.cached(sum); ok {
+		return c, nil
+	}
 	claims := new(Claims)
 	tok, err := v.parser.ParseWithClaims(token, claims, v.keyFunc)
 	if err != nil {
@@ -122,6 +128,10 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	if err := v.checkClaims(claims); err != nil {
 		return nil, err
+	}
+	kid, _ := tok.Header["kid"].(string)
+	if key, ok := v.cfg.Keys.Key(kid); ok {
+		v.cache.put(sum, cachedToken{claims: claims, kid: kid, key: key})
 	}
 	return claims, nil
 }
