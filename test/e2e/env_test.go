@@ -74,14 +74,17 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// Goroutines alive now (the cluster's process waiters) are not the tests' to end.
+	baseline := goleak.IgnoreCurrent()
 	code := m.Run()
+	code = stopFakeKubelet(code) // stream_env_test.go: the kubelet stand-in, if a test started it
 	if err := kube.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: kube-apiserver:", err)
 		code = 1
 	}
 	if code == 0 {
 		// Every gateway, connector, tunnel and client of the tests has been closed by now.
-		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+		if err := goleak.Find(baseline); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: leaked goroutines:", err)
 			code = 1
 		}
