@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,6 +130,18 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 				entry.Note(fmt.Sprintf("ended after the maximum stream length of %v", g.cfg.MaxStreamDuration))
 			}
 		}()
+		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			callerCtx := r.Context()
+			w = &wsReasonWriter{ResponseWriter: w, reason: func() (int, string) {
+				switch {
+				case context.Cause(ctx) == errMaxStreamDuration:
+					return closePolicyViolation, fmt.Sprintf("warren: the session reached the maximum stream length of %v", g.cfg.MaxStreamDuration)
+				case callerCtx.Err() != nil:
+					return 0, "" // the caller left: nobody to tell
+				}
+				return closeInternalError, fmt.Sprintf("warren: the connection to cluster %q was lost", cluster)
+			}}
+		}
 	}
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
 }

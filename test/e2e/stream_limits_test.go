@@ -379,11 +379,11 @@ func TestStreamAuditExec(t *testing.T) {
 // TestStreamMaxDuration: a gateway whose maximum stream length is 2 s ends exec and port-forward sessions after it;
 // the client sees the session end (not a hang), the remote process ends, and the audit record says why.
 //
-// What the client is told: over WebSocket an error (the connection drops without a closing handshake: "close 1006
-// (abnormal closure)"), so kubectl exits 1. It once was a clean exit: the tunnel stream's Close was a half-close,
-// and the API server's orderly closure (1000) still reached the client. Over SPDY client-go takes any end of the
-// connection without a status for success (nil, kubectl exits 0): only a status written on the error stream would
-// tell it, which the gateway does not do. Port-forward clients see "lost connection to pod".
+// What the client is told: over WebSocket the gateway's closing frame, 1008 with the reason, so kubectl exits 1 and
+// says why. (It once was a clean exit: the tunnel stream's Close was a half-close, and the API server's orderly
+// closure, 1000, still reached the client.) Over SPDY client-go takes any end of the connection without a status
+// for success (nil, kubectl exits 0): only a status written on the error stream would tell it, which the gateway
+// does not do. Port-forward clients see "lost connection to pod".
 func TestStreamMaxDuration(t *testing.T) {
 	const max = 2 * time.Second
 	e := newStreamEnvWith(t, gatewayOpts{maxStreamDuration: max})
@@ -400,8 +400,9 @@ func TestStreamMaxDuration(t *testing.T) {
 				t.Fatalf("the session ended after %v, want just after %v", took, max)
 			}
 			t.Logf("%s: session ended after %v; client error: %v", kind.name, took.Round(time.Millisecond), res.err)
-			if kind.method == http.MethodGet && res.err == nil {
-				t.Fatal("the WebSocket client saw a clean exit for a session the gateway cut")
+			if kind.method == http.MethodGet && (res.err == nil ||
+				!strings.HasSuffix(res.err.Error(), "websocket: close 1008 (policy violation): warren: the session reached the maximum stream length of 2s")) {
+				t.Fatalf("the WebSocket client was not told why the gateway cut the session: %v", res.err)
 			}
 			eventually(t, 10*time.Second, "the remote process ends", func() bool { return len(procsWith(marker)) == 0 })
 			rec := e.gwAudit.wait(t, "exec", isExec(marker))
@@ -418,7 +419,7 @@ func TestStreamMaxDuration(t *testing.T) {
 		took := time.Since(start)
 		t.Logf("kubectl exec: ended after %v, exit %d, stdout %q, stderr %q", took.Round(time.Millisecond), exitStatus(err), out, errOut)
 		if took < max || took > max+10*time.Second || exitStatus(err) != 1 ||
-			!strings.HasSuffix(errOut, "error: error reading from error stream: next reader: websocket: close 1006 (abnormal closure): unexpected EOF\n") {
+			!strings.HasSuffix(errOut, "error: error reading from error stream: next reader: websocket: close 1008 (policy violation): warren: the session reached the maximum stream length of 2s\n") {
 			t.Fatalf("kubectl exec: ended after %v with exit %d, stderr %q; want exit 1 with an error", took, exitStatus(err), errOut)
 		}
 		if !ended(e.gwAudit.wait(t, "kubectl exec", isExec(marker))) {
@@ -482,11 +483,11 @@ func TestStreamConnectorLost(t *testing.T) {
 			e.conn.stop()
 			select {
 			case err := <-done:
-				// As in TestStreamMaxDuration: over WebSocket an error ("close 1006 (abnormal closure)"); over SPDY
-				// client-go reads the lost connection as a clean exit (nil).
+				// As in TestStreamMaxDuration: over WebSocket the gateway's closing frame (1011, the cluster was lost);
+				// over SPDY client-go reads the lost connection as a clean exit (nil).
 				t.Logf("%s: the client's session ended %v after the connector stopped: %v", kind.name, time.Since(lost).Round(time.Millisecond), err)
-				if kind.method == http.MethodGet && err == nil {
-					t.Fatal("the WebSocket client saw a clean exit for a session whose connector went away")
+				if kind.method == http.MethodGet && (err == nil || !strings.Contains(err.Error(), "websocket: close 1011 (internal server error): warren: the connection to cluster")) {
+					t.Fatalf("the WebSocket client was not told its connector went away: %v", err)
 				}
 			case <-time.After(30 * time.Second):
 				t.Fatal("the client's session still hangs 30s after the connector stopped")
