@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/warren-dev/warren/bootstrap"
-	"github.com/warren-dev/warren/connector"
 )
 
 const bootstrapUsage = `usage: warren bootstrap ssm --region R --instance-id ID [--instance-id ID ...] --gateway https://HOST:PORT
@@ -123,25 +120,11 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--token-file %s is empty", *tokenFile)
 		}
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if *caFile != "" {
-		pem, err := os.ReadFile(*caFile)
-		if err != nil {
-			return fmt.Errorf("cannot read --ca-file: %v", err)
-		}
-		tlsCfg.RootCAs = x509.NewCertPool()
-		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--ca-file %s holds no PEM certificate", *caFile)
-		}
-		cfg.CAPEM = pem
+	tlsCfg, caPEM, err := gatewayTLS(*caFile, cfg.Pins)
+	if err != nil {
+		return err
 	}
-	if len(cfg.Pins) > 0 {
-		parsed, err := connector.ParsePins(cfg.Pins)
-		if err != nil {
-			return fmt.Errorf("--pin: %w", err)
-		}
-		tlsCfg = connector.PinTLSConfig(tlsCfg, parsed, *caFile != "")
-	}
+	cfg.CAPEM = caPEM
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -91,16 +89,9 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	} else if kube, err = kubeConfig(*kubeconfig); err != nil {
 		return err
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if *caFile != "" {
-		pem, err := os.ReadFile(*caFile)
-		if err != nil {
-			return fmt.Errorf("cannot read --ca-file: %v", err)
-		}
-		tlsCfg.RootCAs = x509.NewCertPool()
-		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--ca-file %s holds no PEM certificate", *caFile)
-		}
+	tlsCfg, _, err := gatewayTLS(*caFile, splitList(*pins))
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -118,13 +109,6 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		if ceiling, err = auth.LoadPolicy(*policyFile); err != nil {
 			return fmt.Errorf("--policy: %w", err)
 		}
-	}
-	if *pins != "" {
-		parsed, err := connector.ParsePins(splitList(*pins))
-		if err != nil {
-			return fmt.Errorf("--pin: %w", err)
-		}
-		tlsCfg = connector.PinTLSConfig(tlsCfg, parsed, *caFile != "")
 	}
 	var proxy func(*http.Request) (*url.URL, error)
 	if *proxyURL != "" {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -145,4 +148,29 @@ func (f *tunnelFlags) config() tunnel.Config {
 		StreamWindow:      uint32(*f.window),
 		MaxStreams:        *f.maxStreams,
 	}
+}
+
+// gatewayTLS is how connectors and bootstrap verify the gateway: system roots, or the CA in caFile, and SPKI pins
+// when given. It also returns the CA's PEM ("" without caFile).
+func gatewayTLS(caFile string, pins []string) (*tls.Config, []byte, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	var pem []byte
+	if caFile != "" {
+		var err error
+		if pem, err = os.ReadFile(caFile); err != nil {
+			return nil, nil, fmt.Errorf("cannot read --ca-file: %v", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("--ca-file %s holds no PEM certificate", caFile)
+		}
+	}
+	if len(pins) > 0 {
+		parsed, err := connector.ParsePins(pins)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--pin: %w", err)
+		}
+		cfg = connector.PinTLSConfig(cfg, parsed, caFile != "")
+	}
+	return cfg, pem, nil
 }
