@@ -33,11 +33,7 @@ test-short: lint
 # Each fuzz target for FUZZTIME (CI: 10s each); the seeds alone already run in `make test`.
 FUZZTIME ?= 10s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./auth
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./auth
-	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./auth
-	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./audit
-	$(GO) test -run '^$$' -fuzz '^FuzzWSRead$$' -fuzztime $(FUZZTIME) ./tunnel
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 lint:
 	$(GO) vet ./...
