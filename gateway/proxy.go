@@ -95,12 +95,13 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		refuse(d.Status, d.Reason, 0)
 		return
 	}
+	long := longLived(r, d.Attributes)
 	if g.cfg.Limits != nil {
 		if ok, wait, which := g.cfg.Limits.Allow(limitKey(claims), cluster); !ok {
 			refuse(http.StatusTooManyRequests, fmt.Sprintf("too many requests for this %s; retry in %v", which, wait), int(wait/time.Second))
 			return
 		}
-		if longLived(r, d.Attributes) {
+		if long {
 			release, ok := g.cfg.Limits.AcquireStream(limitKey(claims))
 			defer release()
 			if !ok {
@@ -119,7 +120,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		rt.rawPath = rawRest
 	}
 	ctx := context.WithValue(r.Context(), routeKey{}, rt)
-	if longLived(r, d.Attributes) {
+	if long {
 		// Cancelling the request ends an upgraded stream too: httputil.ReverseProxy closes both sides.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, g.cfg.MaxStreamDuration, errMaxStreamDuration)
