@@ -15,6 +15,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/wire"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // route is what serveCluster decided about a request, handed to the proxy through the request's context.
@@ -131,20 +132,35 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 				entry.Note(fmt.Sprintf("ended after the maximum stream length of %v", g.cfg.MaxStreamDuration))
 			}
 		}()
-		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		if fr := upgradeFraming(r, d.Attributes.Subresource); fr != nil {
 			callerCtx := r.Context()
-			w = &wsReasonWriter{ResponseWriter: w, reason: func() (int, string) {
+			w = &reasonWriter{ResponseWriter: w, framing: fr, end: func() *sessionEnd {
 				switch {
 				case context.Cause(ctx) == errMaxStreamDuration:
-					return closePolicyViolation, fmt.Sprintf("warren: the session reached the maximum stream length of %v", g.cfg.MaxStreamDuration)
+					return &sessionEnd{wsCode: closePolicyViolation, code: http.StatusGatewayTimeout, reason: string(metav1.StatusReasonTimeout),
+						message: fmt.Sprintf("warren: the session reached the maximum stream length of %v", g.cfg.MaxStreamDuration)}
 				case callerCtx.Err() != nil:
-					return 0, "" // the caller left: nobody to tell
+					return nil // the caller left: nobody to tell
 				}
-				return closeInternalError, fmt.Sprintf("warren: the connection to cluster %q was lost", cluster)
+				return &sessionEnd{wsCode: closeInternalError, code: http.StatusServiceUnavailable, reason: string(metav1.StatusReasonServiceUnavailable),
+					message: fmt.Sprintf("warren: the connection to cluster %q was lost", cluster)}
 			}}
 		}
 	}
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// upgradeFraming is how the gateway follows an upgraded session's frames, for the protocols it can add a reason to.
+func upgradeFraming(r *http.Request, subresource string) func(http.ResponseWriter) framing {
+	switch upgrade := r.Header.Get("Upgrade"); {
+	case strings.EqualFold(upgrade, "websocket"):
+		return func(http.ResponseWriter) framing { return &wsFraming{} }
+	case strings.HasPrefix(strings.ToUpper(upgrade), "SPDY/3"):
+		return func(w http.ResponseWriter) framing {
+			return newSPDYFraming(subresource == "portforward", func() string { return w.Header().Get("X-Stream-Protocol-Version") })
+		}
+	}
+	return nil
 }
 
 var errMaxStreamDuration = errors.New("stream reached the maximum length")

@@ -48,7 +48,7 @@ func TestReasonOnlyAtAFrameBoundary(t *testing.T) {
 	}
 	for _, c := range cases {
 		rec := &recordingConn{}
-		conn := &wsReasonConn{Conn: rec, reason: func() (int, string) { return closePolicyViolation, "max" }}
+		conn := &reasonConn{Conn: rec, framing: &wsFraming{}, end: func() *sessionEnd { return &sessionEnd{wsCode: closePolicyViolation, message: "max"} }}
 		for _, w := range c.writes {
 			conn.Write(w)
 		}
