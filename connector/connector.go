@@ -76,6 +76,8 @@ type Connector struct {
 	wsURL    string
 	dialer   *http.Client
 	upstream http.Handler
+	// closeIdle closes the idle connections to the API server.
+	closeIdle func()
 
 	cluster   string
 	connected atomic.Bool
@@ -119,7 +121,7 @@ func New(cfg Config) (*Connector, error) {
 			return nil, fmt.Errorf("connector: %w", err)
 		}
 	}
-	upstream, err := newUpstream(cfg.Kube, cfg.Logger)
+	upstream, closeIdle, err := newUpstream(cfg.Kube, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +138,7 @@ func New(cfg Config) (*Connector, error) {
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   false,
 	}}
-	c := &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster}
+	c := &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster, closeIdle: closeIdle}
 	c.upstream = c.authorize(upstream)
 	return c, nil
 }
@@ -285,3 +287,8 @@ func (c *Connector) track(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
+
+// CloseIdleConnections closes the connector's idle connections to the API server, as
+// http.Transport.CloseIdleConnections does: after a burst of requests, it returns what the burst left pooled now
+// rather than after the idle timeout (90 s).
+func (c *Connector) CloseIdleConnections() { c.closeIdle() }

@@ -18,17 +18,17 @@ import (
 type x509UnknownAuthority = x509.UnknownAuthorityError
 
 // newUpstream returns the handler that forwards requests from the tunnel to the API server with the connector's
-// own credentials.
-func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, error) {
+// own credentials, and the function that closes its idle connections to the API server.
+func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, func(), error) {
 	target, _, err := rest.DefaultServerUrlFor(kc)
 	if err != nil {
-		return nil, fmt.Errorf("connector: API server address: %w", err)
+		return nil, nil, fmt.Errorf("connector: API server address: %w", err)
 	}
 	// client-go's transport negotiates HTTP/2, and Go refuses an Upgrade header other than websocket over HTTP/2
 	// (SPDY exec would fail), so upgrades go over an HTTP/1.1-only transport with the same TLS and credentials.
 	tlsCfg, err := rest.TLSConfigFor(kc)
 	if err != nil {
-		return nil, fmt.Errorf("connector: API server TLS: %w", err)
+		return nil, nil, fmt.Errorf("connector: API server TLS: %w", err)
 	}
 	h1 := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
@@ -54,9 +54,9 @@ func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, error) {
 	}
 	upgrade, err := rest.HTTPWrappersForConfig(kc, h1)
 	if err != nil {
-		return nil, fmt.Errorf("connector: API server credentials: %w", err)
+		return nil, nil, fmt.Errorf("connector: API server credentials: %w", err)
 	}
-	return &httputil.ReverseProxy{
+	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			// client-go's bearer round tripper keeps an Authorization header that is already set: the caller's
@@ -75,7 +75,8 @@ func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, error) {
 			log.Info("API server unreachable", "request_id", r.Header.Get(wire.HeaderRequestID), "err", err)
 			wire.WriteStatus(w, http.StatusBadGateway, fmt.Sprintf("connector cannot reach the API server at %s: %v", target.Host, err), 0)
 		},
-	}, nil
+	}
+	return proxy, h1.CloseIdleConnections, nil
 }
 
 // upgradeAware sends upgrade requests (SPDY, WebSocket) over the HTTP/1.1 transport and the rest over client-go's.

@@ -166,6 +166,15 @@ func (g *Gateway) Close() error {
 	return nil
 }
 
+// CloseIdleConnections closes the tunnel streams kept idle for reuse on every connector, as
+// http.Transport.CloseIdleConnections does: after a burst of requests, it returns what the burst left pooled now
+// rather than after IdleStreamTimeout.
+func (g *Gateway) CloseIdleConnections() {
+	for _, cs := range g.reg.all() {
+		cs.transport.CloseIdleConnections()
+	}
+}
+
 func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 	select {
 	case <-g.closing:
