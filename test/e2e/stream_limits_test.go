@@ -544,6 +544,55 @@ func TestStreamConnectorLost(t *testing.T) {
 	}
 }
 
+// TestStreamConnectorLostKubectl: the same with the kubectl binary, both protocols: it exits 1 and says why.
+func TestStreamConnectorLostKubectl(t *testing.T) {
+	for _, mode := range remoteCommandModes {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newStreamEnv(t)
+			pod := sleeper(t).Name
+			marker := uniqueName("lost")
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := kubectlCommand(ctx, e.kc, "exec", pod, "-c", "main", "--", "sh", "-c", "echo started; sleep 3600; echo unreachable # "+marker)
+			cmd.Env = append(cmd.Env, mode.env...)
+			out, errOut := &watchWriter{want: "started\n", seen: make(chan struct{})}, &logBuffer{}
+			cmd.Stdout, cmd.Stderr = out, errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			defer func() { cancel(); <-done }()
+			select {
+			case <-out.seen:
+			case err := <-done:
+				done <- err
+				t.Fatalf("kubectl ended early: %v; stderr %q", err, errOut.String())
+			case <-time.After(30 * time.Second):
+				t.Fatal("no output within 30s")
+			}
+			lost := time.Now()
+			e.conn.stop()
+			var err error
+			select {
+			case err = <-done:
+				done <- err
+			case <-time.After(30 * time.Second):
+				t.Fatal("kubectl still hangs 30s after the connector stopped")
+			}
+			t.Logf("kubectl %s: exit %d %v after the connector stopped; stderr %q", mode.name, exitStatus(err), time.Since(lost).Round(time.Millisecond), errOut.String())
+			want := map[string]string{
+				"websocket": `error: error reading from error stream: next reader: websocket: close 1011 (internal server error): warren: the connection to cluster "stream" was lost` + "\n",
+				"spdy":      `error: warren: the connection to cluster "stream" was lost` + "\n",
+			}[mode.name]
+			if exitStatus(err) != 1 || !strings.HasSuffix(errOut.String(), want) {
+				t.Fatalf("kubectl exit %d, stderr %q; want exit 1 and %q", exitStatus(err), errOut.String(), want)
+			}
+			eventually(t, 15*time.Second, "the remote process ends", func() bool { return remoteShells(marker) == 0 })
+		})
+	}
+}
+
 // TestStreamScale runs 200 exec sessions at once, then 500 watches at once, through one connector, and checks that
 // the goroutine count comes back to where it was.
 func TestStreamScale(t *testing.T) {
