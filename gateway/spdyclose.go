@@ -22,7 +22,7 @@ import (
 type spdyFraming struct {
 	in, out spdySplitter
 
-	framer   *spdy.Framer
+	framer   *spdy.Framer // nil once the headers no longer matter
 	inFrames bytes.Buffer // the client's control frame being decoded
 
 	// errorStreams are the error streams the client opened on which the server has written nothing yet: the
@@ -49,35 +49,47 @@ func newSPDYFraming(portForward bool, protocol func() string) *spdyFraming {
 func (f *spdyFraming) fromClient(p []byte) { f.in.feed(p) }
 func (f *spdyFraming) fromServer(p []byte) { f.out.feed(p) }
 
+// SPDY/3.1 control frame types the gateway follows.
+const (
+	spdySynStream = 1
+	spdySynReply  = 2
+	spdyRstStream = 3
+)
+
 func (f *spdyFraming) clientControl(frame []byte) bool {
+	if binary.BigEndian.Uint16(frame[2:4]) == spdyRstStream && len(frame) >= 12 {
+		delete(f.errorStreams, binary.BigEndian.Uint32(frame[8:12])&0x7fffffff)
+		return true
+	}
+	if f.framer == nil {
+		return true // headers are no longer followed
+	}
 	f.inFrames.Write(frame)
 	decoded, err := f.framer.ReadFrame()
 	if err != nil {
 		return false // the compression context cannot be trusted past a frame it could not read
 	}
-	switch fr := decoded.(type) {
-	case *spdy.SynStreamFrame:
-		if fr.Headers.Get("streamType") == "error" {
-			f.errorStreams[uint32(fr.StreamId)] = true
+	if fr, ok := decoded.(*spdy.SynStreamFrame); ok && fr.Headers.Get("streamType") == "error" {
+		f.errorStreams[uint32(fr.StreamId)] = true
+		if !f.portForward {
+			// exec and attach have one error stream: stop decoding headers, and free the decompressor's window.
+			f.framer, f.inFrames = nil, bytes.Buffer{}
 		}
-	case *spdy.RstStreamFrame:
-		delete(f.errorStreams, uint32(fr.StreamId))
 	}
 	return true
 }
 
 func (f *spdyFraming) serverControl(frame []byte) bool {
-	const synReply, rstStream = 2, 3
 	if len(frame) < 12 {
 		return true // SETTINGS, PING, GOAWAY and the like name no stream the gateway follows
 	}
 	id := binary.BigEndian.Uint32(frame[8:12]) & 0x7fffffff
 	switch binary.BigEndian.Uint16(frame[2:4]) {
-	case synReply:
+	case spdySynReply:
 		if frame[4]&byte(spdy.ControlFlagFin) != 0 {
 			delete(f.errorStreams, id)
 		}
-	case rstStream:
+	case spdyRstStream:
 		delete(f.errorStreams, id)
 	}
 	return true
