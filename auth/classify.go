@@ -8,6 +8,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apiserver/pkg/endpoints/request"
+
+	"github.com/warren-dev/warren/internal/wire"
 )
 
 // Attributes describe a Kubernetes API request the way the API server's authorizers see it.
@@ -81,19 +83,10 @@ func Classify(r *http.Request, path string) (Attributes, error) {
 		ResourceRequest: info.IsResourceRequest,
 	}
 	if a.ResourceRequest && a.APIGroup == "" && a.Resource == "pods" && streamingSubresources[a.Subresource] &&
-		(r.Method == http.MethodGet || r.Method == http.MethodHead || isWebSocket(r)) {
+		(r.Method == http.MethodGet || r.Method == http.MethodHead || wire.Upgrade(r.Header) != "") {
 		a.Verb = "create"
 	}
 	return a, nil
-}
-
-func isWebSocket(r *http.Request) bool {
-	for _, v := range r.Header.Values("Upgrade") {
-		if strings.Contains(strings.ToLower(v), "websocket") {
-			return true
-		}
-	}
-	return false
 }
 
 // checkPath refuses decoded paths that are not in canonical form.

@@ -83,7 +83,7 @@ func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, func(), error
 type upgradeAware struct{ regular, upgrade http.RoundTripper }
 
 func (u upgradeAware) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Header.Get("Upgrade") != "" {
+	if wire.Upgrade(r.Header) != "" {
 		return u.upgrade.RoundTrip(r)
 	}
 	return u.regular.RoundTrip(r)

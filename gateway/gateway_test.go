@@ -68,6 +68,10 @@ func TestResendable(t *testing.T) {
 	post, _ := http.NewRequest("POST", "http://x/api", http.NoBody)
 	upgrade, _ := http.NewRequest("GET", "http://x/exec", nil)
 	upgrade.Header.Set("Upgrade", "websocket")
+	upgrade.Header.Set("Connection", "Upgrade")
+	// Without Connection: upgrade the proxy forwards no upgrade: a plain GET, safe to send again.
+	notUpgrade, _ := http.NewRequest("GET", "http://x/exec", nil)
+	notUpgrade.Header.Set("Upgrade", "websocket")
 	lost := errors.New("connection reset")
 	open := &openError{errors.New("session closed")}
 	cases := []struct {
@@ -75,7 +79,7 @@ func TestResendable(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{get, lost, true}, {post, lost, false}, {upgrade, lost, false},
+		{get, lost, true}, {post, lost, false}, {upgrade, lost, false}, {notUpgrade, lost, true},
 		{get, open, true}, {post, open, true}, {upgrade, open, true},
 	}
 	for _, c := range cases {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -152,10 +151,10 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 
 // upgradeFraming is how the gateway follows an upgraded session's frames, for the protocols it can add a reason to.
 func upgradeFraming(r *http.Request, subresource string) func(http.ResponseWriter) framing {
-	switch upgrade := r.Header.Get("Upgrade"); {
-	case strings.EqualFold(upgrade, "websocket"):
+	switch {
+	case wire.IsWebSocket(r.Header):
 		return func(http.ResponseWriter) framing { return &wsFraming{} }
-	case strings.HasPrefix(strings.ToUpper(upgrade), "SPDY/3"):
+	case wire.IsSPDY(r.Header):
 		return func(w http.ResponseWriter) framing {
 			return newSPDYFraming(subresource == "portforward", func() string { return w.Header().Get("X-Stream-Protocol-Version") })
 		}
@@ -175,7 +174,7 @@ func limitKey(c *auth.Claims) string {
 
 // longLived reports whether a request holds a stream for long: watches, follows and upgrades.
 func longLived(r *http.Request, a auth.Attributes) bool {
-	return a.Verb == "watch" || r.Header.Get("Upgrade") != "" ||
+	return a.Verb == "watch" || wire.Upgrade(r.Header) != "" ||
 		(a.Subresource == "log" && r.URL.Query().Get("follow") == "true")
 }
 
@@ -238,7 +237,7 @@ func resendable(req *http.Request, err error) bool {
 	if errors.As(err, &oe) {
 		return true
 	}
-	return (req.Method == http.MethodGet || req.Method == http.MethodHead) && req.Header.Get("Upgrade") == ""
+	return (req.Method == http.MethodGet || req.Method == http.MethodHead) && wire.Upgrade(req.Header) == ""
 }
 
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
