@@ -259,7 +259,9 @@ type IntegrityError struct {
 	Reason string
 }
 
-func (e *IntegrityError) Error() string { return "evidence integrity check failed: " + e.Path + ": " + e.Reason }
+func (e *IntegrityError) Error() string {
+	return "evidence integrity check failed: " + e.Path + ": " + e.Reason
+}
 
 // Unwrap makes errors.Is(err, ErrIntegrity) hold.
 func (e *IntegrityError) Unwrap() error { return ErrIntegrity }
