@@ -1,13 +1,26 @@
 # warren: see README.md. `make test` is what CI runs.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X main.version=$(VERSION)
+LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION)
 BIN       := bin/warren
+# The in-container collector, static for each node architecture; -trimpath and an empty build id make its digest
+# a function of the source and VERSION alone (collector/build_test.go builds it twice and compares).
+COLLECTOR_ARCHES  := amd64 arm64
+COLLECTOR_DIR     ?= bin
+COLLECTOR_LDFLAGS := -s -w -buildid= -X github.com/warren-dev/warren/collector.version=$(VERSION)
 
-.PHONY: build test test-short lint demo kube clean fuzz
+.PHONY: build collectors test test-short lint demo kube clean fuzz
 
-build:
+build: collectors
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/warren
+
+# collectors writes $(COLLECTOR_DIR)/warren-collector-linux-<arch>, which warren acquire streams into containers.
+collectors:
+	@for arch in $(COLLECTOR_ARCHES); do \
+	  echo "CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(COLLECTOR_LDFLAGS)' -o $(COLLECTOR_DIR)/warren-collector-linux-$$arch ./cmd/warren-collector"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(COLLECTOR_LDFLAGS)" \
+	    -o $(COLLECTOR_DIR)/warren-collector-linux-$$arch ./cmd/warren-collector || exit 1; \
+	done
 
 # kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, installs
 # etcd from Debian when missing, and helm (from the Go module proxy) for the chart tests.

@@ -335,3 +335,11 @@ func cleanAbs(p string) string {
 	}
 	return p
 }
+
+func jsonIndent(v any) ([]byte, error) {
+	data, err := json.MarshalIndent(v, "", " ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}

@@ -43,9 +43,15 @@ type Manifest struct {
 	Ended time.Time `json:"ended"`
 }
 
-// Version is the collector's version: the main module's version as the go command stamped it (a pseudo-version
-// of the commit, +dirty for a modified tree), so two builds of one tree carry the same and stay byte-identical.
+// version is set by make build (-X, the same VERSION as warren's: git describe --tags --always --dirty).
+var version string
+
+// Version is the collector's version: what make build stamped, else the main module's version as the go command
+// recorded it.
 func Version() string {
+	if version != "" {
+		return version
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok || bi.Main.Version == "" {
 		return "unknown"

@@ -1,0 +1,5 @@
+package collector_test
+
+import "runtime"
+
+const goarch = runtime.GOARCH
