@@ -11,7 +11,6 @@ import (
 	"hash"
 	"io"
 	"io/fs"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -193,7 +192,7 @@ func readSmall(r io.Reader, limit int64) (data []byte, capped bool, origSize int
 // file copies an open regular file of stat size st.Size() to the archive, at most limit bytes (the per-file cap;
 // negative: none). Small files are read whole first; larger ones stream under the size stat gave, padded with
 // zeros if the file shrinks and cut if it grows, which the note records, so the tar stays valid.
-func (e *emitter) file(name, source string, f *os.File, size int64, mtime time.Time, limit int64) error {
+func (e *emitter) file(name, source string, f io.Reader, size int64, mtime time.Time, limit int64) error {
 	capNote := ""
 	want := size
 	if limit >= 0 && want > limit {

@@ -40,7 +40,10 @@ func (r *rootFS) open(p string, flags int, noFollow bool) (*os.File, error) {
 	if rel == "" {
 		rel = "."
 	}
-	flags |= unix.O_CLOEXEC | unix.O_NOCTTY
+	flags |= unix.O_CLOEXEC
+	if flags&unix.O_PATH == 0 {
+		flags |= unix.O_NOCTTY // openat2 refuses flags O_PATH ignores
+	}
 	if noFollow {
 		flags |= unix.O_NOFOLLOW
 	}

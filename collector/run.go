@@ -151,6 +151,17 @@ func (c *run) readMounts() {
 	}
 	c.viewMountinfo = data
 	c.mounts = parseMountinfo(data)
+	// A secret mount's device marks its files wherever a link leads, but only if it is a device of its own: a
+	// mount point that is just a directory of the root filesystem (a test tree, a mount table that lies) would
+	// otherwise mark the whole root.
+	var rootDev uint64
+	if f, err := c.fs.open("/", unix.O_PATH, false); err == nil {
+		var st unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &st) == nil {
+			rootDev = uint64(st.Dev)
+		}
+		f.Close()
+	}
 	for i := range c.mounts {
 		m := &c.mounts[i]
 		m.Secret = secretReason(*m, func(dir string) bool {
@@ -166,7 +177,7 @@ func (c *run) readMounts() {
 		}
 		if f, err := c.fs.open(m.Point, unix.O_PATH, false); err == nil {
 			var st unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &st) == nil {
+			if unix.Fstat(int(f.Fd()), &st) == nil && uint64(st.Dev) != rootDev {
 				c.secretDevs[uint64(st.Dev)] = *m
 			}
 			f.Close()
