@@ -64,9 +64,9 @@ func plant(t *testing.T, tools ...string) string {
 
 func sha(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
 
-func baseOpts() collector.Options {
+func baseOpts(t *testing.T) collector.Options {
 	o := collector.DefaultOptions()
-	o.BinaryDir = binDir
+	o.BinaryDir = collectorDir(t)
 	o.TempDirs = []string{"/tmp", "/var/tmp"}
 	o.PIDs = []int{os.Getpid()} // the host's processes are not the fake container's
 	o.TimeBudget = 2 * time.Minute
@@ -181,7 +181,7 @@ func TestCollectCollectorMode(t *testing.T) {
 	root := plant(t, "cat", "chmod", "readlink", "stat", "rm")
 	c := &collectortest.Container{Root: root}
 	pid := startEnvProcess(t)
-	opts := baseOpts()
+	opts := baseOpts(t)
 	opts.PIDs = []int{pid}
 	opts.RedactEnv = []*regexp.Regexp{regexp.MustCompile(`^MY_CUSTOM$`)}
 	sink := newMemSink()
@@ -192,7 +192,7 @@ func TestCollectCollectorMode(t *testing.T) {
 	if res.Mode != "collector" || res.ModeReason != "" {
 		t.Fatalf("mode %q (%s), want collector", res.Mode, res.ModeReason)
 	}
-	bin, _ := os.ReadFile(filepath.Join(binDir, collector.BinaryName(runtimeArch())))
+	bin, _ := os.ReadFile(filepath.Join(collectorDir(t), collector.BinaryName(runtimeArch())))
 	if want := "sha256:" + sha(string(bin)); res.CollectorDigest != want || res.CollectorVersion != "test" {
 		t.Errorf("collector %s %s, want test %s", res.CollectorVersion, res.CollectorDigest, want)
 	}
@@ -233,7 +233,7 @@ func TestCollectFallsBackToShell(t *testing.T) {
 			root := plant(t, tc.tools...)
 			c := &collectortest.Container{Root: root, TmpOptions: tc.tmp}
 			pid := startEnvProcess(t)
-			opts := baseOpts()
+			opts := baseOpts(t)
 			opts.TempDirs = tc.dirs
 			opts.PIDs = []int{pid}
 			opts.RedactEnv = []*regexp.Regexp{regexp.MustCompile(`^MY_CUSTOM$`)}
@@ -283,7 +283,7 @@ func TestCollectTamperedBinaryFailsSelfHash(t *testing.T) {
 		return bytes.Replace(b, []byte("usage: warren-collector"), []byte("usage: warren-Collector"), 1)
 	}, nil)
 	sink := newMemSink()
-	_, err := collector.Collect(context.Background(), ex, baseOpts(), sink)
+	_, err := collector.Collect(context.Background(), ex, baseOpts(t), sink)
 	if !errors.Is(err, collector.ErrSelfHash) {
 		t.Fatalf("err = %v, want ErrSelfHash", err)
 	}
@@ -299,7 +299,7 @@ func TestCollectStreamTamperedFailsNamingFile(t *testing.T) {
 	ex := tamper(c.Exec, nil, func(b []byte) []byte {
 		return bytes.Replace(b, []byte("PLANTED-EVIDENCE-dropper"), []byte("PLANTED-EVIDENCE-droppeR"), 1)
 	})
-	_, err := collector.Collect(context.Background(), ex, baseOpts(), newMemSink())
+	_, err := collector.Collect(context.Background(), ex, baseOpts(t), newMemSink())
 	var ie *collector.IntegrityError
 	if !errors.As(err, &ie) || ie.Path != "container/fs/var/tmp/dropper" || !errors.Is(err, collector.ErrIntegrity) {
 		t.Fatalf("err = %v, want an integrity error naming container/fs/var/tmp/dropper", err)
@@ -313,7 +313,7 @@ func TestCollectNoShell(t *testing.T) {
 	needRoot(t)
 	root := t.TempDir()
 	c := &collectortest.Container{Root: root}
-	_, err := collector.Collect(context.Background(), c.Exec, baseOpts(), newMemSink())
+	_, err := collector.Collect(context.Background(), c.Exec, baseOpts(t), newMemSink())
 	if !errors.Is(err, collector.ErrNoShell) {
 		t.Fatalf("err = %v, want ErrNoShell", err)
 	}

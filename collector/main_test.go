@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -13,23 +14,32 @@ import (
 	"github.com/warren-dev/warren/collector/collectortest"
 )
 
-// binDir holds the collector built once for this test process.
-var binDir string
+// binDir holds the collector, built on first use (fuzz workers and the fake container's processes never need it).
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+func collectorDir(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "warren-collector-bin-"); binErr == nil {
+			binErr = collectortest.Build(binDir)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
 
 func TestMain(m *testing.M) {
 	collectortest.Main() // the fake container's side when re-executed
-	dir, err := os.MkdirTemp("", "warren-collector-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if err := collectortest.Build(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
