@@ -98,7 +98,7 @@ type Options struct {
 	// the rest of the block stored, that hash lets anyone holding the archive confirm a guess of a redacted
 	// value offline (a weak password), so only the original's size is recorded.
 	HashRedactedOriginals bool
-	// BodyfileRoots are listed as mactime bodyfile lines (container/bodyfile.txt). Default ["/"].
+	// BodyfileRoots are listed as mactime bodyfile lines (container/bodyfile.txt). Default ["/", "/dev/shm"].
 	BodyfileRoots []string
 	// Exclude are subtrees not walked (pseudo filesystems); each is recorded once with reason excluded. Default
 	// /proc, /sys, /dev (with /dev/shm walked on its own).
@@ -150,7 +150,7 @@ func DefaultOptions() Options {
 		MaxTmpFileBytes: DefaultMaxTmpFileBytes,
 		MaxExeBytes:     DefaultMaxExeBytes,
 		TimeBudget:      DefaultTimeBudget,
-		BodyfileRoots:   []string{"/"},
+		BodyfileRoots:   []string{"/", "/dev/shm"},
 		Exclude:         []string{"/proc", "/sys", "/dev"},
 		TempDirs:        []string{"/tmp", "/var/tmp", "/dev/shm", "$HOME", "/run"},
 		Root:            "/",

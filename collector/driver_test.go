@@ -185,10 +185,11 @@ func TestCollectCollectorMode(t *testing.T) {
 	opts.PIDs = []int{pid}
 	opts.RedactEnv = []*regexp.Regexp{regexp.MustCompile(`^MY_CUSTOM$`)}
 	sink := newMemSink()
-	res, err := collector.Collect(context.Background(), c.Exec, opts, sink)
+	res, err := collector.Collect(context.Background(), constantScripts(t, c.Exec), opts, sink)
 	if err != nil {
 		t.Fatalf("Collect: %v", err)
 	}
+	t.Logf("%d execs, %d files, %d skipped, stdout %d bytes", len(res.Execs), len(res.Files), len(res.Skipped), res.Stdout.Bytes)
 	if res.Mode != "collector" || res.ModeReason != "" {
 		t.Fatalf("mode %q (%s), want collector", res.Mode, res.ModeReason)
 	}
@@ -238,10 +239,11 @@ func TestCollectFallsBackToShell(t *testing.T) {
 			opts.PIDs = []int{pid}
 			opts.RedactEnv = []*regexp.Regexp{regexp.MustCompile(`^MY_CUSTOM$`)}
 			sink := newMemSink()
-			res, err := collector.Collect(context.Background(), c.Exec, opts, sink)
+			res, err := collector.Collect(context.Background(), constantScripts(t, c.Exec), opts, sink)
 			if err != nil {
 				t.Fatalf("Collect: %v", err)
 			}
+			t.Logf("%d execs, %d files, %d skipped", len(res.Execs), len(res.Files), len(res.Skipped))
 			if res.Mode != "shell" || res.ModeReason != tc.reason {
 				t.Fatalf("mode %q reason %q, want shell %q", res.Mode, res.ModeReason, tc.reason)
 			}
@@ -251,6 +253,28 @@ func TestCollectFallsBackToShell(t *testing.T) {
 				t.Errorf("collector digest %q in shell mode", res.CollectorDigest)
 			}
 		})
+	}
+}
+
+// constantScripts checks every exec Collect makes: a shell only ever gets one of the package's constant scripts
+// (the record names it "script:NAME"), and every other argv starts with a tool or the uploaded collector, so no
+// target value is ever shell code.
+func constantScripts(t *testing.T, inner collector.Exec) collector.Exec {
+	return func(ctx context.Context, argv []string, in io.Reader, out, errOut io.Writer) error {
+		switch {
+		case argv[0] == "sh":
+			if len(argv) < 4 || argv[1] != "-c" || !collector.IsScript(argv[2]) || argv[3] != "sh" {
+				t.Errorf("a shell got code that is not a constant script: %q", argv)
+			}
+		case argv[0] == "cat" || argv[0] == "readlink":
+			if len(argv) != 2 || !strings.HasPrefix(argv[1], "/") {
+				t.Errorf("tool argv %q", argv)
+			}
+		case strings.Contains(argv[0], "/.warren-collector-"):
+		default:
+			t.Errorf("unexpected exec %q", argv)
+		}
+		return inner(ctx, argv, in, out, errOut)
 	}
 }
 

@@ -69,6 +69,16 @@ walk "$1" "$2"`,
 	"statdecoded":     `f=$(printf '%bx' "$1") && f=${f%x} && exec stat -c '%i %f %u %g %s %X %Y %Z %W' "$f"`,
 }
 
+// IsScript reports whether s is one of the constant scripts (for tests that watch every exec).
+func IsScript(s string) bool {
+	for _, v := range scripts {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
 // shArgv is the argv of a constant script with its positional parameters.
 func shArgv(name string, args ...string) []string {
 	s, ok := scripts[name]
