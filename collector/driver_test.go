@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -152,7 +153,7 @@ func startEnvProcess(t *testing.T) int {
 
 func checkRedacted(t *testing.T, sink *memSink, pid int) {
 	t.Helper()
-	env := string(sink.data["container/proc/"+itoa(pid)+"/environ"])
+	env := string(sink.data["container/proc/"+strconv.Itoa(pid)+"/environ"])
 	for _, leak := range []string{"hunter2", "abc", "ghp_x", "pw@db", "also-secret"} {
 		if strings.Contains(env, "="+leak) || strings.Contains(env, leak+"\x00") {
 			t.Errorf("environ leaks %q: %q", leak, env)
@@ -161,19 +162,6 @@ func checkRedacted(t *testing.T, sink *memSink, pid int) {
 	if !strings.Contains(env, "PLAIN=visible") || !strings.Contains(env, "DB_PASSWORD=<redacted>") {
 		t.Errorf("environ %q", env)
 	}
-}
-
-func itoa(n int) string {
-	return strings.TrimSpace(strings.Replace(string(rune('0'))+"", "0", "", 1)) + fmtInt(n)
-}
-
-func fmtInt(n int) string {
-	s := ""
-	for n > 0 {
-		s = string(rune('0'+n%10)) + s
-		n /= 10
-	}
-	return s
 }
 
 func TestCollectCollectorMode(t *testing.T) {
@@ -340,5 +328,54 @@ func TestCollectNoShell(t *testing.T) {
 	_, err := collector.Collect(context.Background(), c.Exec, baseOpts(t), newMemSink())
 	if !errors.Is(err, collector.ErrNoShell) {
 		t.Fatalf("err = %v, want ErrNoShell", err)
+	}
+}
+
+// Shell mode: a deleted executable is copied through /proc/PID/exe, a file over its cap is cut there (the
+// original's size unknown, as cat was stopped), and the byte bound holds.
+func TestCollectShellCapsAndDeletedExe(t *testing.T) {
+	needRoot(t)
+	root := plant(t, "cat", "readlink", "stat")
+	src, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip(err)
+	}
+	orig, _ := os.ReadFile(src)
+	bin := filepath.Join(t.TempDir(), "implant")
+	if err := os.WriteFile(bin, orig, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	os.Remove(bin)
+
+	c := &collectortest.Container{Root: root}
+	opts := baseOpts(t)
+	opts.Method = collector.MethodShell
+	opts.PIDs = []int{cmd.Process.Pid}
+	opts.MaxTmpFileBytes = 10
+	sink := newMemSink()
+	res, err := collector.Collect(context.Background(), constantScripts(t, c.Exec), opts, sink)
+	if err != nil {
+		t.Fatalf("Collect: %v", err)
+	}
+	if res.Mode != "shell" || res.ModeReason != "shell method asked for" {
+		t.Errorf("mode %q %q", res.Mode, res.ModeReason)
+	}
+	name := "container/proc/" + strconv.Itoa(cmd.Process.Pid) + "/exe.deleted"
+	if !bytes.Equal(sink.data[name], orig) {
+		t.Errorf("%s: %d bytes, want the deleted file's %d", name, len(sink.data[name]), len(orig))
+	}
+	var capped collector.File
+	for _, f := range res.Files {
+		if f.Path == "container/fs/var/tmp/dropper" {
+			capped = f
+		}
+	}
+	if capped.Size != 10 || capped.SHA256 != sha("PLANTED-EV") || capped.OrigSize != -1 || capped.Note != collector.ReasonSizeCap {
+		t.Errorf("capped file %+v", capped)
 	}
 }
