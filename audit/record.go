@@ -48,6 +48,10 @@ type Record struct {
 	UserAgent   string    `json:"userAgent,omitempty"`
 	Seq         uint64    `json:"seq"`      // set by Log.Write: 1 for the first record of a file, then +1
 	PrevHash    string    `json:"prevHash"` // set by Log.Write: hex SHA-256 of the previous line, 64 zeros for the first
+
+	// Kubelet is set for requests through nodes/proxy: what they do at the kubelet (KubeletDetails). Command and
+	// Container are set for exec, attach and run there too.
+	Kubelet *KubeletCall `json:"kubelet,omitempty"`
 }
 
 // ExecDetails returns what an exec or attach request runs: the "command" query parameters in the order the client

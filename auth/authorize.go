@@ -13,8 +13,9 @@ import (
 
 // Authorize decides whether rules allow the request a. It denies by default. Resource requests need a rule matching
 // verb, API group, resource (or resource/subresource), namespace and name, with Kubernetes RBAC's semantics ("*"
-// matches anything, including subresources; "*/scale" matches the scale subresource of any resource). Non-resource
-// requests are allowed only for discovery and health paths (see IsDiscoveryPath), with any valid token.
+// matches anything, including subresources; "*/scale" matches the scale subresource of any resource), except for
+// NamedOnlyResources, which only a rule naming them covers. Non-resource requests are allowed only for discovery
+// and health paths (see IsDiscoveryPath), with any valid token.
 //
 // When allowed, reason names the rule that matched; when denied, it is worded like Kubernetes' own 403 message,
 // e.g. `cannot list resource "pods" in API group "" in the namespace "x"`.
@@ -33,7 +34,11 @@ func Authorize(rules []Rule, a Attributes) (allowed bool, reason string) {
 			return true, fmt.Sprintf("allowed by rule %d (%s)", i+1, r)
 		}
 	}
-	return false, forbiddenMessage(a)
+	msg := forbiddenMessage(a)
+	if n := namedOnly(a); n != nil && (!n.NamespacedRules || a.Namespace != "") {
+		msg += n.note()
+	}
+	return false, msg
 }
 
 // forbiddenMessage follows k8s.io/apiserver's responsewriters.forbiddenMessage, without the user name.
@@ -98,6 +103,9 @@ func IsDiscoveryPath(p string) bool {
 }
 
 func (r Rule) matches(a Attributes) bool {
+	if n := namedOnly(a); n != nil && n.appliesTo(r) && !n.namedBy(r) {
+		return false
+	}
 	return matchVerb(r.Verbs, a.Verb) &&
 		matchGroup(r.APIGroups, a.APIGroup) &&
 		matchResource(r.Resources, a.Resource, a.Subresource) &&

@@ -26,6 +26,9 @@ type Attributes struct {
 	Path        string
 	// ResourceRequest is false for non-resource paths such as /version, /apis or /healthz.
 	ResourceRequest bool
+	// Upgrade is the protocol the request upgrades the connection to (wire.Upgrade: what the proxies forward as an
+	// upgrade), "" for none.
+	Upgrade string
 }
 
 // CombinedResource is "resource/subresource", or the resource alone.
@@ -46,13 +49,18 @@ var requestInfo = &request.RequestInfoFactory{
 // GET requests; Kubernetes 1.35+ requires create for them as for SPDY's POST.
 var streamingSubresources = map[string]bool{"exec": true, "attach": true, "portforward": true}
 
+// proxySubresource is that of nodes/proxy, pods/proxy and services/proxy: an upgrade through it is a stream to the
+// kubelet or to a port of a pod, as exec and port-forward are.
+const proxySubresource = "proxy"
+
 // Classify derives the Kubernetes attributes of r for the API path path: the decoded path after the
 // /clusters/<cluster> prefix, starting with "/". The method and query (watch=, fieldSelector=) come from r.
 //
 // It refuses, with an error wrapping ErrBadPath, paths that components could resolve differently: "." and ".."
 // segments, empty segments ("//"; one trailing "/" is allowed), backslashes and control characters, and "/" or "."
 // percent-encoded in r's escaped path. Any GET, HEAD or POST of pods/exec, pods/attach or pods/portforward has the
-// verb create, whatever the Upgrade header says: a WebSocket upgrade must not be authorized as get.
+// verb create, whatever the Upgrade header says, and so has an upgrade on any proxy subresource (nodes/proxy,
+// pods/proxy, services/proxy): a WebSocket or SPDY upgrade must not be authorized as get.
 func Classify(r *http.Request, path string) (Attributes, error) {
 	if err := checkPath(path); err != nil {
 		return Attributes{}, fmt.Errorf("%w %q: %s", ErrBadPath, clip(path), err)
@@ -81,9 +89,14 @@ func Classify(r *http.Request, path string) (Attributes, error) {
 		Name:            info.Name,
 		Path:            path,
 		ResourceRequest: info.IsResourceRequest,
+		Upgrade:         wire.Upgrade(r.Header),
 	}
-	if a.ResourceRequest && a.APIGroup == "" && a.Resource == "pods" && streamingSubresources[a.Subresource] &&
-		(r.Method == http.MethodGet || r.Method == http.MethodHead || wire.Upgrade(r.Header) != "") {
+	switch {
+	case !a.ResourceRequest:
+	case a.APIGroup == "" && a.Resource == "pods" && streamingSubresources[a.Subresource] &&
+		(r.Method == http.MethodGet || r.Method == http.MethodHead || a.Upgrade != ""):
+		a.Verb = "create"
+	case a.Subresource == proxySubresource && a.Upgrade != "":
 		a.Verb = "create"
 	}
 	return a, nil

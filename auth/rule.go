@@ -21,6 +21,23 @@ const All = "*"
 //     namespaces covers only requests inside those namespaces.
 //   - Names omitted (or "*") cover every object; otherwise only requests naming one of them (a list or a create
 //     without a name never matches a rule with names, as in RBAC).
+//
+// Unlike RBAC, no wildcard in resources ("*", "*/proxy") or apiGroups ("*") covers what is exec or a credential in
+// disguise; a rule grants these only by naming them exactly (NamedOnlyResources, docs/rules.md):
+//
+//   - nodes/proxy, any verb, upgrade or not: the kubelet's API with the API server's kubelet credentials (exec,
+//     run, attach, port-forward into any pod of the node; checkpoints; node logs; pprof, debug flags);
+//   - pods/proxy and services/proxy when the request upgrades the connection: a raw stream to any port, as
+//     port-forward (a plain proxied HTTP request stays under the usual semantics);
+//   - pods/ephemeralcontainers: a new container with any image and command in a running pod;
+//   - serviceaccounts/token: API tokens that reach the API server without warren;
+//   - certificatesigningrequests/approval (certificates.k8s.io): client certificates, likewise;
+//   - in a rule naming namespaces, namespaces, namespaces/status and namespaces/finalize: the namespace object
+//     itself, which Kubernetes places in its own namespace. delete:*:payments deletes objects in payments, not
+//     the namespace; delete:namespaces:payments deletes the namespace payments itself (as a RoleBinding in
+//     payments granting delete on namespaces would in RBAC).
+//
+// An upgrade (WebSocket, SPDY) on any proxy subresource needs the verb create, as exec does.
 type Rule struct {
 	Verbs      []string `json:"verbs"`
 	APIGroups  []string `json:"apiGroups,omitempty"`

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -74,9 +75,16 @@ func (e *Entry) Attributes(a auth.Attributes) {
 	}
 	e.rec.Verb, e.rec.APIGroup, e.rec.Resource, e.rec.Subresource = a.Verb, a.APIGroup, a.Resource, a.Subresource
 	e.rec.Namespace, e.rec.Name = a.Namespace, a.Name
-	if a.Resource == "pods" && (a.Subresource == "exec" || a.Subresource == "attach") {
+	switch {
+	case a.APIGroup != "":
+	case a.Resource == "pods" && (a.Subresource == "exec" || a.Subresource == "attach"):
 		// The Path already holds the query; Command and Container make it searchable.
 		e.rec.Command, e.rec.Container = audit.ExecDetails(parseQuery(e.rec.Path))
+	case a.Resource == "nodes" && a.Subresource == "proxy":
+		// "get nodes/proxy" may be exec at the kubelet: say what it is.
+		if _, rest, ok := strings.Cut(a.Path, "/nodes/"+a.Name+"/proxy"); ok {
+			e.rec.Kubelet, e.rec.Command, e.rec.Container = audit.KubeletDetails(rest, parseQuery(e.rec.Path))
+		}
 	}
 }
 
