@@ -35,8 +35,14 @@ func Authorize(rules []Rule, a Attributes) (allowed bool, reason string) {
 		}
 	}
 	msg := forbiddenMessage(a)
-	if n := namedOnly(a); n != nil && (!n.NamespacedRules || a.Namespace != "") {
-		msg += n.note()
+	if n := namedOnly(a); n != nil {
+		// Say why, when a rule would have allowed it but for a wildcard standing in for the name.
+		for _, r := range rules {
+			if r.matchesRBAC(a) {
+				msg += n.note()
+				break
+			}
+		}
 	}
 	return false, msg
 }
@@ -102,10 +108,15 @@ func IsDiscoveryPath(p string) bool {
 	return false
 }
 
+// matches is RBAC's rule matching, except that NamedOnlyResources need naming.
 func (r Rule) matches(a Attributes) bool {
 	if n := namedOnly(a); n != nil && n.appliesTo(r) && !n.namedBy(r) {
 		return false
 	}
+	return r.matchesRBAC(a)
+}
+
+func (r Rule) matchesRBAC(a Attributes) bool {
 	return matchVerb(r.Verbs, a.Verb) &&
 		matchGroup(r.APIGroups, a.APIGroup) &&
 		matchResource(r.Resources, a.Resource, a.Subresource) &&

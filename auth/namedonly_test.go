@@ -18,7 +18,8 @@ type namedOnlyRequest struct {
 	grant          string // the narrowest rule naming the resource
 	verb           string // the verb Classify gives it
 	// wildcards lists rules that cover it by RBAC's semantics (verb, namespace and name wildcards included) but
-	// reach the resource only through a wildcard in resources or apiGroups.
+	// reach the resource only through a wildcard in resources or apiGroups (or, for the namespace object, under
+	// a rule naming namespaces).
 	wildcards []string
 }
 
@@ -68,7 +69,7 @@ func namedOnlyRequests() []namedOnlyRequest {
 		{"delete the namespace", "DELETE", "/api/v1/namespaces/payments", nil,
 			"delete:namespaces:payments", "delete", []string{"delete:*:payments", "*:*:payments", "delete:*.*:payments", "delete:namespaces.*:payments"}},
 		{"finalize the namespace", "PUT", "/api/v1/namespaces/payments/finalize", nil,
-			"update:namespaces/finalize:payments", "update", []string{"update:*:payments", "*:*:payments", "update:*/finalize:payments", "update:namespaces:payments"}},
+			"update:namespaces/finalize:payments", "update", []string{"update:*:payments", "*:*:payments", "update:*/finalize:payments"}},
 		{"namespace status", "PUT", "/api/v1/namespaces/payments/status", nil,
 			"update:namespaces/status:payments", "update", []string{"*:*:payments,other", "update:*/status:payments"}},
 		{"read the namespace", "GET", "/api/v1/namespaces/payments", nil,
@@ -123,6 +124,28 @@ func TestNamedOnly(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A refusal explains the wildcard only when a wildcard was what stood in for the name.
+func TestNamedOnlyNoteOnlyForWildcards(t *testing.T) {
+	for _, tc := range []struct {
+		rule, method, target string
+		hdr                  []string
+	}{
+		{"get:nodes/proxy", "GET", "/api/v1/nodes/n/proxy/exec/x/p/c", wsUpgrade}, // named, but the verb is create
+		{"get,list:pods", "POST", "/api/v1/nodes/n/proxy/run/x/p/c", nil},
+		{"update:namespaces:payments", "PUT", "/api/v1/namespaces/payments/finalize", nil}, // a resource is not its subresource
+		{"get:*:other", "GET", "/api/v1/namespaces/payments", nil},
+	} {
+		a, err := classifyURL(t, tc.method, tc.target, tc.hdr...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, reason := Authorize(rules(t, tc.rule), a)
+		if ok || reason != forbiddenMessage(a) {
+			t.Errorf("%s %s under %s: %v %q, want the plain refusal %q", tc.method, tc.target, tc.rule, ok, reason, forbiddenMessage(a))
+		}
 	}
 }
 
