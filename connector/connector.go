@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,11 @@ type Config struct {
 	// groups, and its id as Impersonate-Extra-warren-token-id), so Kubernetes RBAC and audit see who it was. It
 	// needs Callers.
 	Impersonate bool
+	// StripHeaders are more request headers that never reach the API server, besides wire.IdentityHeaders (which
+	// are always removed): the names of the cluster's --requestheader-username-headers, -group-headers,
+	// -uid-headers and -extra-headers-prefix when they are not the usual X-Remote-*. A name ending in "*" is a
+	// prefix; case does not matter.
+	StripHeaders []string
 	// Audit, when set, receives one record per request the connector serves or refuses.
 	Audit auditrec.Sink
 	// Cluster is the cluster this connector serves; default: the one its token is bound to.
@@ -121,7 +127,13 @@ func New(cfg Config) (*Connector, error) {
 			return nil, fmt.Errorf("connector: %w", err)
 		}
 	}
-	upstream, closeIdle, err := newUpstream(cfg.Kube, cfg.Logger)
+	for _, h := range cfg.StripHeaders {
+		if !wire.ValidHeaderPattern(h) {
+			return nil, fmt.Errorf("connector: cannot strip header %q: want a header name, or a prefix ending in *", h)
+		}
+	}
+	strip := append(slices.Clone(wire.IdentityHeaders), cfg.StripHeaders...)
+	upstream, closeIdle, err := newUpstream(cfg.Kube, strip, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}

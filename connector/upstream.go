@@ -18,8 +18,9 @@ import (
 type x509UnknownAuthority = x509.UnknownAuthorityError
 
 // newUpstream returns the handler that forwards requests from the tunnel to the API server with the connector's
-// own credentials, and the function that closes its idle connections to the API server.
-func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, func(), error) {
+// own credentials, and the function that closes its idle connections to the API server. Headers named in strip
+// (wire.StripIdentityHeaders' form) never reach the API server.
+func newUpstream(kc *rest.Config, strip []string, log *slog.Logger) (http.Handler, func(), error) {
 	target, _, err := rest.DefaultServerUrlFor(kc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connector: API server address: %w", err)
@@ -62,6 +63,8 @@ func newUpstream(kc *rest.Config, log *slog.Logger) (http.Handler, func(), error
 			// client-go's bearer round tripper keeps an Authorization header that is already set: the caller's
 			// must go, or it would reach the API server in place of the connector's.
 			pr.Out.Header.Del("Authorization")
+			// Whatever the gateway let through: identity asserted in headers is the connector's alone to give.
+			wire.StripIdentityHeaders(pr.Out.Header, strip)
 			wire.StripWarrenHeaders(pr.Out.Header)
 		},
 		Transport:     upgradeAware{regular: upgrade, upgrade: upgrade},

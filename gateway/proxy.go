@@ -201,6 +201,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 	// The caller's credentials stop here: the connector gets the token on a header of its own, to verify it again,
 	// and uses its own credentials towards the API server.
 	out.Header.Del("Authorization")
+	wire.StripIdentityHeaders(out.Header, wire.IdentityHeaders)
 	wire.StripWarrenHeaders(out.Header)
 	out.Header.Set(wire.HeaderCallerToken, rt.token)
 	out.Header.Set(wire.HeaderRequestID, rt.requestID)

@@ -47,6 +47,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	callers := addCallerFlags(fs, "public keys that sign caller tokens: with them the connector verifies every caller token itself (comma-separated PEM or JWKS files)")
 	policyFile := fs.String("policy", "", "the cluster's ceiling: a YAML file of rules; requests outside it are refused whatever the token says")
 	impersonate := fs.Bool("impersonate", false, "reach the API server as the caller (Impersonate-User warren:<sub>); needs --issuer-keys")
+	stripHeaders := fs.String("strip-headers", "", "more request headers that never reach the API server, comma-separated, a trailing * for a prefix (X-Remote-*, X-Forwarded-*, X-Real-Ip and Forwarded always are): the cluster's --requestheader-*-headers names when they are not X-Remote-*")
 	auditLog := fs.String("audit-log", "", "audit log of the requests the connector serves or refuses: hash-chained JSON lines (- for standard output); default: none")
 	name := fs.String("name", "", "this connector's name in the gateway's logs; default: host name")
 	healthListen := fs.String("health-listen", "", "address for /healthz and /readyz probes (e.g. :8080); default: none")
@@ -131,19 +132,20 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		auditSink = l
 	}
 	c, err := connector.New(connector.Config{
-		GatewayURL:  *gatewayURL,
-		Token:       readToken,
-		TLSConfig:   tlsCfg,
-		Kube:        kube,
-		Callers:     callerVerifier,
-		Ceiling:     ceiling,
-		Impersonate: *impersonate,
-		Audit:       auditSink,
-		Proxy:       proxy,
-		Tunnel:      tun.config(),
-		Name:        *name,
-		Version:     version,
-		Logger:      log,
+		GatewayURL:   *gatewayURL,
+		Token:        readToken,
+		TLSConfig:    tlsCfg,
+		Kube:         kube,
+		Callers:      callerVerifier,
+		Ceiling:      ceiling,
+		Impersonate:  *impersonate,
+		StripHeaders: splitList(*stripHeaders),
+		Audit:        auditSink,
+		Proxy:        proxy,
+		Tunnel:       tun.config(),
+		Name:         *name,
+		Version:      version,
+		Logger:       log,
 	})
 	if err != nil {
 		return err

@@ -20,7 +20,13 @@ import (
 type pki struct {
 	caFile, certFile, keyFile string
 	saKeyFile                 string // RSA private key in PKCS#1 PEM; the apiserver derives the public key from it
+	// The front proxy (request-header authentication): its CA and a client certificate it signed.
+	frontProxyCAFile, frontProxyCertFile, frontProxyKeyFile string
 }
+
+// FrontProxyClientName is the common name of the front-proxy client certificate, the one name
+// --requestheader-allowed-names accepts (kubeadm's).
+const FrontProxyClientName = "front-proxy-client"
 
 // writePKI generates a fresh CA, a serving certificate for 127.0.0.1, ::1 and localhost, and an RSA service-account
 // key, all with crypto/x509 so no openssl is needed. Keys are written with mode 0600.
@@ -30,6 +36,10 @@ func writePKI(dir string) (pki, error) {
 		certFile:  dir + "/apiserver.crt",
 		keyFile:   dir + "/apiserver.key",
 		saKeyFile: dir + "/service-account.key",
+
+		frontProxyCAFile:   dir + "/front-proxy-ca.crt",
+		frontProxyCertFile: dir + "/front-proxy-client.crt",
+		frontProxyKeyFile:  dir + "/front-proxy-client.key",
 	}
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -83,6 +93,32 @@ func writePKI(dir string) (pki, error) {
 		return pki{}, fmt.Errorf("failed to generate the service-account key: %w", err)
 	}
 
+	// The front proxy's CA is another CA, as in kubeadm: a certificate it signed authenticates a proxy, never a
+	// user by itself.
+	fpCADER, fpCA, fpCAKey, err := newCA("warren-kubetest-front-proxy-ca", now)
+	if err != nil {
+		return pki{}, err
+	}
+	fpKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return pki{}, fmt.Errorf("failed to generate the front-proxy client key: %w", err)
+	}
+	fpDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: FrontProxyClientName},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(7 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, fpCA, &fpKey.PublicKey, fpCAKey)
+	if err != nil {
+		return pki{}, fmt.Errorf("failed to create the front-proxy client certificate: %w", err)
+	}
+	fpKeyDER, err := x509.MarshalPKCS8PrivateKey(fpKey)
+	if err != nil {
+		return pki{}, fmt.Errorf("failed to encode the front-proxy client key: %w", err)
+	}
+
 	for _, f := range []struct {
 		path, typ string
 		der       []byte
@@ -92,6 +128,9 @@ func writePKI(dir string) (pki, error) {
 		{p.certFile, "CERTIFICATE", srvDER, 0o644},
 		{p.keyFile, "PRIVATE KEY", srvKeyDER, 0o600},
 		{p.saKeyFile, "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey), 0o600},
+		{p.frontProxyCAFile, "CERTIFICATE", fpCADER, 0o644},
+		{p.frontProxyCertFile, "CERTIFICATE", fpDER, 0o644},
+		{p.frontProxyKeyFile, "PRIVATE KEY", fpKeyDER, 0o600},
 	} {
 		data := pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der})
 		if err := os.WriteFile(f.path, data, f.mode); err != nil {
@@ -99,6 +138,30 @@ func writePKI(dir string) (pki, error) {
 		}
 	}
 	return p, nil
+}
+
+// newCA makes a self-signed ECDSA CA valid for a week.
+func newCA(name string, now time.Time) (der []byte, cert *x509.Certificate, key *ecdsa.PrivateKey, err error) {
+	key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("failed to generate the key of %s: %w", name, err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(7 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	if der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key); err != nil {
+		return nil, nil, nil, fmt.Errorf("failed to create %s: %w", name, err)
+	}
+	if cert, err = x509.ParseCertificate(der); err != nil {
+		return nil, nil, nil, fmt.Errorf("failed to parse %s: %w", name, err)
+	}
+	return der, cert, key, nil
 }
 
 func serial() *big.Int {

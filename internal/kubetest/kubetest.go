@@ -7,6 +7,10 @@
 // A cluster has two token-authenticated users: [UserAdmin] in group system:masters, and [UserConnector], bound to
 // cluster-admin by a ClusterRoleBinding, so that in security tests warren is the only barrier between a caller and
 // the cluster. Every request is audited at level Metadata to [Cluster.AuditLog].
+//
+// Like a kubeadm cluster, the apiserver trusts a front proxy (request-header authentication): a client presenting
+// [Cluster.FrontProxyCertFile] is taken to be whoever its X-Remote-User, X-Remote-Group, X-Remote-Uid and
+// X-Remote-Extra-* headers say, and without those headers it is authenticated by its other credentials.
 package kubetest
 
 import (
@@ -79,6 +83,10 @@ type Cluster struct {
 	AuditLog            string        // kube-apiserver audit log: JSON lines, level Metadata for every request
 	KubectlPath         string        // kubectl KubeVersion, from the same directory as kube-apiserver
 	StartDuration       time.Duration // how long Start took, binaries found to bootstrap objects created
+
+	// FrontProxyCertFile and FrontProxyKeyFile are a client certificate (CN FrontProxyClientName) signed by the
+	// CA of --requestheader-client-ca-file.
+	FrontProxyCertFile, FrontProxyKeyFile string
 
 	tokens    map[string]string          // user name -> bearer token
 	pickPorts func(n int) ([]int, error) // freePorts; tests force a port race through it
@@ -189,6 +197,8 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		ConnectorKubeconfig: filepath.Join(dir, "connector.kubeconfig"),
 		AuditLog:            filepath.Join(dir, "audit.log"),
 		KubectlPath:         bins.kubectl,
+		FrontProxyCertFile:  certs.frontProxyCertFile,
+		FrontProxyKeyFile:   certs.frontProxyKeyFile,
 		tokens:              map[string]string{UserAdmin: randomToken(), UserConnector: randomToken()},
 		pickPorts:           freePorts,
 		done:                make(chan struct{}),
@@ -222,6 +232,12 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		"--tls-cert-file=" + certs.certFile,
 		"--tls-private-key-file=" + certs.keyFile,
 		"--token-auth-file=" + tokenFile,
+		"--requestheader-client-ca-file=" + certs.frontProxyCAFile,
+		"--requestheader-allowed-names=" + FrontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--requestheader-uid-headers=X-Remote-Uid",
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + certs.saKeyFile,

@@ -271,6 +271,7 @@ type connectorOpts struct {
 	ceiling       *auth.Policy // the customer's ceiling
 	impersonate   bool
 	audit         auditrec.Sink
+	kube          *rest.Config // default: kube.RestConfig(kubetest.UserConnector)
 }
 
 func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
@@ -302,12 +303,15 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 		}
 	}
 	log, lb := newLogger(t, "connector "+o.name)
+	if o.kube == nil {
+		o.kube = kube.RestConfig(kubetest.UserConnector)
+	}
 	c, err := connector.New(connector.Config{
 		GatewayURL:  gs.url(),
 		Token:       func() (string, error) { return o.token, nil },
 		TLSConfig:   tlsCfg,
 		Proxy:       o.proxy,
-		Kube:        kube.RestConfig(kubetest.UserConnector),
+		Kube:        o.kube,
 		Cluster:     cluster, // so that bad tokens reach the gateway, which is what the tests check
 		Callers:     callers,
 		Ceiling:     o.ceiling,
