@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"sync"
@@ -48,7 +49,7 @@ func (c *verifiedCache) put(sum [sha256.Size]byte, e cachedToken) {
 }
 
 // cached returns the claims of a token verified before, if they still hold now.
-func (v *Verifier) cached(sum [sha256.Size]byte) (*Claims, bool) {
+func (v *Verifier) cached(ctx context.Context, sum [sha256.Size]byte) (*Claims, bool) {
 	e, ok := v.cache.get(sum)
 	if !ok {
 		return nil, false
@@ -61,7 +62,7 @@ func (v *Verifier) cached(sum [sha256.Size]byte) (*Claims, bool) {
 	if c.NotBefore != nil && now.Add(v.leeway).Before(c.NotBefore.Time) {
 		return nil, false
 	}
-	key, ok := v.cfg.Keys.Key(e.kid)
+	key, ok := keyContext(ctx, v.cfg.Keys, e.kid)
 	if !ok {
 		return nil, false
 	}

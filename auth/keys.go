@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -193,6 +194,21 @@ func big32(v int) []byte {
 // concurrent use; a reloading implementation may change its answers between calls.
 type KeySet interface {
 	Key(kid string) (crypto.PublicKey, bool)
+}
+
+// ContextKeySet is a KeySet whose lookups may fetch keys (RemoteJWKS): KeyContext bounds such a fetch by ctx, so
+// that it ends with the request that caused it.
+type ContextKeySet interface {
+	KeySet
+	KeyContext(ctx context.Context, kid string) (crypto.PublicKey, bool)
+}
+
+// keyContext looks kid up in ks, passing ctx on when ks takes one.
+func keyContext(ctx context.Context, ks KeySet, kid string) (crypto.PublicKey, bool) {
+	if c, ok := ks.(ContextKeySet); ok {
+		return c.KeyContext(ctx, kid)
+	}
+	return ks.Key(kid)
 }
 
 // StaticKeys is a fixed KeySet, each key under its RFC 7638 key id. Safe for concurrent use once built.

@@ -5,10 +5,14 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strings"
 	"sync"
@@ -106,6 +110,13 @@ func (k *KeyFiles) reloadLocked() error {
 	return nil
 }
 
+// Check re-reads the files if they changed, at most once per check interval as a lookup does, and returns the
+// error of the last reload: a monitor (Monitor) calls it so that a broken file is noticed without a lookup.
+func (k *KeyFiles) Check() error {
+	k.Key("")
+	return k.Err()
+}
+
 // Err returns the error of the last reload, nil if it succeeded.
 func (k *KeyFiles) Err() error {
 	k.mu.Lock()
@@ -125,8 +136,13 @@ type KeySets []KeySet
 
 // Key implements KeySet.
 func (s KeySets) Key(kid string) (crypto.PublicKey, bool) {
+	return s.KeyContext(context.Background(), kid)
+}
+
+// KeyContext implements ContextKeySet: ctx goes to the sets that take one.
+func (s KeySets) KeyContext(ctx context.Context, kid string) (crypto.PublicKey, bool) {
 	for _, ks := range s {
-		if k, ok := ks.Key(kid); ok {
+		if k, ok := keyContext(ctx, ks, kid); ok {
 			return k, true
 		}
 	}
@@ -135,8 +151,12 @@ func (s KeySets) Key(kid string) (crypto.PublicKey, bool) {
 
 // RemoteJWKS is a KeySet fetched from a JWKS URL. It refetches when its copy is older than MaxAge, or when asked for
 // an unknown key id and the last fetch is older than MinInterval (a rotated key appears quickly, while unknown key
-// ids cannot make it hammer the URL). Fetches run in the goroutine that calls Key, one at a time; other callers
-// meanwhile use the keys they have. A failed fetch keeps the previous keys. It starts no goroutines.
+// ids cannot make it hammer the URL). Fetches run in the goroutine that calls Key, one at a time, bounded by the
+// caller's context (KeyContext) and Timeout; other callers meanwhile use the keys they have. A failed fetch keeps
+// the previous keys. It starts no goroutines.
+//
+// The key set is what every token is checked against, so it is fetched only over HTTPS (TLS 1.2 or later with
+// JWKSClient), a redirect is followed only to HTTPS on the same host, and the document is at most 1 MiB.
 type RemoteJWKS struct {
 	url    string
 	client *http.Client
@@ -157,21 +177,62 @@ type RemoteJWKS struct {
 // maxJWKSBytes bounds a fetched JWKS document.
 const maxJWKSBytes = 1 << 20
 
-// NewRemoteJWKS fetches url once (an error if that fails) and returns the key set. client nil means
-// http.DefaultClient; url should be https.
-func NewRemoteJWKS(ctx context.Context, url string, client *http.Client) (*RemoteJWKS, error) {
-	if client == nil {
-		client = http.DefaultClient
+// maxJWKSRedirects bounds the redirects followed for one fetch.
+const maxJWKSRedirects = 3
+
+// JWKSClient returns the HTTP client RemoteJWKS uses by default: TLS 1.2 or later, verified against roots (nil:
+// the system's), the environment's proxy, and timeouts on every step (connect 10 s, TLS handshake 10 s, response
+// headers 10 s, whole fetch 30 s).
+func JWKSClient(roots *x509.CertPool) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 10 * time.Second,
+			ForceAttemptHTTP2:     true,
+			MaxIdleConns:          2,
+			IdleConnTimeout:       90 * time.Second,
+		},
 	}
-	r := &RemoteJWKS{url: url, client: client, now: time.Now}
+}
+
+// NewRemoteJWKS fetches url once (an error if that fails) and returns the key set. url must be https. client nil
+// means JWKSClient(nil); either way redirects are followed only to https on url's host.
+func NewRemoteJWKS(ctx context.Context, url string, client *http.Client) (*RemoteJWKS, error) {
+	u, err := neturl.Parse(url)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("JWKS URL %q must be https://HOST/...: keys fetched any other way could be replaced on the way", clip(url))
+	}
+	if client == nil {
+		client = JWKSClient(nil)
+	}
+	c := *client // the caller's client stays as it is
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) > maxJWKSRedirects {
+			return fmt.Errorf("more than %d redirects", maxJWKSRedirects)
+		}
+		if req.URL.Scheme != "https" || !strings.EqualFold(req.URL.Host, u.Host) {
+			return fmt.Errorf("refusing the redirect to %s: a JWKS is followed only to https on %s", clip(req.URL.Redacted()), u.Host)
+		}
+		return nil
+	}
+	r := &RemoteJWKS{url: url, client: &c, now: time.Now}
 	if err := r.Reload(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// Key implements KeySet.
+// Key implements KeySet: KeyContext without a caller's context.
 func (r *RemoteJWKS) Key(kid string) (crypto.PublicKey, bool) {
+	return r.KeyContext(context.Background(), kid)
+}
+
+// KeyContext implements ContextKeySet: a refetch it starts ends with ctx, or after Timeout.
+func (r *RemoteJWKS) KeyContext(ctx context.Context, kid string) (crypto.PublicKey, bool) {
 	r.mu.Lock()
 	key, ok := r.keys[kid]
 	age := r.now().Sub(r.fetched)
@@ -194,9 +255,9 @@ func (r *RemoteJWKS) Key(kid string) (crypto.PublicKey, bool) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	fctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r.fetch(ctx)
+	r.fetch(fctx, ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	key, ok = r.keys[kid]
@@ -207,18 +268,23 @@ func (r *RemoteJWKS) Key(kid string) (crypto.PublicKey, bool) {
 func (r *RemoteJWKS) Reload(ctx context.Context) error {
 	r.fetching.Lock()
 	defer r.fetching.Unlock()
-	return r.fetch(ctx)
+	return r.fetch(ctx, ctx)
 }
 
-// fetch runs with r.fetching held.
-func (r *RemoteJWKS) fetch(ctx context.Context) error {
+// fetch runs with r.fetching held, bounded by ctx; caller is the context of whoever asked. A fetch cut short
+// because that caller went away counts as an attempt (so that callers cannot make it hammer the URL), but is not
+// the key set's error.
+func (r *RemoteJWKS) fetch(ctx, caller context.Context) error {
 	keys, err := r.get(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.fetched = r.now()
 	if err != nil {
-		r.err = fmt.Errorf("failed to fetch JWKS %s: %w", r.url, err)
-		return r.err
+		err = fmt.Errorf("failed to fetch JWKS %s: %w", r.url, err)
+		if caller.Err() == nil {
+			r.err = err
+		}
+		return err
 	}
 	r.keys, r.err = keys, nil
 	return nil
@@ -256,9 +322,10 @@ func (r *RemoteJWKS) Err() error {
 }
 
 // RevocationList is a file of revoked token ids (jti), one per line; blank lines and lines starting with '#' are
-// ignored. It re-reads the file when it changes (checked at most once per interval on lookup) or on Reload. A
-// missing file means nothing is revoked; a failed read keeps the previous list. Use its Revoked method as
-// VerifierConfig.Revoked. Safe for concurrent use; starts no goroutines.
+// ignored. It re-reads the file when it changes (checked at most once per interval on lookup or Check) or on
+// Reload. A failed read keeps the previous list, and so does a file that disappears: a deleted or unmounted file
+// must not un-revoke every token; Err reports it until the file is back. An empty file revokes nothing. Use its
+// Revoked method as VerifierConfig.Revoked. Safe for concurrent use; starts no goroutines.
 type RevocationList struct {
 	path  string
 	every time.Duration
@@ -274,8 +341,9 @@ type RevocationList struct {
 // maxRevocationBytes bounds a revocation list file.
 const maxRevocationBytes = 16 << 20
 
-// NewRevocationList reads path once; an unreadable (but present) or malformed file is an error. checkEvery <= 0
-// means DefaultCheckInterval.
+// NewRevocationList reads path once; a missing, unreadable or malformed file is an error (a mistyped path would
+// otherwise revoke nothing, silently: create the file, empty if need be). checkEvery <= 0 means
+// DefaultCheckInterval.
 func NewRevocationList(path string, checkEvery time.Duration) (*RevocationList, error) {
 	if checkEvery <= 0 {
 		checkEvery = DefaultCheckInterval
@@ -309,6 +377,13 @@ func (l *RevocationList) Reload() error {
 	return l.reloadLocked()
 }
 
+// Check re-reads the file if it changed, at most once per check interval as a lookup does, and returns the error
+// of the last reload (see KeyFiles.Check).
+func (l *RevocationList) Check() error {
+	l.Revoked("")
+	return l.Err()
+}
+
 // Err returns the error of the last reload, nil if it succeeded.
 func (l *RevocationList) Err() error {
 	l.mu.Lock()
@@ -326,8 +401,18 @@ func (l *RevocationList) Len() int {
 func (l *RevocationList) reloadLocked() error {
 	l.stamp = stampFiles([]string{l.path})
 	ids, err := readRevocations(l.path)
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrNotExist) && l.ids != nil:
+		l.err = fmt.Errorf("revocation list %s is gone; still refusing the %d token ids read before: put the file back (empty to revoke nothing)", l.path, len(l.ids))
+		return l.err
+	case errors.Is(err, os.ErrNotExist):
+		l.err = fmt.Errorf("revocation list %s does not exist: create it (empty to revoke nothing)", l.path)
+		return l.err
+	case err != nil:
 		l.err = fmt.Errorf("revocation list %s: %w", l.path, err)
+		if l.ids != nil {
+			l.err = fmt.Errorf("%w; still refusing the %d token ids read before", l.err, len(l.ids))
+		}
 		return l.err
 	}
 	l.ids, l.err = ids, nil
@@ -336,9 +421,6 @@ func (l *RevocationList) reloadLocked() error {
 
 func readRevocations(path string) (map[string]struct{}, error) {
 	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return map[string]struct{}{}, nil
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"github.com/golang-jwt/jwt/v5"
 	"net/http"
@@ -186,7 +188,7 @@ func TestRemoteJWKS(t *testing.T) {
 	current.Store(map[string]crypto.PublicKey{a.key.KeyID: a.pub})
 	var hits atomic.Int32
 	var fail atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		if fail.Load() {
 			http.Error(w, "down", http.StatusInternalServerError)
@@ -197,7 +199,7 @@ func TestRemoteJWKS(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 
-	r, err := NewRemoteJWKS(context.Background(), srv.URL, srv.Client())
+	r, err := NewRemoteJWKS(context.Background(), srv.URL, jwksClient(srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,17 +239,191 @@ func TestRemoteJWKS(t *testing.T) {
 	if r.Err() == nil {
 		t.Error("no error recorded")
 	}
-	if _, err := NewRemoteJWKS(context.Background(), srv.URL, srv.Client()); err == nil {
+	if _, err := NewRemoteJWKS(context.Background(), srv.URL, jwksClient(srv)); err == nil {
 		t.Error("NewRemoteJWKS succeeded against a failing server")
+	}
+}
+
+// jwksClient is JWKSClient trusting srv's certificate.
+func jwksClient(srv *httptest.Server) *http.Client {
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	return JWKSClient(roots)
+}
+
+// jwksServer serves keys at /jwks.json over TLS, and whatever else mux adds.
+func jwksServer(t *testing.T, keys map[string]crypto.PublicKey, tlsServer bool, mux func(*http.ServeMux)) *httptest.Server {
+	t.Helper()
+	m := http.NewServeMux()
+	m.HandleFunc("/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+		data, _ := MarshalJWKS(keys)
+		w.Write(data)
+	})
+	if mux != nil {
+		mux(m)
+	}
+	var srv *httptest.Server
+	if tlsServer {
+		srv = httptest.NewTLSServer(m)
+	} else {
+		srv = httptest.NewServer(m)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestRemoteJWKSFetchedSafely: only https, redirects only to https on the same host, TLS 1.2 or later, a bounded
+// document, and a refetch that ends with the request that caused it.
+func TestRemoteJWKSFetchedSafely(t *testing.T) {
+	is := newIssuer(t)
+	keys := map[string]crypto.PublicKey{is.key.KeyID: is.pub}
+	ctx := context.Background()
+
+	plain := jwksServer(t, keys, false, nil)
+	if _, err := NewRemoteJWKS(ctx, plain.URL+"/jwks.json", nil); err == nil ||
+		err.Error() != `JWKS URL "`+plain.URL+`/jwks.json" must be https://HOST/...: keys fetched any other way could be replaced on the way` {
+		t.Errorf("http URL: %v", err)
+	}
+	for _, bad := range []string{"HTTP://x/jwks", "https:///jwks", "file:///etc/jwks.json", "//x/jwks", "ftp://x/jwks"} {
+		if _, err := NewRemoteJWKS(ctx, bad, nil); err == nil || !strings.Contains(err.Error(), "must be https://") {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+
+	other := jwksServer(t, keys, true, nil) // another host:port, also serving the keys
+	srv := jwksServer(t, keys, true, func(m *http.ServeMux) {
+		m.HandleFunc("/to-http", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, plain.URL+"/jwks.json", http.StatusFound)
+		})
+		m.HandleFunc("/to-other-host", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, other.URL+"/jwks.json", http.StatusMovedPermanently)
+		})
+		m.HandleFunc("/same-host", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/jwks.json", http.StatusFound)
+		})
+		m.HandleFunc("/loop", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/loop", http.StatusFound)
+		})
+		m.HandleFunc("/huge", func(w http.ResponseWriter, _ *http.Request) {
+			w.Write([]byte(`{"keys":[` + strings.Repeat(" ", maxJWKSBytes) + `]}`))
+		})
+	})
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	roots.AddCert(other.Certificate())
+	client := JWKSClient(roots)
+	host := strings.TrimPrefix(srv.URL, "https://")
+	for _, tc := range []struct{ path, want string }{
+		{"/to-http", `refusing the redirect to ` + plain.URL + `/jwks.json: a JWKS is followed only to https on ` + host},
+		{"/to-other-host", `refusing the redirect to ` + other.URL + `/jwks.json: a JWKS is followed only to https on ` + host},
+		{"/loop", "more than 3 redirects"},
+		{"/huge", "larger than 1048576 bytes"},
+	} {
+		_, err := NewRemoteJWKS(ctx, srv.URL+tc.path, client)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.path, err, tc.want)
+		}
+	}
+	r, err := NewRemoteJWKS(ctx, srv.URL+"/same-host", client)
+	if err != nil {
+		t.Fatalf("a redirect on the same host: %v", err)
+	}
+	if _, ok := r.Key(is.key.KeyID); !ok {
+		t.Fatal("key missing after a same-host redirect")
+	}
+	// The caller's client is copied, not changed.
+	if client.CheckRedirect != nil {
+		t.Error("NewRemoteJWKS changed the caller's client")
+	}
+
+	// TLS 1.2 at least: a server offering only TLS 1.1 is refused.
+	old := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(`{"keys":[]}`)) }))
+	old.TLS = &tls.Config{MaxVersion: tls.VersionTLS11}
+	old.StartTLS()
+	t.Cleanup(old.Close)
+	oldRoots := x509.NewCertPool()
+	oldRoots.AddCert(old.Certificate())
+	if _, err := NewRemoteJWKS(ctx, old.URL, JWKSClient(oldRoots)); err == nil || !strings.Contains(err.Error(), "protocol version") {
+		t.Errorf("TLS 1.1 server: %v", err)
+	}
+
+	// A refetch started by a lookup (an unknown kid) ends with the caller's context.
+	block := make(chan struct{})
+	started := make(chan struct{}, 1)
+	slow := jwksServer(t, keys, true, func(m *http.ServeMux) {
+		var served atomic.Bool
+		m.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+			if !served.Swap(true) {
+				data, _ := MarshalJWKS(keys)
+				w.Write(data)
+				return
+			}
+			started <- struct{}{}
+			select {
+			case <-block:
+			case <-r.Context().Done():
+			}
+		})
+	})
+	t.Cleanup(func() { close(block) })
+	rs, err := NewRemoteJWKS(ctx, slow.URL+"/slow", jwksClient(slow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.MinInterval = time.Nanosecond
+	rs.Timeout = time.Minute
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan bool)
+	go func() {
+		_, ok := rs.KeyContext(cctx, "unknown")
+		done <- ok
+	}()
+	<-started
+	cancel()
+	select {
+	case ok := <-done:
+		if ok {
+			t.Fatal("found an unknown key")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refetch did not end with the caller's context")
+	}
+	if rs.Err() != nil {
+		t.Errorf("a caller that went away is not the key set's failure: %v", rs.Err())
+	}
+	if _, ok := rs.Key(is.key.KeyID); !ok {
+		t.Error("the keys fetched before were lost")
+	}
+	// And a Verifier passes its context on.
+	v := verifierAt(t, KeySets{rs}, AudienceCaller, t0, nil)
+	cctx, cancel = context.WithCancel(ctx)
+	go func() {
+		_, err := v.VerifyContext(cctx, signRaw(t, jwt.SigningMethodEdDSA, is.key.Key, baseClaims(AudienceCaller), map[string]any{"kid": "rotated"}))
+		done <- err == nil
+	}()
+	<-started
+	cancel()
+	select {
+	case ok := <-done:
+		if ok {
+			t.Fatal("verified a token of an unknown key")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("VerifyContext's refetch did not end with its context")
 	}
 }
 
 func TestRevocationList(t *testing.T) {
 	is := newIssuer(t)
 	path := filepath.Join(t.TempDir(), "revoked")
+	if _, err := NewRevocationList(path, time.Second); err == nil ||
+		err.Error() != "revocation list "+path+" does not exist: create it (empty to revoke nothing)" {
+		t.Fatalf("missing file at start: %v", err)
+	}
+	writeAndBump(t, path, nil)
 	l, err := NewRevocationList(path, time.Second)
 	if err != nil {
-		t.Fatalf("missing file: %v", err)
+		t.Fatalf("empty file: %v", err)
 	}
 	clock := &fakeClock{}
 	clock.t.Store(time.Now().UnixNano())
@@ -273,9 +449,66 @@ func TestRevocationList(t *testing.T) {
 	if _, err := v.Verify(tok); err == nil {
 		t.Error("malformed list dropped the revocations")
 	}
-	os.Remove(path)
-	l.Reload()
+	writeAndBump(t, path, []byte(c.ID+"\n"))
+	if err := l.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// A file that disappears un-revokes nothing: the token stays refused, on lookup as on Reload, and the error
+	// says so until the file is back.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(2 * time.Second)
+	want := "revocation list " + path + " is gone; still refusing the 1 token ids read before: put the file back (empty to revoke nothing)"
+	if err := l.Check(); err == nil || err.Error() != want {
+		t.Fatalf("Check after the file went: %v, want %q", err, want)
+	}
+	if _, err := v.Verify(tok); err == nil || !strings.Contains(err.Error(), "has been revoked") {
+		t.Fatalf("the file went and the token is accepted again: %v", err)
+	}
+	if err := l.Reload(); err == nil || err.Error() != want {
+		t.Fatalf("Reload after the file went: %v", err)
+	}
+	if _, err := v.Verify(tok); err == nil {
+		t.Fatal("Reload without the file un-revoked the token")
+	}
+	// Back, empty: an empty file is a deliberate "nothing revoked".
+	writeAndBump(t, path, nil)
+	clock.advance(2 * time.Second)
+	if err := l.Check(); err != nil {
+		t.Fatalf("file back: %v", err)
+	}
 	if _, err := v.Verify(tok); err != nil {
-		t.Errorf("removed list still revokes: %v", err)
+		t.Errorf("emptied list still revokes: %v", err)
+	}
+}
+
+// TestKeyFilesCheck: Check notices a file that went bad without a lookup, keeps the keys, and recovers.
+func TestKeyFilesCheck(t *testing.T) {
+	a := newIssuer(t)
+	path := filepath.Join(t.TempDir(), "issuer.pub")
+	copyFile(t, filepath.Join(a.dir, PublicKeyFile), path)
+	kf, err := NewKeyFiles(time.Second, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{}
+	clock.t.Store(time.Now().UnixNano())
+	kf.now = clock.now
+	os.Remove(path)
+	if err := kf.Check(); err != nil {
+		t.Fatalf("checked before the interval: %v", err)
+	}
+	clock.advance(2 * time.Second)
+	if err := kf.Check(); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Check after the file went: %v", err)
+	}
+	if _, ok := kf.Key(a.key.KeyID); !ok {
+		t.Fatal("the keys went with the file")
+	}
+	copyFile(t, filepath.Join(a.dir, PublicKeyFile), path)
+	clock.advance(2 * time.Second)
+	if err := kf.Check(); err != nil {
+		t.Fatalf("file back: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -111,6 +112,11 @@ func NewVerifier(c VerifierConfig) (*Verifier, error) {
 // Verify checks a token and returns its claims. Every error matches ErrInvalidToken and reads as one sentence for
 // the caller, e.g. `token expired at 2026-11-25T10:00:00Z`.
 func (v *Verifier) Verify(token string) (*Claims, error) {
+	return v.VerifyContext(context.Background(), token)
+}
+
+// VerifyContext is Verify for a request: a key fetch it causes (an unknown key id at a JWKS URL) ends with ctx.
+func (v *Verifier) VerifyContext(ctx context.Context, token string) (*Claims, error) {
 	if token == "" {
 		return nil, invalid(nil, "token is empty")
 	}
@@ -118,11 +124,11 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, invalid(jwt.ErrTokenMalformed, fmt.Sprintf("malformed token: longer than %d bytes", MaxTokenBytes))
 	}
 	sum := sha256.Sum256([]byte(token))
-	if c, ok := v.cached(sum); ok {
+	if c, ok := v.cached(ctx, sum); ok {
 		return c, nil
 	}
 	claims := new(Claims)
-	tok, err := v.parser.ParseWithClaims(token, claims, v.keyFunc)
+	tok, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFunc(ctx, t) })
 	if err != nil {
 		return nil, v.explain(tok, claims, err)
 	}
@@ -130,14 +136,14 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, err
 	}
 	kid, _ := tok.Header["kid"].(string)
-	if key, ok := v.cfg.Keys.Key(kid); ok {
+	if key, ok := keyContext(ctx, v.cfg.Keys, kid); ok {
 		v.cache.put(sum, cachedToken{claims: claims, kid: kid, key: key})
 	}
 	return claims, nil
 }
 
 // keyFunc runs after the algorithm passed the allowlist and before the signature is checked.
-func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+func (v *Verifier) keyFunc(ctx context.Context, t *jwt.Token) (any, error) {
 	if _, ok := t.Header["crit"]; ok {
 		// RFC 7515 4.1.11: a recipient must reject critical extensions it does not understand; we understand none.
 		return nil, invalid(jwt.ErrTokenUnverifiable, `malformed token: header parameter "crit" is not supported`)
@@ -153,7 +159,7 @@ func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
 	if len(kid) > maxKeyIDBytes || !printable(kid) {
 		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token is signed by unknown key id %q", clip(kid)))
 	}
-	key, ok := v.cfg.Keys.Key(kid)
+	key, ok := keyContext(ctx, v.cfg.Keys, kid)
 	if !ok {
 		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token is signed by unknown key id %q", kid))
 	}

@@ -58,7 +58,7 @@ func (c *Connector) authorize(next http.Handler) http.Handler {
 				return
 			}
 			var err error
-			if claims, err = c.cfg.Callers.Verify(token); err != nil {
+			if claims, err = c.cfg.Callers.VerifyContext(r.Context(), token); err != nil {
 				entry.Deny("refused the caller token: " + err.Error())
 				wire.WriteStatus(w, http.StatusUnauthorized, "connector refused the caller token: "+err.Error(), 0)
 				return

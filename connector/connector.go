@@ -118,6 +118,11 @@ func New(cfg Config) (*Connector, error) {
 	if cfg.Impersonate && cfg.Callers == nil {
 		return nil, errors.New("connector: impersonation needs the issuer keys (Callers) to know who the caller is")
 	}
+	for _, h := range cfg.StripHeaders {
+		if !wire.ValidHeaderPattern(h) {
+			return nil, fmt.Errorf("connector: cannot strip header %q: want a header name, or a prefix ending in *", h)
+		}
+	}
 	if cfg.Cluster == "" {
 		token, err := cfg.Token()
 		if err != nil {
@@ -125,11 +130,6 @@ func New(cfg Config) (*Connector, error) {
 		}
 		if cfg.Cluster, err = clusterOfToken(token); err != nil {
 			return nil, fmt.Errorf("connector: %w", err)
-		}
-	}
-	for _, h := range cfg.StripHeaders {
-		if !wire.ValidHeaderPattern(h) {
-			return nil, fmt.Errorf("connector: cannot strip header %q: want a header name, or a prefix ending in *", h)
 		}
 	}
 	strip := append(slices.Clone(wire.IdentityHeaders), cfg.StripHeaders...)

@@ -44,6 +44,9 @@ type Config struct {
 	MaxStreamDuration time.Duration
 	// Metrics, when set, receives the gateway's Prometheus series.
 	Metrics prometheus.Registerer
+	// Ready, when set, is asked by every GET /readyz: an error answers 503 with it. The gateway keeps serving
+	// meanwhile; it is how a key file or revocation list that failed to reload (auth.Monitor) gets noticed.
+	Ready func() error
 	// Downloads, when set, serves GET /download/... (the connector binaries bootstrap scripts fetch). Nil: 404.
 	Downloads http.Handler
 	// Tunnel tunes each connector's tunnel.
@@ -179,9 +182,16 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 	select {
 	case <-g.closing:
 		wire.WriteStatus(w, http.StatusServiceUnavailable, "gateway is shutting down", 0)
+		return
 	default:
-		io.WriteString(w, "ok\n")
 	}
+	if g.cfg.Ready != nil {
+		if err := g.cfg.Ready(); err != nil {
+			wire.WriteStatus(w, http.StatusServiceUnavailable, "gateway not ready: "+err.Error(), 0)
+			return
+		}
+	}
+	io.WriteString(w, "ok\n")
 }
 
 // serveConnect authenticates a connector, upgrades its request to a tunnel and holds the tunnel until it ends.

@@ -79,7 +79,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "missing bearer token: send the caller token as \"Authorization: Bearer <token>\"", 0)
 		return
 	}
-	claims, err := g.cfg.CallerVerifier.Verify(token)
+	claims, err := g.cfg.CallerVerifier.VerifyContext(r.Context(), token)
 	if err != nil {
 		refuse(http.StatusUnauthorized, "invalid caller token: "+err.Error(), 0)
 		return

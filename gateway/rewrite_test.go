@@ -2,11 +2,16 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/wire"
 )
 
@@ -35,5 +40,37 @@ func TestRewriteStripsIdentityHeaders(t *testing.T) {
 		if pr.Out.Header.Get(k) != v[0] {
 			t.Errorf("%s = %q, want %q", k, pr.Out.Header.Get(k), v[0])
 		}
+	}
+}
+
+// TestReadyReportsReloadFailures: /readyz answers 503 with the failure Ready reports, 200 once it is gone.
+func TestReadyReportsReloadFailures(t *testing.T) {
+	keys, err := auth.NewStaticKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(auth.VerifierConfig{Keys: keys, Audience: auth.AudienceCaller})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failure error
+	g, err := New(Config{CallerVerifier: v, ConnectorVerifier: v, Ready: func() error { return failure }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	failure = errors.New("--revoked-tokens: revocation list r is gone; still refusing the 3 token ids read before")
+	rec := httptest.NewRecorder()
+	g.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	var st metav1.Status
+	json.Unmarshal(rec.Body.Bytes(), &st)
+	if rec.Code != http.StatusServiceUnavailable || st.Message != "gateway not ready: "+failure.Error() {
+		t.Fatalf("/readyz with a failed reload: %d %q", rec.Code, rec.Body)
+	}
+	failure = nil
+	rec = httptest.NewRecorder()
+	g.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/readyz once recovered: %d %q", rec.Code, rec.Body)
 	}
 }

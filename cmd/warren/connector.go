@@ -98,8 +98,9 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	defer stop()
 	var callerVerifier *auth.Verifier
 	var reloads []func() error
+	mon := auth.NewMonitor(log)
 	if callers.set() {
-		if callerVerifier, reloads, err = callers.verifier(ctx); err != nil {
+		if callerVerifier, reloads, err = callers.verifier(ctx, mon); err != nil {
 			return err
 		}
 	} else if *impersonate {
@@ -151,12 +152,13 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		return err
 	}
 	reloadOnHangup(ctx, log, reloads)
+	monitorReloads(ctx, mon)
 	if *healthListen != "" {
 		ln, err := net.Listen("tcp", *healthListen)
 		if err != nil {
 			return fmt.Errorf("cannot listen on --health-listen %s: %v", *healthListen, err)
 		}
-		srv := &http.Server{Handler: healthHandler(c), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: healthHandler(c, mon.Check), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
@@ -182,13 +184,18 @@ func kubeConfig(path string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// healthHandler answers probes: /healthz while the process runs, /readyz while a tunnel is up.
-func healthHandler(c *connector.Connector) http.Handler {
+// healthHandler answers probes: /healthz while the process runs, /readyz while a tunnel is up and ready reports no
+// error (a key file or revocation list that failed to reload).
+func healthHandler(c *connector.Connector, ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !c.Connected() {
 			http.Error(w, "not connected to the gateway", http.StatusServiceUnavailable)
+			return
+		}
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ok\n")

@@ -78,7 +78,8 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	callerVerifier, reloads, err := callers.verifier(ctx)
+	mon := auth.NewMonitor(log)
+	callerVerifier, reloads, err := callers.verifier(ctx, mon)
 	if err != nil {
 		return err
 	}
@@ -86,6 +87,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--connector-keys: %w", err)
 	}
+	mon.Watch("--connector-keys", connKeys.Check)
 	connectorVerifier, err := auth.NewVerifier(auth.VerifierConfig{Keys: connKeys, Audience: auth.AudienceConnector})
 	if err != nil {
 		return err
@@ -108,6 +110,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		MaxStreamDuration: *maxStream,
 		Metrics:           registry,
 		Downloads:         download.New(*downloadDir, self),
+		Ready:             mon.Check,
 		Logger:            log,
 	})
 	if err != nil {
@@ -137,6 +140,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	}
 
 	reloadOnHangup(ctx, log, append(reloads, connKeys.Reload))
+	monitorReloads(ctx, mon)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.ServeTLS(ln, "", "") }()

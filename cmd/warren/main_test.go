@@ -58,6 +58,12 @@ func TestBadInvocationsAreOneLineWithAnExitCode(t *testing.T) {
 		{"impersonate without keys", []string{"connector", "--gateway", "https://gw", "--token-file", garbage, "--kubeconfig", writeKubeconfigFile(t), "--impersonate"}, 1,
 			"warren connector: --impersonate needs --issuer-keys"},
 		{"keygen over an existing key", []string{"keygen", "--out", dir}, 1, "warren keygen: "},
+		{"JWKS over http", []string{"gateway", "--tls-cert", crt, "--tls-key", key, "--issuer-jwks-url", "http://idp.example.com/jwks.json", "--connector-keys", pub}, 1,
+			`warren gateway: --issuer-jwks-url: JWKS URL "http://idp.example.com/jwks.json" must be https://HOST/...: keys fetched any other way could be replaced on the way`},
+		{"missing revocation list", []string{"gateway", "--tls-cert", crt, "--tls-key", key, "--issuer-keys", pub, "--connector-keys", pub, "--revoked-tokens", filepath.Join(dir, "revoked.txt")}, 1,
+			"warren gateway: --revoked-tokens: revocation list " + filepath.Join(dir, "revoked.txt") + " does not exist: create it (empty to revoke nothing)"},
+		{"connector strips a bad header name", []string{"connector", "--gateway", "https://gw", "--token-file", garbage, "--kubeconfig", writeKubeconfigFile(t), "--strip-headers", "X Remote"}, 1,
+			"warren connector: connector: cannot strip header \"X Remote\": want a header name, or a prefix ending in *"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -32,17 +32,18 @@ type callerFlags struct {
 func addCallerFlags(fs *flag.FlagSet, keysHelp string) *callerFlags {
 	return &callerFlags{
 		keys:        fs.String("issuer-keys", "", keysHelp),
-		jwksURL:     fs.String("issuer-jwks-url", "", "a JWKS URL with more issuer keys, refetched for unknown key ids and hourly"),
+		jwksURL:     fs.String("issuer-jwks-url", "", "an https JWKS URL with more issuer keys, refetched for unknown key ids and hourly (redirects only to https on the same host)"),
 		algorithms:  fs.String("algorithms", auth.AlgEdDSA, "token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256"),
 		maxLifetime: fs.Duration("max-token-lifetime", 24*time.Hour, "refuse caller tokens valid for longer than this (exp - iat)"),
-		revoked:     fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; re-read when it changes"),
+		revoked:     fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; re-read when it changes; must exist (empty to revoke nothing); if it disappears the ids read before stay revoked"),
 	}
 }
 
 func (f *callerFlags) set() bool { return *f.keys != "" || *f.jwksURL != "" }
 
-// verifier builds the caller-token verifier and the functions that reload its files (for SIGHUP).
-func (f *callerFlags) verifier(ctx context.Context) (*auth.Verifier, []func() error, error) {
+// verifier builds the caller-token verifier and the functions that reload its files (for SIGHUP); mon watches
+// what it reloads.
+func (f *callerFlags) verifier(ctx context.Context, mon *auth.Monitor) (*auth.Verifier, []func() error, error) {
 	var sets auth.KeySets
 	var reloads []func() error
 	if *f.keys != "" {
@@ -52,6 +53,7 @@ func (f *callerFlags) verifier(ctx context.Context) (*auth.Verifier, []func() er
 		}
 		sets = append(sets, kf)
 		reloads = append(reloads, kf.Reload)
+		mon.Watch("--issuer-keys", kf.Check)
 	}
 	if *f.jwksURL != "" {
 		remote, err := auth.NewRemoteJWKS(ctx, *f.jwksURL, nil)
@@ -60,6 +62,7 @@ func (f *callerFlags) verifier(ctx context.Context) (*auth.Verifier, []func() er
 		}
 		sets = append(sets, remote)
 		reloads = append(reloads, func() error { return remote.Reload(context.Background()) })
+		mon.WatchLogOnly("--issuer-jwks-url", remote.Err)
 	}
 	if len(sets) == 0 {
 		return nil, nil, errors.New("missing --issuer-keys: the public key(s) that sign caller tokens (signing.pub from warren keygen)")
@@ -77,6 +80,7 @@ func (f *callerFlags) verifier(ctx context.Context) (*auth.Verifier, []func() er
 		}
 		cfg.Revoked = rl.Revoked
 		reloads = append(reloads, rl.Reload)
+		mon.Watch("--revoked-tokens", rl.Check)
 	}
 	v, err := auth.NewVerifier(cfg)
 	if err != nil {
@@ -106,6 +110,23 @@ func reloadOnHangup(ctx context.Context, log *slog.Logger, reloads []func() erro
 				if !failed {
 					log.Info("keys and revocation list reloaded")
 				}
+			}
+		}
+	}()
+}
+
+// monitorReloads runs mon.Check every check interval until ctx is done, so that a key file or revocation list
+// that goes bad is logged even when no request looks a key up.
+func monitorReloads(ctx context.Context, mon *auth.Monitor) {
+	go func() {
+		tick := time.NewTicker(auth.DefaultCheckInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				mon.Check()
 			}
 		}
 	}()

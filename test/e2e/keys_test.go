@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +14,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/warren-dev/warren/auth"
 )
@@ -81,4 +86,50 @@ func TestBinaryReloadsKeysAndRevocations(t *testing.T) {
 	if code, _ := status(t, lender, "/clusters/prod/version", rotated); code != 200 {
 		t.Fatalf("a token not revoked is refused: %d", code)
 	}
+
+	// The revocation list disappears (a ConfigMap unmounted, a bad deploy): the revoked token stays refused, and
+	// /readyz says why until the file is back.
+	if code, body := readyz(t, url, lender.caFile); code != 200 {
+		t.Fatalf("/readyz before: %d %q", code, body)
+	}
+	if err := os.Remove(revoked); err != nil {
+		t.Fatal(err)
+	}
+	wantReady := `gateway not ready: --revoked-tokens: revocation list ` + revoked + ` is gone; still refusing the 1 token ids read before: put the file back (empty to revoke nothing)`
+	eventually(t, 15*time.Second, "/readyz reports the missing revocation list", func() bool {
+		code, body := readyz(t, url, lender.caFile)
+		return code == 503 && body == wantReady
+	})
+	if code, st := status(t, lender, "/clusters/prod/version", old); code != 401 || st.Message != `invalid caller token: token "`+claims.ID+`" has been revoked` {
+		t.Fatalf("revoked token after the list went: %d %q", code, st.Message)
+	}
+	if !strings.Contains(gw.log.String(), `level=ERROR msg="reload failed; still using what was read before" source=--revoked-tokens`) {
+		t.Errorf("the gateway did not log the failure:\n%s", gw.log.String())
+	}
+	os.WriteFile(revoked, []byte(claims.ID+"\n"), 0o600)
+	eventually(t, 15*time.Second, "/readyz once the list is back", func() bool {
+		code, _ := readyz(t, url, lender.caFile)
+		return code == 200
+	})
+}
+
+// readyz GETs /readyz of the gateway at url and returns the status and the Status message (or body).
+func readyz(t *testing.T, url, caFile string) (int, string) {
+	t.Helper()
+	pemBytes, _ := os.ReadFile(caFile)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemBytes)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 5 * time.Second}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var st metav1.Status
+	if json.Unmarshal(b, &st) == nil && st.Message != "" {
+		return resp.StatusCode, st.Message
+	}
+	return resp.StatusCode, strings.TrimSpace(string(b))
 }
