@@ -143,6 +143,7 @@ esac
 type env struct {
 	fake    *awsfake.Server
 	gateway *httptest.Server
+	dir     string // the gateway's download directory
 	caPEM   []byte
 	client  *ssm.Client
 	kc      string
@@ -151,6 +152,11 @@ type env struct {
 // newEnv starts a download server (as the gateway's /download/) serving bin for both platforms, and the fake SSM
 // with instances i-1 and i-2 rooted in temporary directories.
 func newEnv(t *testing.T, bin []byte, wrap func(http.Handler) http.Handler) *env {
+	return newEnvPath(t, bin, wrap, nil)
+}
+
+// newEnvPath is newEnv with path first in the instances' PATH (their own tools).
+func newEnvPath(t *testing.T, bin []byte, wrap func(http.Handler) http.Handler, path []string) *env {
 	t.Helper()
 	dir := t.TempDir()
 	for _, p := range download.Platforms {
@@ -167,7 +173,7 @@ func newEnv(t *testing.T, bin []byte, wrap func(http.Handler) http.Handler) *env
 	var instances []awsfake.Instance
 	for _, id := range []string{"i-1", "i-2"} {
 		root := t.TempDir()
-		instances = append(instances, awsfake.Instance{ID: id, Root: root,
+		instances = append(instances, awsfake.Instance{ID: id, Root: root, Path: path,
 			Env: []string{"WARREN_PREFIX=" + root, "WARREN_SERVICE_USER="}})
 	}
 	fake, err := awsfake.New(awsfake.Config{Instances: instances, InvocationDelay: 100 * time.Millisecond})
@@ -180,6 +186,7 @@ func newEnv(t *testing.T, bin []byte, wrap func(http.Handler) http.Handler) *env
 	return &env{
 		fake:    fake,
 		gateway: gw,
+		dir:     dir,
 		caPEM:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: gw.Certificate().Raw}),
 		client: ssm.NewFromConfig(aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(fake.URL),
 			Credentials: credentials.NewStaticCredentialsProvider(awsfake.TestIdentity.AccessKeyID, awsfake.TestIdentity.SecretAccessKey, "")}),

@@ -13,9 +13,13 @@
 package bootstrap
 
 import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,8 +62,19 @@ type ScriptConfig struct {
 	ServiceUser string
 	// Digests are the expected SHA-256 (hex) of the binaries by platform (linux-amd64, ...), as fetched from the
 	// gateway by the operator before sending: the instance then checks the download against them as well as
-	// against what the gateway publishes next to it. Optional.
+	// against what the gateway publishes next to it. Optional. They come from the gateway, so they catch a
+	// download gone wrong, not a gateway that lies: for that, PinnedDigests or ReleaseKeyPEM.
 	Digests map[string]string
+	// PinnedDigests are SHA-256 (hex) of the binaries by platform that the operator computed from a release they
+	// trust, independently of the gateway: the instance installs only a download with exactly that digest, and an
+	// instance whose platform has no pin installs nothing. Works on any instance (sha256sum).
+	PinnedDigests map[string]string
+	// ReleaseKeyPEM is an Ed25519 public key (PKIX PEM: the signing.pub of a `warren keygen` release key) that
+	// signed the binaries (`warren sign`): the instance fetches <binary>.sig from the gateway and installs only a
+	// download whose signature verifies, with OpenSSL 1.1.1 or later (openssl, or openssl11 on Amazon Linux 2).
+	// Where no such OpenSSL exists, a PinnedDigests entry for the platform is required and relied on instead;
+	// without one the instance installs nothing.
+	ReleaseKeyPEM []byte
 	// ConnectWait is how long the script waits for the connector to log that it connected to the gateway; if it
 	// has not by then, the script fails (the service stays installed and keeps retrying). 0: do not wait.
 	ConnectWait time.Duration
@@ -128,6 +143,19 @@ func (c *ScriptConfig) Validate() error {
 			bad("the expected SHA-256 of %s %q is not 64 hex digits", p, d)
 		}
 	}
+	for p, d := range c.PinnedDigests {
+		if !slices.Contains(download.Platforms, p) {
+			bad("no connector is served for the pinned platform %q (known: %s)", p, strings.Join(download.Platforms, ", "))
+		}
+		if !hexDigest.MatchString(d) {
+			bad("the pinned SHA-256 of %s %q is not 64 lowercase hex digits", p, d)
+		}
+	}
+	if len(c.ReleaseKeyPEM) > 0 {
+		if _, err := releaseKey(c.ReleaseKeyPEM); err != nil {
+			bad("%v", err)
+		}
+	}
 	if len(c.CAPEM) > 0 && (!strings.Contains(string(c.CAPEM), "-----BEGIN CERTIFICATE-----") || strings.Contains(string(c.CAPEM), heredocEnd)) {
 		bad("the gateway CA is not a PEM certificate")
 	}
@@ -135,6 +163,27 @@ func (c *ScriptConfig) Validate() error {
 }
 
 const heredocEnd = "WARREN_EOF"
+
+// releaseKey parses the release public key and returns it re-encoded, so that only a PEM block of our making goes
+// into the script.
+func releaseKey(pemBytes []byte) ([]byte, error) {
+	block, rest := pem.Decode(pemBytes)
+	if block == nil || block.Type != "PUBLIC KEY" || len(strings.TrimSpace(string(rest))) != 0 {
+		return nil, errors.New(`the release key is not one PEM "PUBLIC KEY" block (the signing.pub of warren keygen)`)
+	}
+	key, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("the release key: %v", err)
+	}
+	if _, ok := key.(ed25519.PublicKey); !ok {
+		return nil, fmt.Errorf("the release key is a %T; want an Ed25519 key (warren keygen)", key)
+	}
+	der, err := x509.MarshalPKIXPublicKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
 
 // shq quotes s for a POSIX shell.
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -189,13 +238,25 @@ func Script(c ScriptConfig) (string, error) {
 	}
 	w(`  *) ;;`)
 	w(`esac`)
+	if len(c.PinnedDigests) > 0 {
+		w(`# SHA-256 pinned by the operator (--connector-sha256), from a release they trust: not from the gateway.`)
+		w(`pin=""`)
+		w(`case "$platform" in`)
+		for _, p := range download.Platforms {
+			if d := c.PinnedDigests[p]; d != "" {
+				w(`  %s) pin=%s ;;`, p, d)
+			}
+		}
+		w(`  *) fail "no --connector-sha256 pin for $platform was given to warren bootstrap: nothing was installed" ;;`)
+		w(`esac`)
+	}
 	w("")
 	w(`command -v sha256sum >/dev/null 2>&1 || fail "sha256sum is missing: install coreutils"`)
 	w(`command -v systemctl >/dev/null 2>&1 || fail "systemctl is missing: this script installs a systemd service"`)
 	w(`mkdir -p "$etc" "${bin%%/*}" "$unit_dir"`)
 	w(`chmod 0755 "$etc"`)
 	w(`tmp="$bin.download.$$"`)
-	w(`trap 'rm -f "$tmp" "$tmp.sha256" "$etc/connector.token.new" "$etc/aws.err"' EXIT`)
+	w(`trap 'rm -f "$tmp" "$tmp.sha256" "$tmp.sig" "$tmp.verify" "$etc/connector.token.new" "$etc/aws.err"' EXIT`)
 	if c.Proxy != "" {
 		w(`https_proxy=%s; HTTPS_PROXY=$https_proxy; export https_proxy HTTPS_PROXY`, shq(c.Proxy))
 	}
@@ -240,10 +301,43 @@ func Script(c ScriptConfig) (string, error) {
 	w(`actual=$(sha256sum "$tmp" | cut -d ' ' -f 1)`)
 	w(`[ "$actual" = "$published" ] || fail "SHA-256 mismatch for $name: the download has $actual, the gateway publishes $published; nothing was installed"`)
 	w(`[ -z "$want" ] || [ "$actual" = "$want" ] || fail "SHA-256 mismatch for $name: the download has $actual, warren bootstrap expected $want; nothing was installed"`)
+	w(`checked="SHA-256 $actual verified"`)
+	if len(c.PinnedDigests) > 0 {
+		w(`[ "$actual" = "$pin" ] || fail "SHA-256 mismatch for $name: the download has $actual, the operator pinned $pin (--connector-sha256); the gateway serves another binary than the release pinned; nothing was installed"`)
+		w(`checked="SHA-256 $actual as pinned"`)
+	}
+	if len(c.ReleaseKeyPEM) > 0 {
+		key, _ := releaseKey(c.ReleaseKeyPEM) // validated
+		w(`cat >"$etc/release.pub" <<'%s'`, heredocEnd)
+		b.WriteString(string(key))
+		w(heredocEnd)
+		w(`chmod 0644 "$etc/release.pub"`)
+		w(`fetch "$url.sig" "$tmp.sig" || fail "cannot download $url.sig, the release signature of $name: sign it (warren sign --key RELEASE.key $name) and put $name.sig next to it in the gateway's --download-dir; nothing was installed"`)
+		// Ed25519 in openssl pkeyutl -rawin needs OpenSSL 1.1.1; Amazon Linux 2 ships 1.0.2 as openssl and 1.1.1
+		// as openssl11.
+		w(`ossl=""; ossl_version=""`)
+		w(`for o in openssl openssl11 openssl3; do`)
+		w(`  v=$("$o" version 2>/dev/null) || continue`)
+		w(`  [ -n "$ossl_version" ] || ossl_version=$v`)
+		w(`  case "$v" in`)
+		w(`    "OpenSSL 1.1.1"*|"OpenSSL "[3-9].*|"OpenSSL "[1-9][0-9].*) ossl=$o; ossl_version=$v; break ;;`)
+		w(`  esac`)
+		w(`done`)
+		w(`if [ -n "$ossl" ]; then`)
+		w(`  "$ossl" pkeyutl -verify -pubin -inkey "$etc/release.pub" -rawin -in "$tmp" -sigfile "$tmp.sig" >"$tmp.verify" 2>&1 || ` +
+			`fail "the release signature of $name does not verify with the release key given to warren bootstrap (--release-key): the gateway serves a binary the release key did not sign; nothing was installed"`)
+		w(`  checked="$checked, release signature verified ($ossl_version)"`)
+		w(`elif [ -n "${pin:-}" ]; then`)
+		w(`  say "cannot check the release signature here (${ossl_version:-no openssl}: Ed25519 needs OpenSSL 1.1.1 or later); relying on the --connector-sha256 pin, which matched"`)
+		w(`  checked="$checked, release signature not checked (no OpenSSL 1.1.1)"`)
+		w(`else`)
+		w(`  fail "the release signature needs OpenSSL 1.1.1 or later for Ed25519, and this instance has ${ossl_version:-no openssl} (Amazon Linux 2 ships 1.0.2: install openssl11); or pin the binary with --connector-sha256; nothing was installed"`)
+		w(`fi`)
+	}
 	w(`chmod 0755 "$tmp"`)
 	w(`version=$("$tmp" version 2>&1) || fail "the downloaded $name does not run on this instance: $version"`)
 	w(`mv -f "$tmp" "$bin"`)
-	w(`say "installed $bin ($name, warren $version, SHA-256 $actual verified)"`)
+	w(`say "installed $bin ($name, warren $version, $checked)"`)
 	w("")
 	w(`if [ -n "$service_user" ] && ! id -u "$service_user" >/dev/null 2>&1; then`)
 	w(`  if command -v useradd >/dev/null 2>&1; then`)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/warren-dev/warren/bootstrap"
+	"github.com/warren-dev/warren/internal/download"
 )
 
 const bootstrapUsage = `usage: warren bootstrap ssm --region R --instance-id ID [--instance-id ID ...] --gateway https://HOST:PORT
@@ -25,7 +27,8 @@ const bootstrapUsage = `usage: warren bootstrap ssm --region R --instance-id ID 
 Installs the connector on EC2 instances inside a private VPC through AWS Systems Manager Run Command, for a cluster
 nobody can reach from outside yet (a private EKS endpoint). SendCommand (AWS-RunShellScript) runs a script on each
 instance that downloads the connector for its architecture from GATEWAY/download/warren-linux-{amd64,arm64},
-checks its SHA-256 (against the gateway's .sha256 and the digest taken from here before sending), installs it as
+checks its SHA-256 (against the gateway's .sha256 and the digest taken from here before sending; and, independently
+of the gateway, against --connector-sha256 and the release signature of --release-key when given), installs it as
 /usr/local/bin/warren, writes the token to /etc/warren/connector.token (0600) and the settings to
 /etc/warren/connector.env, and runs it as the systemd service warren-connector (Restart=always) as the system user
 --service-user. The connector on the instance reaches the API server with --kubeconfig (a path on the instance) or,
@@ -42,6 +45,27 @@ the stored command. To keep it out, store it as a SecureString parameter and pas
 --token-file: the instance reads it with the AWS CLI (the instance role needs ssm:GetParameter and kms:Decrypt).
 
 `
+
+// parsePinnedDigests reads --connector-sha256: PLATFORM=HEX pairs, comma-separated, the platform as linux/amd64
+// or linux-amd64.
+func parsePinnedDigests(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	pins := map[string]string{}
+	for _, item := range splitList(s) {
+		platform, sum, ok := strings.Cut(item, "=")
+		platform = strings.ReplaceAll(platform, "/", "-")
+		if !ok || !slices.Contains(download.Platforms, platform) {
+			return nil, fmt.Errorf("--connector-sha256 %q: want PLATFORM=SHA256 with PLATFORM one of linux/amd64, linux/arm64, e.g. linux/amd64=$(sha256sum warren-linux-amd64 | cut -c1-64)", item)
+		}
+		if _, dup := pins[platform]; dup {
+			return nil, fmt.Errorf("--connector-sha256 names %s twice", platform)
+		}
+		pins[platform] = strings.ToLower(sum)
+	}
+	return pins, nil
+}
 
 func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "ssm" {
@@ -71,6 +95,8 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	clusterName := fs.String("cluster-name", "", "the cluster's name, for display in the SSM command's comment")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for all instances: delivery, installation and connection")
 	connectWait := fs.Duration("connect-wait", 30*time.Second, "how long each instance waits for its connector to connect to the gateway before reporting failure; 0 to not wait")
+	pinned := fs.String("connector-sha256", "", "SHA-256 of the connector binaries you computed from a release you trust, linux/amd64=HEX,linux/arm64=HEX: instances install only exactly that binary, whatever the gateway serves")
+	releaseKey := fs.String("release-key", "", "public key (signing.pub of warren keygen) that signed the connector binaries (warren sign): instances check DOWNLOAD.sig with OpenSSL 1.1.1 or later before installing")
 	noPreflight := fs.Bool("no-preflight", false, "do not fetch the binaries' SHA-256 from the gateway from here first (when only the instances can reach it)")
 	printScript := fs.Bool("print-script", false, "print the script (with the token masked) and exit, sending nothing")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), bootstrapUsage); fs.PrintDefaults() }
@@ -120,6 +146,15 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--token-file %s is empty", *tokenFile)
 		}
 	}
+	var err error
+	if cfg.PinnedDigests, err = parsePinnedDigests(*pinned); err != nil {
+		return err
+	}
+	if *releaseKey != "" {
+		if cfg.ReleaseKeyPEM, err = os.ReadFile(*releaseKey); err != nil {
+			return fmt.Errorf("cannot read --release-key: %v", err)
+		}
+	}
 	tlsCfg, caPEM, err := gatewayTLS(*caFile, cfg.Pins)
 	if err != nil {
 		return err
@@ -155,6 +190,10 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 		cfg.Digests = digests
 		for p, d := range digests {
 			fmt.Fprintf(progress, "gateway serves warren-%s, SHA-256 %s\n", p, d)
+			if pin := cfg.PinnedDigests[p]; pin != "" && pin != d {
+				return fmt.Errorf("the gateway serves warren-%s with SHA-256 %s, not the %s of --connector-sha256: it serves another "+
+					"build than the release you pinned; nothing was sent", p, d, pin)
+			}
 		}
 	}
 	script, err := bootstrap.Script(cfg)

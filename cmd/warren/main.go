@@ -31,6 +31,7 @@ var commands = map[string]command{
 	"credential": {runCredential, "exec credential plugin for kubectl (used by kubeconfig --token-command)"},
 	"audit":      {runAudit, "check an audit log's hash chain (audit verify FILE)"},
 	"bootstrap":  {runBootstrap, "install the connector on private instances through AWS SSM (bootstrap ssm)"},
+	"sign":       {runSign, "sign release files (the connector binaries) with a warren keygen key: FILE.sig"},
 	"version":    {runVersion, "print the version"},
 }
 

@@ -35,6 +35,8 @@ func TestBadInvocationsAreOneLineWithAnExitCode(t *testing.T) {
 	crt, key := filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")
 	garbage := filepath.Join(dir, "garbage.token")
 	os.WriteFile(garbage, []byte("not a jwt\n"), 0o600)
+	jwtShaped := filepath.Join(dir, "jwt.token")
+	os.WriteFile(jwtShaped, []byte("eyJh.eyJz.c2ln\n"), 0o600)
 
 	cases := []struct {
 		name string
@@ -58,6 +60,17 @@ func TestBadInvocationsAreOneLineWithAnExitCode(t *testing.T) {
 		{"impersonate without keys", []string{"connector", "--gateway", "https://gw", "--token-file", garbage, "--kubeconfig", writeKubeconfigFile(t), "--impersonate"}, 1,
 			"warren connector: --impersonate needs --issuer-keys"},
 		{"keygen over an existing key", []string{"keygen", "--out", dir}, 1, "warren keygen: "},
+		{"sign without a key", []string{"sign", garbage}, 1, "warren sign: missing --key"},
+		{"sign nothing", []string{"sign", "--key", filepath.Join(dir, auth.SigningKeyFile)}, 1, "warren sign: nothing to sign"},
+		{"pin of an unknown platform", []string{"bootstrap", "ssm", "--instance-id", "i-1", "--gateway", "https://gw", "--token-file", garbage,
+			"--kubeconfig", "/etc/kubeconfig", "--connector-sha256", "linux/s390x=abc"}, 1,
+			`warren bootstrap: --connector-sha256 "linux/s390x=abc": want PLATFORM=SHA256 with PLATFORM one of linux/amd64, linux/arm64`},
+		{"pin that is not a digest", []string{"bootstrap", "ssm", "--instance-id", "i-1", "--gateway", "https://gw", "--token-file", jwtShaped,
+			"--kubeconfig", "/etc/kubeconfig", "--connector-sha256", "linux/amd64=abc", "--print-script"}, 1,
+			`warren bootstrap: the pinned SHA-256 of linux-amd64 "abc" is not 64 lowercase hex digits`},
+		{"release key that is not a key", []string{"bootstrap", "ssm", "--instance-id", "i-1", "--gateway", "https://gw", "--token-file", jwtShaped,
+			"--kubeconfig", "/etc/kubeconfig", "--release-key", garbage}, 1,
+			`warren bootstrap: the release key is not one PEM "PUBLIC KEY" block (the signing.pub of warren keygen)`},
 		{"JWKS over http", []string{"gateway", "--tls-cert", crt, "--tls-key", key, "--issuer-jwks-url", "http://idp.example.com/jwks.json", "--connector-keys", pub}, 1,
 			`warren gateway: --issuer-jwks-url: JWKS URL "http://idp.example.com/jwks.json" must be https://HOST/...: keys fetched any other way could be replaced on the way`},
 		{"missing revocation list", []string{"gateway", "--tls-cert", crt, "--tls-key", key, "--issuer-keys", pub, "--connector-keys", pub, "--revoked-tokens", filepath.Join(dir, "revoked.txt")}, 1,

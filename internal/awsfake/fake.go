@@ -70,6 +70,9 @@ type Instance struct {
 	Root string
 	// Env is added to the environment of the commands (KEY=VALUE), after the agent's own.
 	Env []string
+	// Path lists directories that come first in the commands' PATH, before the stand-in systemctl's: the tools of
+	// this instance where they differ from this machine's (an older openssl, say).
+	Path []string
 }
 
 // Config configures a Server.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -212,7 +213,7 @@ func (s *Server) execute(c *command, in *Instance, inv *invocation, script strin
 	cmd := exec.Command("/bin/sh", path)
 	cmd.Dir = work
 	cmd.Env = append([]string{
-		"PATH=" + s.binDir(in.ID) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PATH=" + strings.Join(append(slices.Clone(in.Path), s.binDir(in.ID)), ":") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + in.Root,
 		"LANG=C.UTF-8",
 		"AWS_SSM_INSTANCE_ID=" + in.ID,

@@ -1,6 +1,7 @@
 // Package download serves the connector binaries that bootstrap scripts fetch from the gateway:
 // GET /download/warren-linux-amd64 and /download/warren-linux-arm64, each with a sha256sum-style digest at
-// /download/<name>.sha256.
+// /download/<name>.sha256 and, when the download directory holds one, its release signature at
+// /download/<name>.sig (SignFile).
 //
 // A binary comes from the download directory when it holds a file of that name, else, for the gateway's own
 // platform, from the gateway's own executable: a gateway built for linux/amd64 serves itself as warren-linux-amd64
@@ -60,8 +61,8 @@ func New(dir, self string) *Handler {
 	return &Handler{dir: dir, self: self, platform: runtime.GOOS + "-" + runtime.GOARCH, hashes: map[string]digest{}}
 }
 
-// ServeHTTP answers GET and HEAD of Prefix + name and Prefix + name + ".sha256"; anything else gets a 404 (405 for
-// other methods) as a Kubernetes Status.
+// ServeHTTP answers GET and HEAD of Prefix + name, Prefix + name + ".sha256" and Prefix + name + ".sig"; anything
+// else gets a 404 (405 for other methods) as a Kubernetes Status.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		wire.WriteStatus(w, http.StatusMethodNotAllowed, "downloads are GET only", 0)
@@ -70,6 +71,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, ok := strings.CutPrefix(r.URL.Path, Prefix)
 	if !ok {
 		h.notFound(w, r.URL.Path)
+		return
+	}
+	if base, ok := strings.CutSuffix(name, SignatureSuffix); ok {
+		h.serveSignature(w, r, base)
 		return
 	}
 	base, wantSum := strings.CutSuffix(name, ".sha256")
@@ -108,6 +113,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	body := sum + "  " + base + "\n" // the format of sha256sum, so `sha256sum -c` reads it
 	http.ServeContent(w, r, name, fi.ModTime(), strings.NewReader(body))
+}
+
+// serveSignature serves base's release signature from the download directory only: whoever signs the release
+// puts it there (the gateway never holds the release key).
+func (h *Handler) serveSignature(w http.ResponseWriter, r *http.Request, base string) {
+	platform, ok := strings.CutPrefix(base, "warren-")
+	if !ok || !known(platform) {
+		h.notFound(w, r.URL.Path)
+		return
+	}
+	missing := func() {
+		wire.WriteStatus(w, http.StatusNotFound, fmt.Sprintf("no release signature for %s: sign the binary (warren sign --key RELEASE.key %s) "+
+			"and put %s%s in the gateway's --download-dir", base, base, base, SignatureSuffix), 0)
+	}
+	if h.dir == "" {
+		missing()
+		return
+	}
+	f, err := os.Open(filepath.Join(h.dir, base+SignatureSuffix))
+	if errors.Is(err, fs.ErrNotExist) {
+		missing()
+		return
+	}
+	if err != nil {
+		wire.WriteStatus(w, http.StatusInternalServerError, fmt.Sprintf("cannot open the signature of %s: %v", base, err), 0)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		h.notFound(w, r.URL.Path)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, base+SignatureSuffix, fi.ModTime(), f)
 }
 
 // path returns the file that serves download name base, or "" when base is not a served name.

@@ -38,6 +38,9 @@ func TestServe(t *testing.T) {
 	if err := os.WriteFile(self, selfBytes, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "warren-linux-arm64.sig"), []byte("arm64 signature"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	h := New(dir, self)
 	h.platform = "linux-amd64" // as on a linux/amd64 gateway, whatever runs the test
 
@@ -57,6 +60,10 @@ func TestServe(t *testing.T) {
 		{"traversal", "GET", "/download/warren-linux-amd64/../../etc/passwd", 404, "", `"code":404`},
 		{"index", "GET", "/download/", 404, "", `"reason":"NotFound"`},
 		{"post", "POST", "/download/warren-linux-arm64", 405, "", `"code":405`},
+		{"signature from dir", "GET", "/download/warren-linux-arm64.sig", 200, "arm64 signature", ""},
+		{"no signature", "GET", "/download/warren-linux-amd64.sig", 404, "",
+			`no release signature for warren-linux-amd64: sign the binary (warren sign --key RELEASE.key warren-linux-amd64) and put warren-linux-amd64.sig in the gateway's --download-dir`},
+		{"signature of an unknown name", "GET", "/download/passwd.sig", 404, "", `"code":404`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,0 +1,43 @@
+package download
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// SignatureSuffix names a binary's release signature: warren-linux-amd64.sig is the raw 64-byte Ed25519
+// signature (RFC 8032, of the whole file) of warren-linux-amd64, as `openssl pkeyutl -sign -rawin` makes and
+// `openssl pkeyutl -verify -rawin -sigfile` checks it. The gateway serves it from its download directory.
+const SignatureSuffix = ".sig"
+
+// SignFile writes path+SignatureSuffix, the signature of the file at path by key, and returns its name. The file
+// is read whole: Ed25519 signs the message itself, not a digest, so that OpenSSL can check it with -rawin.
+func SignFile(key ed25519.PrivateKey, path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the file to sign: %w", err)
+	}
+	sigPath := path + SignatureSuffix
+	if err := os.WriteFile(sigPath, ed25519.Sign(key, data), 0o644); err != nil {
+		return "", fmt.Errorf("cannot write the signature: %w", err)
+	}
+	return sigPath, nil
+}
+
+// VerifyFile checks the signature file sigPath of the file at path against pub.
+func VerifyFile(pub ed25519.PublicKey, path, sigPath string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	sig, err := os.ReadFile(sigPath)
+	if err != nil {
+		return err
+	}
+	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(pub, data, sig) {
+		return errors.New("the signature does not verify with this key")
+	}
+	return nil
+}
