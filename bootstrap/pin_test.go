@@ -94,7 +94,7 @@ exec `+real+` "$@"
 		{name: "a garbled signature is refused", served: genuine, sig: func([]byte) []byte { return []byte("not a signature") },
 			mod: func(c *ScriptConfig) { c.ReleaseKeyPEM = releasePEM }, want: "does not verify with the release key"},
 		{name: "no signature served", served: genuine,
-			mod: func(c *ScriptConfig) { c.ReleaseKeyPEM = releasePEM },
+			mod:  func(c *ScriptConfig) { c.ReleaseKeyPEM = releasePEM },
 			want: "/download/" + name + ".sig, the release signature of " + name + ": sign it (warren sign --key RELEASE.key " + name + ")"},
 		{name: "OpenSSL 1.0.2 without a pin installs nothing", served: genuine, sig: func(b []byte) []byte { return ed25519.Sign(key, b) },
 			path: []string{oldOpenSSL}, mod: func(c *ScriptConfig) { c.ReleaseKeyPEM = releasePEM },
@@ -177,11 +177,17 @@ func TestValidatePinsAndReleaseKey(t *testing.T) {
 		{"unknown platform", func(c *ScriptConfig) { c.PinnedDigests = map[string]string{"darwin-amd64": strings.Repeat("a", 64)} },
 			`no connector is served for the pinned platform "darwin-amd64"`},
 		{"short digest", func(c *ScriptConfig) { c.PinnedDigests = map[string]string{"linux-amd64": "abc"} }, "not 64 lowercase hex digits"},
-		{"injection", func(c *ScriptConfig) { c.PinnedDigests = map[string]string{"linux-amd64": strings.Repeat("a", 63) + ";"} }, "not 64 lowercase hex digits"},
+		{"injection", func(c *ScriptConfig) {
+			c.PinnedDigests = map[string]string{"linux-amd64": strings.Repeat("a", 63) + ";"}
+		}, "not 64 lowercase hex digits"},
 		{"not PEM", func(c *ScriptConfig) { c.ReleaseKeyPEM = []byte("ssh-ed25519 AAAA") }, `not one PEM "PUBLIC KEY" block`},
-		{"a private key", func(c *ScriptConfig) { c.ReleaseKeyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}) }, `not one PEM "PUBLIC KEY" block`},
+		{"a private key", func(c *ScriptConfig) {
+			c.ReleaseKeyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		}, `not one PEM "PUBLIC KEY" block`},
 		{"two blocks", func(c *ScriptConfig) { c.ReleaseKeyPEM = append(append([]byte{}, good...), good...) }, `not one PEM "PUBLIC KEY" block`},
-		{"trailing heredoc end", func(c *ScriptConfig) { c.ReleaseKeyPEM = append(append([]byte{}, good...), []byte("WARREN_EOF\nrm -rf /\n")...) },
+		{"trailing heredoc end", func(c *ScriptConfig) {
+			c.ReleaseKeyPEM = append(append([]byte{}, good...), []byte("WARREN_EOF\nrm -rf /\n")...)
+		},
 			`not one PEM "PUBLIC KEY" block`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
