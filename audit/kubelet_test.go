@@ -3,6 +3,7 @@ package audit
 import (
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -50,4 +51,31 @@ func TestKubeletDetails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzKubeletDetails: any path and query give a call whose every field is taken from the path, and no panic.
+func FuzzKubeletDetails(f *testing.F) {
+	for _, s := range [][2]string{{"/exec/ns/pod/ctr", "command=id"}, {"/run/a/b/c/d", "cmd=a b"}, {"/portForward/a/b", ""},
+		{"/debug/pprof/", ""}, {"", ""}, {"//", "command"}, {"/exec/a/b/c/d/e", ""}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, path, rawQuery string) {
+		q, _ := url.ParseQuery(rawQuery)
+		call, command, container := KubeletDetails(path, q)
+		if call == nil {
+			t.Fatal("no call")
+		}
+		segs := "/" + strings.Trim(call.Path, "/") + "/"
+		for _, field := range []string{call.Namespace, call.Pod, call.UID, container} {
+			if field != "" && !strings.Contains(segs, "/"+field+"/") {
+				t.Fatalf("%q is not a segment of %q", field, call.Path)
+			}
+		}
+		if !strings.HasPrefix(strings.Trim(call.Path, "/"), call.Operation) {
+			t.Fatalf("operation %q is not what %q starts with", call.Operation, call.Path)
+		}
+		if len(command) > 0 && call.Operation != "exec" && call.Operation != "attach" && call.Operation != "run" {
+			t.Fatalf("a command for operation %q", call.Operation)
+		}
+	})
 }

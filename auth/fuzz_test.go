@@ -61,25 +61,38 @@ func FuzzParseRule(f *testing.F) {
 	})
 }
 
-// FuzzClassify feeds arbitrary methods, paths and queries through Classify and Authorize: no panic, canonical
-// paths only, and a request with no rules is only ever allowed for discovery.
+// FuzzClassify feeds arbitrary methods, paths, queries and Connection/Upgrade headers through Classify and
+// Authorize: no panic, canonical paths only, a request with no rules is only ever allowed for discovery, an upgrade
+// through a proxy subresource is never a read, and no wildcard reaches a NamedOnly resource.
 func FuzzClassify(f *testing.F) {
-	for _, s := range [][3]string{
-		{"GET", "/api/v1/namespaces/x/pods/p", ""},
-		{"GET", "/api/v1/pods", "watch=true&fieldSelector=metadata.name%3Dp"},
-		{"POST", "/api/v1/namespaces/x/pods/p/exec", "command=sh"},
-		{"GET", "/apis/apps/v1/namespaces/x/deployments/d/scale", ""},
-		{"DELETE", "/api/v1/namespaces/x/pods", "labelSelector=a%3Db"},
-		{"GET", "/api/v1/watch/namespaces/x/pods", ""},
-		{"GET", "/api/v1/namespaces/x/pods/../secrets", ""},
-		{"GET", "/version", ""},
-		{"GET", "/openapi/v3", ""},
-		{"PUT", "/api/v1/namespaces/x/finalize", ""},
+	for _, s := range [][5]string{
+		{"GET", "/api/v1/namespaces/x/pods/p", "", "", ""},
+		{"GET", "/api/v1/pods", "watch=true&fieldSelector=metadata.name%3Dp", "", ""},
+		{"POST", "/api/v1/namespaces/x/pods/p/exec", "command=sh", "", ""},
+		{"GET", "/apis/apps/v1/namespaces/x/deployments/d/scale", "", "", ""},
+		{"DELETE", "/api/v1/namespaces/x/pods", "labelSelector=a%3Db", "", ""},
+		{"GET", "/api/v1/watch/namespaces/x/pods", "", "", ""},
+		{"GET", "/api/v1/namespaces/x/pods/../secrets", "", "", ""},
+		{"GET", "/version", "", "", ""},
+		{"GET", "/openapi/v3", "", "", ""},
+		{"PUT", "/api/v1/namespaces/x/finalize", "", "", ""},
+		{"GET", "/api/v1/nodes/n/proxy/exec/x/p/c", "command=id", "keep-alive, Upgrade", "websocket"},
+		{"POST", "/api/v1/namespaces/x/pods/p/proxy/", "", "upgrade", "SPDY/3.1"},
+		{"PATCH", "/api/v1/namespaces/x/pods/p/ephemeralcontainers", "", "", ""},
+		{"DELETE", "/api/v1/namespaces/x", "", "", ""},
 	} {
-		f.Add(s[0], s[1], s[2])
+		f.Add(s[0], s[1], s[2], s[3], s[4])
 	}
-	f.Fuzz(func(t *testing.T, method, path, query string) {
-		r := &http.Request{Method: method, URL: &url.URL{Path: "/clusters/c" + path, RawQuery: query}, Header: http.Header{}}
+	star, reader, nsStar := rules(f, "*:*"), rules(f, "get,list,watch:*"), rules(f, "*:*:x,y")
+	f.Fuzz(func(t *testing.T, method, path, query, connection, upgrade string) {
+		h := http.Header{}
+		if connection != "" {
+			h.Set("Connection", connection)
+		}
+		if upgrade != "" {
+			h.Set("Upgrade", upgrade)
+		}
+		r := &http.Request{Method: method, URL: &url.URL{Path: "/clusters/c" + path, RawQuery: query}, Header: h}
 		a, err := Classify(r, path)
 		if err != nil {
 			if !errors.Is(err, ErrBadPath) {
@@ -99,9 +112,18 @@ func FuzzClassify(f *testing.F) {
 			(a.Verb == "get" || a.Verb == "list") {
 			t.Fatalf("streaming subresource classified as %s", a.Verb)
 		}
-		star := rules(t, "*:*")
-		if ok, _ := Authorize(star, a); a.ResourceRequest && a.Verb != "" && !ok {
-			t.Fatalf("*:* denied %+v", a)
+		if a.ResourceRequest && a.Subresource == proxySubresource && a.Upgrade != "" && a.Verb != "create" {
+			t.Fatalf("an upgrade through %s classified as %s", a.CombinedResource(), a.Verb)
+		}
+		n := namedOnly(a)
+		if ok, _ := Authorize(star, a); a.ResourceRequest && a.Verb != "" && ok != (n == nil || n.NamespacedRules) {
+			t.Fatalf("*:* allowed %v for %+v (named only: %v)", ok, a, n)
+		}
+		if ok, _ := Authorize(reader, a); ok && (n != nil && !n.NamespacedRules || a.Upgrade != "" && a.Subresource == proxySubresource) {
+			t.Fatalf("get,list,watch:* allowed %+v", a)
+		}
+		if ok, _ := Authorize(nsStar, a); ok && a.ResourceRequest && (n != nil || a.Namespace == "") {
+			t.Fatalf("*:*:x,y allowed %+v", a)
 		}
 	})
 }
