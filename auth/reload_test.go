@@ -372,45 +372,40 @@ func TestRemoteJWKSFetchedSafely(t *testing.T) {
 	}
 	rs.MinInterval = time.Nanosecond
 	rs.Timeout = time.Minute
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan bool)
-	go func() {
-		_, ok := rs.KeyContext(cctx, "unknown")
-		done <- ok
-	}()
-	<-started
-	cancel()
-	select {
-	case ok := <-done:
-		if ok {
-			t.Fatal("found an unknown key")
+	// endsWithContext runs lookup with a context it cancels once the server has the fetch, and checks that lookup
+	// returns within seconds, finding nothing.
+	endsWithContext := func(what string, lookup func(context.Context) bool) {
+		t.Helper()
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan bool, 1)
+		go func() { done <- lookup(cctx) }()
+		<-started
+		cancel()
+		select {
+		case found := <-done:
+			if found {
+				t.Fatalf("%s found an unknown key", what)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the refetch did not end with the caller's context", what)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the refetch did not end with the caller's context")
 	}
+	endsWithContext("KeyContext", func(c context.Context) bool {
+		_, ok := rs.KeyContext(c, "unknown")
+		return ok
+	})
 	if rs.Err() != nil {
 		t.Errorf("a caller that went away is not the key set's failure: %v", rs.Err())
 	}
 	if _, ok := rs.Key(is.key.KeyID); !ok {
 		t.Error("the keys fetched before were lost")
 	}
-	// And a Verifier passes its context on.
 	v := verifierAt(t, KeySets{rs}, AudienceCaller, t0, nil)
-	cctx, cancel = context.WithCancel(ctx)
-	go func() {
-		_, err := v.VerifyContext(cctx, signRaw(t, jwt.SigningMethodEdDSA, is.key.Key, baseClaims(AudienceCaller), map[string]any{"kid": "rotated"}))
-		done <- err == nil
-	}()
-	<-started
-	cancel()
-	select {
-	case ok := <-done:
-		if ok {
-			t.Fatal("verified a token of an unknown key")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("VerifyContext's refetch did not end with its context")
-	}
+	rotated := signRaw(t, jwt.SigningMethodEdDSA, is.key.Key, baseClaims(AudienceCaller), map[string]any{"kid": "rotated"})
+	endsWithContext("VerifyContext", func(c context.Context) bool {
+		_, err := v.VerifyContext(c, rotated)
+		return err == nil
+	})
 }
 
 func TestRevocationList(t *testing.T) {

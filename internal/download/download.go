@@ -83,7 +83,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.notFound(w, r.URL.Path)
 		return
 	}
-	f, err := os.Open(path)
+	f, fi, err := openRegular(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		h.notFound(w, r.URL.Path)
 		return
@@ -93,11 +93,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		h.notFound(w, r.URL.Path)
-		return
-	}
 	w.Header().Set("Cache-Control", "no-cache") // revalidate: a new release replaces the file under the same name
 	if !wantSum {
 		w.Header().Set("Content-Type", "application/octet-stream")
@@ -131,7 +126,7 @@ func (h *Handler) serveSignature(w http.ResponseWriter, r *http.Request, base st
 		missing()
 		return
 	}
-	f, err := os.Open(filepath.Join(h.dir, base+SignatureSuffix))
+	f, fi, err := openRegular(filepath.Join(h.dir, base+SignatureSuffix))
 	if errors.Is(err, fs.ErrNotExist) {
 		missing()
 		return
@@ -141,14 +136,26 @@ func (h *Handler) serveSignature(w http.ResponseWriter, r *http.Request, base st
 		return
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		h.notFound(w, r.URL.Path)
-		return
-	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, base+SignatureSuffix, fi.ModTime(), f)
+}
+
+// openRegular opens the regular file at path; anything else (missing, a directory, a device) is fs.ErrNotExist.
+func openRegular(path string) (*os.File, fs.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fs.ErrNotExist
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
 }
 
 // path returns the file that serves download name base, or "" when base is not a served name.
