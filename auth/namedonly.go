@@ -52,6 +52,10 @@ func namedOnly(a Attributes) *NamedOnly {
 		return nil
 	}
 	res := a.CombinedResource()
+	if a.Verb == "proxy" && a.Subresource == "" {
+		// RequestInfo's verb for the legacy /api/v1/proxy/RESOURCE/NAME/... paths: the same proxy subresource.
+		res += "/" + proxySubresource
+	}
 	for i := range NamedOnlyResources {
 		n := &NamedOnlyResources[i]
 		if n.APIGroup == a.APIGroup && n.Resource == res && (!n.Upgrade || a.Upgrade != "") {
