@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-
-	"github.com/golang-jwt/jwt/v5"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +21,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 func TestJWKSRoundTrip(t *testing.T) {
