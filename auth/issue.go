@@ -29,6 +29,8 @@ const ConnectorSubjectPrefix = "connector:"
 type Claims struct {
 	jwt.RegisteredClaims
 	Warren Scope `json:"warren"`
+	// KeyID is the "kid" of the key that signed the token, set by Verify (not a claim).
+	KeyID string `json:"-"`
 }
 
 // HasCluster reports whether the token grants access to the named cluster.

@@ -136,10 +136,36 @@ func (v *Verifier) VerifyContext(ctx context.Context, token string) (*Claims, er
 		return nil, err
 	}
 	kid, _ := tok.Header["kid"].(string)
+	claims.KeyID = kid
 	if key, ok := keyContext(ctx, v.cfg.Keys, kid); ok {
 		v.cache.put(sum, cachedToken{claims: claims, kid: kid, key: key})
 	}
 	return claims, nil
+}
+
+// Recheck tells whether a token verified earlier still holds now: not expired (with the leeway), its signing key
+// (c.KeyID) still trusted, its id not revoked. The gateway re-checks live connectors' join tokens with it. Errors
+// match ErrInvalidToken and read as one sentence.
+func (v *Verifier) Recheck(c *Claims) error {
+	if c == nil {
+		return invalid(nil, "no token")
+	}
+	if c.ExpiresAt == nil || v.now().After(c.ExpiresAt.Time.Add(v.leeway)) {
+		return invalid(jwt.ErrTokenExpired, "token expired at "+stamp(c.ExpiresAt))
+	}
+	if _, ok := v.cfg.Keys.Key(c.KeyID); !ok {
+		return invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token is signed by key id %q, which is no longer trusted", clip(c.KeyID)))
+	}
+	if v.Revoked(c.ID) {
+		return invalid(nil, fmt.Sprintf("token %q has been revoked", clip(c.ID)))
+	}
+	return nil
+}
+
+// Revoked reports whether id is on the verifier's revocation list (VerifierConfig.Revoked); false without one.
+// Besides token ids, the gateway looks connector identities up in the connectors' list.
+func (v *Verifier) Revoked(id string) bool {
+	return v.cfg.Revoked != nil && v.cfg.Revoked(id)
 }
 
 // keyFunc runs after the algorithm passed the allowlist and before the signature is checked.
