@@ -52,6 +52,35 @@ type Record struct {
 	// Kubelet is set for requests through nodes/proxy: what they do at the kubelet (KubeletDetails). Command and
 	// Container are set for exec, attach and run there too.
 	Kubelet *KubeletCall `json:"kubelet,omitempty"`
+
+	// Event names what a record that is not an API request is about (EventConnector*); empty for API requests.
+	Event string `json:"event,omitempty"`
+	// Connector describes the connector identity and tunnel of a connector event.
+	Connector *ConnectorDetails `json:"connector,omitempty"`
+}
+
+// Events of connector records: joins (a new identity or a renewal, or refused), tunnels opened or refused, and
+// tunnels ended, with the reason (the gateway's re-check ending them, or the tunnel lost).
+const (
+	EventConnectorIdentityNew = "connector.identity.new"
+	EventConnectorRenewed     = "connector.credential.renewed"
+	EventConnectorJoinRefused = "connector.join.refused"
+	EventConnectorTunnelOpen  = "connector.tunnel.open"
+	EventConnectorTunnelDeny  = "connector.tunnel.refused"
+	EventConnectorTunnelEnd   = "connector.tunnel.end"
+)
+
+// ConnectorDetails identify a connector in a connector event. Name and Version are what the connector says of
+// itself: labels, never an identity.
+type ConnectorDetails struct {
+	Identity          string     `json:"identity,omitempty"` // RFC 7638 thumbprint of the connector's key
+	CredentialID      string     `json:"credentialID,omitempty"`
+	CredentialExpires *time.Time `json:"credentialExpires,omitempty"`
+	JoinTokenID       string     `json:"joinTokenID,omitempty"`
+	Session           string     `json:"session,omitempty"`
+	Started           *time.Time `json:"started,omitempty"` // when the tunnel opened (tunnel end records)
+	Name              string     `json:"name,omitempty"`
+	Version           string     `json:"version,omitempty"`
 }
 
 // ExecDetails returns what an exec or attach request runs: the "command" query parameters in the order the client

@@ -154,10 +154,10 @@ func (v *Verifier) Recheck(c *Claims) error {
 		return invalid(jwt.ErrTokenExpired, "token expired at "+stamp(c.ExpiresAt))
 	}
 	if _, ok := v.cfg.Keys.Key(c.KeyID); !ok {
-		return invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token is signed by key id %q, which is no longer trusted", clip(c.KeyID)))
+		return invalid(ErrUntrustedKey, fmt.Sprintf("token is signed by key id %q, which is no longer trusted", clip(c.KeyID)))
 	}
 	if v.Revoked(c.ID) {
-		return invalid(nil, fmt.Sprintf("token %q has been revoked", clip(c.ID)))
+		return invalid(ErrRevoked, fmt.Sprintf("token %q has been revoked", clip(c.ID)))
 	}
 	return nil
 }
@@ -187,7 +187,7 @@ func (v *Verifier) keyFunc(ctx context.Context, t *jwt.Token) (any, error) {
 	}
 	key, ok := keyContext(ctx, v.cfg.Keys, kid)
 	if !ok {
-		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token is signed by unknown key id %q", kid))
+		return nil, invalid(ErrUntrustedKey, fmt.Sprintf("token is signed by unknown key id %q", kid))
 	}
 	alg := t.Method.Alg()
 	if !keyFitsAlg(key, alg) {
@@ -297,7 +297,7 @@ func (v *Verifier) checkClaims(c *Claims) error {
 		return invalid(nil, "token has no id (jti claim), required to check revocation")
 	}
 	if v.cfg.Revoked != nil && v.cfg.Revoked(c.ID) {
-		return invalid(nil, fmt.Sprintf("token %q has been revoked", clip(c.ID)))
+		return invalid(ErrRevoked, fmt.Sprintf("token %q has been revoked", clip(c.ID)))
 	}
 	return nil
 }

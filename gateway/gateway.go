@@ -29,8 +29,19 @@ import (
 type Config struct {
 	// CallerVerifier checks the tokens of API callers (audience "warren"). Required.
 	CallerVerifier *auth.Verifier
-	// ConnectorVerifier checks the tokens connectors present on /connect (audience "warren-connector"). Required.
+	// ConnectorVerifier checks connectors' join tokens (audience "warren-connector", the tokens of `warren token
+	// connector`) at /connect/join, and re-checks them every Connectors.CheckInterval while the connector lives. Its
+	// MaxLifetime bounds join tokens; its Revoked list holds revoked join token ids and connector identity ids (key
+	// thumbprints). Required.
 	ConnectorVerifier *auth.Verifier
+	// SigningKey is the gateway's own Ed25519 key: it signs connector credentials. Nil: a key made for this process,
+	// so that a restarted gateway makes every connector join again (they do so at once, with their join token).
+	SigningKey *auth.SigningKey
+	// Connectors bounds and times connector identities and tunnels; zero fields take DefaultConnectorConfig's.
+	Connectors ConnectorConfig
+	// Now returns the current time, for credentials and their re-checks; default time.Now. The ConnectorVerifier's
+	// clock should agree with it.
+	Now func() time.Time
 	// Clusters are known from the start: before their first connector arrives, callers get 503 rather than 404.
 	Clusters []string
 	// Audit receives one record per API request, allowed or not. Nil: no audit.
@@ -68,6 +79,11 @@ type TransportConfig struct {
 // Gateway serves connectors and API callers. It is an http.Handler; Close ends every tunnel.
 type Gateway struct {
 	cfg     Config
+	conn    ConnectorConfig // cfg.Connectors with defaults
+	key     *auth.SigningKey
+	now     func() time.Time
+	proofs  *proofCache
+	sweeper sync.WaitGroup // sweepLoop
 	log     *slog.Logger
 	reg     *registry
 	proxy   *httputil.ReverseProxy
@@ -106,8 +122,23 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Transport.IdleStreamTimeout <= 0 {
 		cfg.Transport.IdleStreamTimeout = 90 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	key := cfg.SigningKey
+	if key == nil {
+		var err error
+		if key, err = ephemeralKey(); err != nil {
+			return nil, err
+		}
+	}
+	conn := cfg.Connectors.withDefaults()
 	g := &Gateway{
 		cfg:     cfg,
+		conn:    conn,
+		key:     key,
+		now:     cfg.Now,
+		proofs:  newProofCache(conn.ProofWindow, conn.MaxRememberedProofs),
 		log:     cfg.Logger,
 		reg:     newRegistry(cfg.Clusters),
 		metrics: newMetrics(cfg.Metrics),
@@ -119,14 +150,15 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       rewrite,
-		Transport:     clusterTransport{g.reg},
+		Transport:     clusterTransport{},
 		FlushInterval: -1, // watches and logs -f flow as they come
 		BufferPool:    newCopyBuffers(),
 		ErrorHandler:  g.proxyError,
 		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	g.mux = http.NewServeMux()
-	g.mux.HandleFunc("GET /connect", g.serveConnect)
+	g.mux.HandleFunc("GET "+wire.PathConnect, g.serveConnect)
+	g.mux.HandleFunc("POST "+wire.PathJoin, g.serveJoin)
 	g.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	g.mux.HandleFunc("GET /readyz", g.serveReady)
 	if cfg.Downloads != nil {
@@ -135,6 +167,8 @@ func New(cfg Config) (*Gateway, error) {
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		wire.WriteStatus(w, http.StatusNotFound, fmt.Sprintf("no such path %q: the Kubernetes API of cluster C is at /clusters/C/", r.URL.Path), 0)
 	})
+	g.sweeper.Add(1)
+	go g.sweepLoop()
 	return g, nil
 }
 
@@ -151,8 +185,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Connectors returns the number of live connector sessions of a cluster.
 func (g *Gateway) Connectors(cluster string) int { return g.reg.count(cluster) }
 
-// Close ends every connector tunnel and waits for their handlers. Requests in flight over them fail with 502.
-// Call it after http.Server.Shutdown, which does not wait for hijacked (tunnel) connections.
+// Close ends every connector tunnel and waits for their handlers and for the re-check of connectors. Requests in
+// flight over them fail with 502. Call it after http.Server.Shutdown, which does not wait for hijacked (tunnel)
+// connections.
 func (g *Gateway) Close() error {
 	g.mu.Lock()
 	if !g.closed {
@@ -160,9 +195,10 @@ func (g *Gateway) Close() error {
 		close(g.closing)
 	}
 	g.mu.Unlock()
+	g.sweeper.Wait()
 	for _, cs := range g.reg.all() {
 		// Drop the session before closing it, so that no new request picks it meanwhile.
-		g.reg.remove(cs)
+		g.reg.remove(cs, g.now())
 		cs.tunnel.Close()
 	}
 	g.handlers.Wait()
@@ -192,79 +228,6 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	io.WriteString(w, "ok\n")
-}
-
-// serveConnect authenticates a connector, upgrades its request to a tunnel and holds the tunnel until it ends.
-func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
-	token := wire.BearerToken(r.Header)
-	if token == "" {
-		wire.WriteStatus(w, http.StatusUnauthorized, "missing connector token: send it as \"Authorization: Bearer <token>\" (warren token connector makes one)", 0)
-		return
-	}
-	claims, err := g.cfg.ConnectorVerifier.Verify(token)
-	if err != nil {
-		g.metrics.handshakes.WithLabelValues("refused").Inc()
-		g.log.Info("connector refused", "remote", r.RemoteAddr, "err", err)
-		wire.WriteStatus(w, http.StatusUnauthorized, "invalid connector token: "+err.Error(), 0)
-		return
-	}
-	cluster := claims.Warren.Clusters[0]
-
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		wire.WriteStatus(w, http.StatusServiceUnavailable, "gateway is shutting down", 5)
-		return
-	}
-	g.handlers.Add(1)
-	g.mu.Unlock()
-	handedOver := false // once the tunnel is up, its end (OnEnd below) calls handlers.Done
-	defer func() {
-		if !handedOver {
-			g.handlers.Done()
-		}
-	}()
-
-	id := newID()
-	log := g.log.With("cluster", cluster, "connector", r.Header.Get(wire.HeaderConnectorName), "session", id)
-	tcfg := g.cfg.Tunnel
-	tcfg.Logger = log
-	t, err := tunnel.Upgrade(w, r, tcfg)
-	if errors.Is(err, tunnel.ErrNotTunnel) {
-		wire.WriteStatus(w, http.StatusBadRequest, err.Error(), 0)
-		return
-	}
-	if err != nil {
-		log.Info("tunnel upgrade failed", "remote", r.RemoteAddr, "err", err)
-		return
-	}
-	cs := newConnectorSession(t, g.cfg.Transport)
-	cs.id, cs.cluster, cs.log = id, cluster, log
-	cs.name = r.Header.Get(wire.HeaderConnectorName)
-	cs.version = r.Header.Get(wire.HeaderConnectorVersion)
-	cs.remote = r.RemoteAddr
-	cs.connectedAt = time.Now()
-
-	g.reg.add(cs)
-	g.metrics.handshakes.WithLabelValues("accepted").Inc()
-	g.metrics.connectors.WithLabelValues(cluster).Set(float64(g.reg.count(cluster)))
-	log.Info("connector connected", "remote", cs.remote, "version", cs.version, "sessions", g.reg.count(cluster))
-	// The handler returns now and the tunnel's end does the rest: a handler held until then would keep net/http's
-	// buffers of the connection (about 10 KiB) and a goroutine stack for every idle connector.
-	handedOver = true
-	t.OnEnd(func() {
-		defer g.handlers.Done()
-		g.reg.remove(cs)
-		g.metrics.connectors.WithLabelValues(cluster).Set(float64(g.reg.count(cluster)))
-		cs.close()
-		log.Info("connector disconnected", "after", time.Since(cs.connectedAt).Round(time.Millisecond).String(), "sessions", g.reg.count(cluster))
-	})
-	select {
-	case <-g.closing: // Close ran meanwhile and may not have seen this session
-		g.reg.remove(cs)
-		t.Close()
-	default:
-	}
 }
 
 func newID() string {

@@ -11,7 +11,14 @@ import (
 // for (or configured), codes and decisions a small fixed set.
 type metrics struct {
 	connectors *prometheus.GaugeVec
-	handshakes *prometheus.CounterVec
+	identities *prometheus.GaugeVec
+	joins      *prometheus.CounterVec
+	refusals   *prometheus.CounterVec
+	ended      *prometheus.CounterVec
+	// sessionStart has one series per live tunnel (its start time), bounded by MaxIdentities × MaxTunnelsPerIdentity
+	// per cluster; a tunnel's series goes when it ends.
+	sessionStart *prometheus.GaugeVec
+	handshakes   *prometheus.CounterVec
 	requests   *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 }
@@ -21,6 +28,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		connectors: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "warren_gateway_connectors", Help: "Live connector tunnels, by cluster.",
 		}, []string{"cluster"}),
+		identities: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "warren_gateway_connector_identities", Help: "Connector identities (keys) holding a slot, by cluster.",
+		}, []string{"cluster"}),
+		joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_gateway_connector_joins_total", Help: "Accepted connector joins, by cluster and result (new identity, renewed).",
+		}, []string{"cluster", "result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_gateway_connector_refusals_total", Help: "Refused connector joins and tunnels, by cluster (- when unknown), endpoint and reason.",
+		}, []string{"cluster", "endpoint", "reason"}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_gateway_connector_tunnels_ended_total", Help: "Ended connector tunnels, by cluster and reason.",
+		}, []string{"cluster", "reason"}),
+		sessionStart: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "warren_gateway_connector_tunnel_start_time_seconds",
+			Help: "Start of each live connector tunnel (Unix seconds), with its identity, credential, join token and remote address.",
+		}, []string{"cluster", "identity", "session", "credential", "join_token", "remote"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warren_gateway_tunnel_handshakes_total", Help: "Connector handshakes on /connect, by result.",
 		}, []string{"result"}),
@@ -33,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"cluster"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connectors, m.handshakes, m.requests, m.duration)
+		reg.MustRegister(m.connectors, m.identities, m.joins, m.refusals, m.ended, m.sessionStart, m.handshakes, m.requests, m.duration)
 	}
 	return m
 }
@@ -45,4 +68,22 @@ func (m *metrics) request(cluster string, code int, allowed bool, took time.Dura
 	}
 	m.requests.WithLabelValues(cluster, strconv.Itoa(code), decision).Inc()
 	m.duration.WithLabelValues(cluster).Observe(took.Seconds())
+}
+
+func (m *metrics) connectorRefused(cluster, endpoint, reason string) {
+	m.refusals.WithLabelValues(cluster, endpoint, reason).Inc()
+}
+
+func sessionLabels(cs *connectorSession) prometheus.Labels {
+	return prometheus.Labels{"cluster": cs.cluster, "identity": cs.ident.id, "session": cs.id, "credential": cs.credID,
+		"join_token": cs.joinID, "remote": cs.remote}
+}
+
+func (m *metrics) sessionOpened(cs *connectorSession) {
+	m.sessionStart.With(sessionLabels(cs)).Set(float64(cs.connectedAt.UnixNano()) / 1e9)
+}
+
+func (m *metrics) sessionClosed(cs *connectorSession, reason string) {
+	m.sessionStart.Delete(sessionLabels(cs))
+	m.ended.WithLabelValues(cs.cluster, reason).Inc()
 }

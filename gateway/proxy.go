@@ -26,6 +26,7 @@ type route struct {
 	requestID string
 	claims    *auth.Claims
 	entry     *auditrec.Entry
+	backends  backends // the cluster's tunnels, in the order this request tries them: looked up once
 }
 
 type routeKey struct{}
@@ -110,12 +111,13 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if _, _, err := g.reg.sessions(cluster); err != nil {
+	b, err := g.reg.backends(cluster)
+	if err != nil {
 		code, msg := routeError(cluster, err)
 		refuse(code, msg, 0)
 		return
 	}
-	rt := &route{cluster: cluster, path: rest, token: token, requestID: requestID, claims: claims, entry: entry}
+	rt := &route{cluster: cluster, path: rest, token: token, requestID: requestID, claims: claims, entry: entry, backends: b}
 	if rawRest != rest {
 		rt.rawPath = rawRest
 	}
@@ -207,27 +209,28 @@ func rewrite(pr *httputil.ProxyRequest) {
 	out.Header.Set(wire.HeaderRequestID, rt.requestID)
 }
 
-// clusterTransport sends a request over a stream of one of the cluster's connectors. When that fails before an
-// answer came back, the request goes to the cluster's next connector if it is safe to send again: always when the
-// stream could not even be opened (nothing was sent), and for reads (GET, HEAD without body or upgrade) when the
-// connector died with the request in flight.
-type clusterTransport struct{ reg *registry }
+// clusterTransport sends a request over a stream of one of the cluster's connectors, in the order serveCluster
+// looked up (route.backends). When that fails before an answer came back, the request goes to the next tunnel if it
+// is safe to send again: always when the stream could not even be opened (nothing was sent), and for reads (GET,
+// HEAD without body or upgrade) when the connector died with the request in flight.
+type clusterTransport struct{}
 
-func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt := routeOf(req.Context())
-	list, start, err := t.reg.sessions(rt.cluster)
-	if err != nil {
-		return nil, err
-	}
-	for i := range list {
-		cs := list[(start+i)%len(list)]
-		resp, err := cs.transport.RoundTrip(req)
-		if err == nil || req.Context().Err() != nil || i == len(list)-1 || !resendable(req, err) {
+	var (
+		resp *http.Response
+		err  = errNoConnector
+		i    int
+	)
+	for cs := range rt.backends.all {
+		i++
+		resp, err = cs.transport.RoundTrip(req)
+		if err == nil || req.Context().Err() != nil || i == rt.backends.total || !resendable(req, err) {
 			return resp, err
 		}
 		cs.log.Debug("request failed on this connector, trying the next", "request_id", rt.requestID, "err", err)
 	}
-	return nil, errNoConnector // not reached: the loop returns on its last turn
+	return resp, err
 }
 
 func resendable(req *http.Request, err error) bool {

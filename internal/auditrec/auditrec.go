@@ -88,6 +88,15 @@ func (e *Entry) Attributes(a auth.Attributes) {
 	}
 }
 
+// Connector makes the record a connector event (audit.EventConnector*) of cluster, describing the connector. The
+// same *ConnectorDetails may be filled in until End.
+func (e *Entry) Connector(event, cluster string, d *audit.ConnectorDetails) {
+	if e == nil {
+		return
+	}
+	e.rec.Event, e.rec.Cluster, e.rec.Connector = event, cluster, d
+}
+
 // Deny records the refusal the handler answers with.
 func (e *Entry) Deny(reason string) {
 	if e == nil {

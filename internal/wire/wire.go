@@ -23,7 +23,41 @@ const (
 	// HeaderConnectorName and HeaderConnectorVersion describe a connector on its tunnel upgrade request.
 	HeaderConnectorName    = "Warren-Connector-Name"
 	HeaderConnectorVersion = "Warren-Connector-Version"
+	// HeaderProof carries a connector's proof of possession of its key (RFC 9449's DPoP header) on /connect/join
+	// and /connect.
+	HeaderProof = "DPoP"
 )
+
+// Paths of the gateway's connector endpoints, under its base URL.
+const (
+	// PathJoin: POST with the join token (Authorization: Bearer) and a proof of possession; answers JoinResponse.
+	PathJoin = "/connect/join"
+	// PathConnect: GET WebSocket upgrade with the credential (Authorization: DPoP) and a proof of possession.
+	PathConnect = "/connect"
+)
+
+// JoinResponse is the gateway's answer to a join: the connector's credential and when to renew it.
+type JoinResponse struct {
+	Credential   string `json:"credential"`
+	CredentialID string `json:"credentialID"`
+	Identity     string `json:"identity"` // RFC 7638 thumbprint of the connector's key
+	Cluster      string `json:"cluster"`
+	// ExpiresIn and RenewIn are seconds from the answer: the credential's lifetime left, and when the connector
+	// should renew it (two thirds of it).
+	ExpiresIn int64 `json:"expiresIn"`
+	RenewIn   int64 `json:"renewIn"`
+	// NewIdentity tells a first join from a renewal.
+	NewIdentity bool `json:"newIdentity"`
+}
+
+// DPoPToken returns the credential of an "Authorization: DPoP" header (RFC 9449 7.1), or "".
+func DPoPToken(h http.Header) string {
+	v := h.Get("Authorization")
+	if len(v) > 5 && strings.EqualFold(v[:5], "dpop ") {
+		return strings.TrimSpace(v[5:])
+	}
+	return ""
+}
 
 // StripWarrenHeaders deletes every header with HeaderPrefix.
 func StripWarrenHeaders(h http.Header) {
