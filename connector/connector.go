@@ -5,6 +5,8 @@ package connector
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -31,8 +33,13 @@ import (
 type Config struct {
 	// GatewayURL is the gateway's base URL, https://HOST[:PORT][/prefix]; the tunnel goes to <GatewayURL>/connect.
 	GatewayURL string
-	// Token returns the connector's JWT. It is called before every dial, so a rotated token file is picked up.
+	// Token returns the connector's join token (`warren token connector`). It is called at every join and credential
+	// renewal (every 40 minutes with the gateway's default credential lifetime), so a rotated token file is picked up
+	// without a restart.
 	Token func() (string, error)
+	// Key is the connector's Ed25519 key: its identity at the gateway, which binds its credentials to it. Nil: a key
+	// made for this process (LoadOrCreateKey keeps one across restarts).
+	Key ed25519.PrivateKey
 	// TLSConfig verifies the gateway. Nil means the system roots. NextProtos is overridden (HTTP/1.1 only).
 	TLSConfig *tls.Config
 	// Proxy chooses an HTTP CONNECT proxy for the gateway. Nil means http.ProxyFromEnvironment (HTTPS_PROXY,
@@ -77,9 +84,20 @@ type Config struct {
 
 // Connector keeps a tunnel to the gateway and serves API requests over it.
 type Connector struct {
-	cfg      Config
-	log      *slog.Logger
-	wsURL    string
+	cfg   Config
+	log   *slog.Logger
+	wsURL string
+	// joinURL and connectURL are the connector endpoints as https URLs: what proofs of possession name.
+	joinURL, connectURL string
+	key                 ed25519.PrivateKey
+	identity            string       // the key's thumbprint
+	clockOffset         atomic.Int64 // gateway time minus ours (ns), from the gateway's Date headers
+
+	joinMu      sync.Mutex // one join at a time
+	credMu      sync.Mutex // guards cred and credChanged
+	cred        *credential
+	credChanged chan struct{} // closed and replaced when cred changes
+
 	dialer   *http.Client
 	upstream http.Handler
 	// closeIdle closes the idle connections to the API server.
@@ -150,7 +168,23 @@ func New(cfg Config) (*Connector, error) {
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   false,
 	}}
-	c := &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster, closeIdle: closeIdle}
+	key := cfg.Key
+	if key == nil {
+		if _, key, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			return nil, fmt.Errorf("connector: cannot generate a key: %w", err)
+		}
+	}
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, errors.New("connector: Key is not an Ed25519 private key")
+	}
+	identity, err := auth.KeyID(key.Public())
+	if err != nil {
+		return nil, fmt.Errorf("connector: %w", err)
+	}
+	c := &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster, closeIdle: closeIdle,
+		key: key, identity: identity, credChanged: make(chan struct{})}
+	c.connectURL = httpForm(wsURL)
+	c.joinURL = strings.TrimSuffix(c.connectURL, wire.PathConnect) + wire.PathJoin
 	c.upstream = c.authorize(upstream)
 	return c, nil
 }
@@ -173,6 +207,14 @@ func tunnelURL(gateway string) (string, error) {
 	return u.String(), nil
 }
 
+// httpForm turns the tunnel's ws(s):// URL into the http(s):// URL it is requested at.
+func httpForm(wsURL string) string {
+	if rest, ok := strings.CutPrefix(wsURL, "wss://"); ok {
+		return "https://" + rest
+	}
+	return "http://" + strings.TrimPrefix(wsURL, "ws://")
+}
+
 // Connected reports whether a tunnel to the gateway is up now.
 func (c *Connector) Connected() bool { return c.connected.Load() }
 
@@ -181,6 +223,16 @@ func (c *Connector) Connected() bool { return c.connected.Load() }
 func (c *Connector) Run(ctx context.Context) error {
 	defer c.dialer.CloseIdleConnections()
 	defer c.inflight.Wait()
+	rctx, stopRenewing := context.WithCancel(ctx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		c.renewLoop(rctx)
+	}()
+	defer func() {
+		stopRenewing()
+		<-renewed
+	}()
 	b := c.cfg.Backoff
 	attempt := 0
 	for {
@@ -195,8 +247,12 @@ func (c *Connector) Run(ctx context.Context) error {
 		wait := b.delay(attempt)
 		attempt++
 		var he *tunnel.HandshakeError
+		var je *JoinError
 		if errors.As(err, &he) && he.RetryAfter > wait {
 			wait = he.RetryAfter
+		}
+		if errors.As(err, &je) && je.RetryAfter > wait {
+			wait = je.RetryAfter
 		}
 		c.log.Warn(describe(err), "err", err, "retry_in", wait.Round(time.Millisecond).String())
 		t := time.NewTimer(wait)
@@ -212,9 +268,18 @@ func (c *Connector) Run(ctx context.Context) error {
 // describe says in one line what went wrong and what to do.
 func describe(err error) string {
 	var he *tunnel.HandshakeError
+	var je *JoinError
 	switch {
-	case errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized:
+	case errors.As(err, &je) && je.StatusCode == http.StatusUnauthorized && strings.Contains(je.Message, "connector token"):
 		return "gateway refused the connector token: issue a new one with `warren token connector` and update --token-file"
+	case errors.As(err, &je) && je.StatusCode == http.StatusUnauthorized:
+		return "gateway refused the connector's proof of possession: check the connector's clock"
+	case errors.As(err, &je) && je.StatusCode == http.StatusForbidden:
+		return "gateway revoked this connector's identity: once the cause is dealt with, delete connector.key in --state-dir to make a new one"
+	case errors.As(err, &je):
+		return "gateway refused the join"
+	case errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized:
+		return "gateway refused the connector credential: joining again"
 	case errors.As(err, &he):
 		return "gateway refused the tunnel"
 	case errors.Is(err, errTunnelLost):
@@ -237,14 +302,19 @@ var errTunnelLost = errors.New("tunnel lost")
 
 // connectAndServe dials one tunnel and serves it until it ends.
 func (c *Connector) connectAndServe(ctx context.Context) error {
-	token, err := c.cfg.Token()
+	cred, err := c.currentCredential(ctx)
 	if err != nil {
-		return fmt.Errorf("failed to read the connector token: %w", err)
+		return err
+	}
+	proof, err := auth.NewProof(c.key, http.MethodGet, c.connectURL, cred.token, c.gatewayNow())
+	if err != nil {
+		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	t, err := tunnel.Dial(dctx, c.wsURL, tunnel.DialOptions{
 		Header: http.Header{
-			"Authorization":             {"Bearer " + token},
+			"Authorization":             {"DPoP " + cred.token},
+			wire.HeaderProof:            {proof},
 			wire.HeaderConnectorName:    {c.cfg.Name},
 			wire.HeaderConnectorVersion: {c.cfg.Version},
 		},
@@ -253,11 +323,15 @@ func (c *Connector) connectAndServe(ctx context.Context) error {
 	})
 	cancel()
 	if err != nil {
+		var he *tunnel.HandshakeError
+		if errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized {
+			c.dropCredential(cred) // the gateway restarted with another key, or the join token went: join again
+		}
 		return err
 	}
 	c.connected.Store(true)
 	defer c.connected.Store(false)
-	c.log.Info("connected to the gateway", "gateway", c.wsURL)
+	c.log.Info("connected to the gateway", "gateway", c.wsURL, "identity", c.identity, "credential", cred.id)
 
 	srv := &http.Server{
 		Handler:           c.track(c.upstream),

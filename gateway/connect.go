@@ -153,6 +153,11 @@ func (g *Gateway) serveJoin(w http.ResponseWriter, r *http.Request) {
 		refuse(connectorRefusal{http.StatusUnauthorized, "join_token", "invalid connector token: " + err.Error(), 0})
 		return
 	}
+	if !now.Before(join.ExpiresAt.Time) {
+		// Within the verifier's leeway for clock skew, but a credential from it would be expired already.
+		refuse(connectorRefusal{http.StatusUnauthorized, "join_token", "invalid connector token: token expired at " + join.ExpiresAt.UTC().Format(time.RFC3339), 0})
+		return
+	}
 	cluster = join.Warren.Clusters[0]
 	entry.Caller(join)
 	details.JoinTokenID = join.ID

@@ -2,9 +2,14 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -29,37 +34,96 @@ func TestSplitClusterPath(t *testing.T) {
 	}
 }
 
-func TestRegistrySpreadsAndForgets(t *testing.T) {
+func TestRegistryBoundsAndSpread(t *testing.T) {
+	now := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	l := limits{maxIdentities: 2, maxTunnels: 2, linger: time.Minute}
 	r := newRegistry([]string{"known"})
-	if _, _, err := r.sessions("nope"); !errors.Is(err, errUnknownCluster) {
+	if _, err := r.backends("nope"); !errors.Is(err, errUnknownCluster) {
 		t.Fatalf("unknown cluster: %v", err)
 	}
-	if _, _, err := r.sessions("known"); !errors.Is(err, errNoConnector) {
+	if _, err := r.backends("known"); !errors.Is(err, errNoConnector) {
 		t.Fatalf("configured cluster without connector: %v", err)
 	}
-	a := &connectorSession{cluster: "prod", id: "a", tunnel: &tunnel.Session{}}
-	b := &connectorSession{cluster: "prod", id: "b", tunnel: &tunnel.Session{}}
-	r.add(a)
-	r.add(b)
-	firsts := map[string]int{}
-	for range 10 {
-		list, start, err := r.sessions("prod")
-		if err != nil || len(list) != 2 {
-			t.Fatalf("sessions: %v %v", list, err)
+	cred := func(id string) *auth.CredentialClaims {
+		c := &auth.CredentialClaims{Cluster: "prod"}
+		c.ID, c.ExpiresAt = "cred-"+id, jwt.NewNumericDate(now.Add(time.Hour))
+		c.Confirmation.KeyThumbprint = id
+		c.Join = auth.JoinRef{ID: "join", ExpiresAt: c.ExpiresAt}
+		return c
+	}
+	open := func(id, session string) (*connectorSession, error) {
+		_, _, res, err := r.reserve(cred(id), now, l)
+		if err != nil {
+			return nil, err
 		}
-		firsts[list[start].id]++
+		cs := &connectorSession{id: session, cluster: "prod", tunnel: &tunnel.Session{}}
+		cs.ident = res.ident
+		if !res.commit(cs) {
+			t.Fatalf("commit %s refused", session)
+		}
+		return cs, nil
 	}
-	if firsts["a"] != 5 || firsts["b"] != 5 {
-		t.Fatalf("first picks %v, want an even spread", firsts)
+	a1, _ := open("A", "a1")
+	now = now.Add(time.Second) // A is older than B: A comes first in the round robin
+	var bs []*connectorSession
+	for i := range 2 {
+		cs, err := open("B", fmt.Sprintf("b%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, cs)
 	}
-	r.remove(a)
-	list, start, _ := r.sessions("prod")
-	if len(list) != 1 || list[start] != b {
-		t.Fatalf("after removing a: %v", list)
+	if _, err := open("B", "b2"); !errors.Is(err, errTunnelLimit) {
+		t.Fatalf("third tunnel of B: %v", err)
 	}
-	r.remove(b)
-	if _, _, err := r.sessions("prod"); !errors.Is(err, errNoConnector) {
-		t.Fatalf("a cluster whose connectors left stays known: %v", err)
+	if _, err := open("C", "c0"); !errors.Is(err, errIdentityLimit) {
+		t.Fatalf("third identity: %v", err)
+	}
+	if r.count("prod") != 3 || r.countIdentities("prod") != 2 {
+		t.Fatalf("count %d, identities %d", r.count("prod"), r.countIdentities("prod"))
+	}
+	// Identities first: A (one tunnel) gets as many first picks as B (two).
+	first := map[string]int{}
+	for range 100 {
+		b, err := r.backends("prod")
+		if err != nil || b.total != 3 {
+			t.Fatalf("backends: %+v %v", b, err)
+		}
+		var order []string
+		for cs := range b.all {
+			order = append(order, cs.id)
+		}
+		if len(order) != 3 {
+			t.Fatalf("order %v", order)
+		}
+		first[order[0]]++
+	}
+	if first["a1"] != 50 || first["b0"] != 25 || first["b1"] != 25 {
+		t.Fatalf("first picks %v, want a1 50, b0 25, b1 25", first)
+	}
+	// A lingers without tunnels: its slot stays while the linger lasts, so C is still refused; then C gets it.
+	r.remove(a1, now)
+	if _, err := open("C", "c0"); !errors.Is(err, errIdentityLimit) {
+		t.Fatalf("C while A lingers: %v", err)
+	}
+	now = now.Add(time.Minute)
+	if _, err := open("C", "c0"); err != nil {
+		t.Fatalf("C after A lingered out: %v", err)
+	}
+	// A forgotten identity's tunnels leave the rotation at once.
+	gone := r.forget(bs[0].ident)
+	if len(gone) != 2 || r.count("prod") != 1 {
+		t.Fatalf("forgot %d tunnels, %d left", len(gone), r.count("prod"))
+	}
+	for _, cs := range gone {
+		r.remove(cs, now)
+	}
+	r.remove(a1, now) // twice: a no-op
+	b, _ := r.backends("prod")
+	for cs := range b.all {
+		if cs.id != "c0" {
+			t.Fatalf("routed to %s", cs.id)
+		}
 	}
 }
 

@@ -476,6 +476,10 @@ func dialConn(ctx context.Context, url string, o DialOptions, cfg Config) (*wsCo
 	return conn, nil
 }
 
+// ReadRefusal reads the gateway's reason from a refused request to its connector endpoints (the tunnel upgrade, a
+// join): status, message and Retry-After.
+func ReadRefusal(resp *http.Response) *HandshakeError { return handshakeError(resp) }
+
 // handshakeError reads the reason from a refused upgrade.
 func handshakeError(resp *http.Response) *HandshakeError {
 	e := &HandshakeError{StatusCode: resp.StatusCode}
