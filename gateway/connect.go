@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -600,4 +600,3 @@ func (g *Gateway) updateGauges(cluster string) {
 	g.metrics.connectors.WithLabelValues(cluster).Set(float64(g.reg.count(cluster)))
 	g.metrics.identities.WithLabelValues(cluster).Set(float64(g.reg.countIdentities(cluster)))
 }
-

@@ -19,8 +19,8 @@ type metrics struct {
 	// per cluster; a tunnel's series goes when it ends.
 	sessionStart *prometheus.GaugeVec
 	handshakes   *prometheus.CounterVec
-	requests   *prometheus.CounterVec
-	duration   *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,7 +83,7 @@ func (cs *connectorSession) close() {
 type identity struct {
 	id      string
 	cluster string
-	created time.Time
+	seq     uint64        // order of admission: the round robin goes oldest first
 	next    atomic.Uint32 // round robin over its sessions
 
 	// Guarded by registry.mu.
@@ -102,6 +102,7 @@ type identity struct {
 type registry struct {
 	mu       sync.Mutex
 	clusters map[string]*clusterSessions
+	admitted uint64 // identities admitted so far: the next one's seq
 }
 
 type clusterSessions struct {
@@ -171,7 +172,8 @@ func (r *registry) lookupLocked(cluster, id string, now time.Time, l limits) (id
 	if len(c.identities) >= l.maxIdentities {
 		return nil, false, errIdentityLimit
 	}
-	ident = &identity{id: id, cluster: cluster, created: now, idleSince: now}
+	r.admitted++
+	ident = &identity{id: id, cluster: cluster, seq: r.admitted, idleSince: now}
 	c.identities[id] = ident
 	return ident, true, nil
 }
@@ -328,12 +330,7 @@ func (c *clusterSessions) rebuild() {
 		}
 	}
 	// Oldest identity first, so that the order (and a deterministic round robin) does not follow map order.
-	slices.SortFunc(groups, func(a, b backendGroup) int {
-		if d := a.id.created.Compare(b.id.created); d != 0 {
-			return d
-		}
-		return strings.Compare(a.id.id, b.id.id)
-	})
+	slices.SortFunc(groups, func(a, b backendGroup) int { return cmp.Compare(a.id.seq, b.id.seq) })
 	c.groups, c.sessions = groups, n
 }
 
