@@ -365,6 +365,10 @@ func Script(c ScriptConfig) (string, error) {
 	w(`[ -z "$service_user" ] || chown "$service_user" "$etc/connector.token.new"`)
 	w(`mv -f "$etc/connector.token.new" "$etc/connector.token"`)
 	w(`say "wrote the connector token to $etc/connector.token (mode 0600)"`)
+	// The connector's key lives here, so that a restarted service keeps its identity at the gateway.
+	w(`state="$prefix/var/lib/warren-connector"`)
+	w(`mkdir -p "$state" && chmod 0700 "$state" || fail "cannot create the connector's state directory $state"`)
+	w(`[ -z "$service_user" ] || chown "$service_user" "$state" || fail "cannot give $state to $service_user"`)
 	if c.Kubeconfig != "" {
 		w(`kubeconfig=%s`, shq(c.Kubeconfig))
 		w(`[ -r "$kubeconfig" ] || fail "the kubeconfig $kubeconfig is missing on this instance"`)
@@ -377,6 +381,7 @@ func Script(c ScriptConfig) (string, error) {
 	w(`  echo "# warren connector settings, written by warren bootstrap ssm; see warren connector --help"`)
 	w(`  echo "WARREN_GATEWAY=$gateway"`)
 	w(`  echo "WARREN_TOKEN_FILE=$etc/connector.token"`)
+	w(`  echo "WARREN_STATE_DIR=$state"`)
 	if len(c.CAPEM) > 0 {
 		w(`  echo "WARREN_CA_FILE=$etc/gateway-ca.pem"`)
 	}

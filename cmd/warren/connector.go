@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -23,11 +25,12 @@ import (
 	"github.com/warren-dev/warren/internal/auditrec"
 )
 
-const connectorUsage = `usage: warren connector --gateway https://HOST:PORT --token-file F [--ca-file F] [--kubeconfig F]
+const connectorUsage = `usage: warren connector --gateway https://HOST:PORT --token-file F [--state-dir DIR] [--ca-file F] [--kubeconfig F]
 
 Dials out to the gateway and serves the Kubernetes API of this cluster through the tunnel, with the connector's
 own credentials: the pod's service account by default, or --kubeconfig. It accepts no inbound connection (the
-optional --health-listen serves probes only).
+optional --health-listen serves probes only). Its identity at the gateway is a key of its own (kept in --state-dir):
+it exchanges the join token of --token-file for short-lived credentials bound to that key, and renews them.
 
 `
 
@@ -35,7 +38,8 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("warren connector", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	gatewayURL := fs.String("gateway", "", "the gateway's URL, https://HOST:PORT")
-	tokenFile := fs.String("token-file", "", "file holding the connector token (warren token connector); re-read at every reconnect")
+	tokenFile := fs.String("token-file", "", "file holding the connector's join token (warren token connector); re-read at every join and credential renewal, so a rotated token needs no restart")
+	stateDir := fs.String("state-dir", "", "directory keeping the connector's key (connector.key), so that a restarted connector keeps its identity at the gateway; default: a new key, and identity, per start")
 	caFile := fs.String("ca-file", "", "CA certificate(s) (PEM) that signed the gateway's certificate; default: system roots")
 	pins := fs.String("pin", "", "SPKI pins of the gateway's certificate or an intermediate, sha256:BASE64, comma-separated (several for rotation); alone, a pin replaces CA verification")
 	proxyURL := fs.String("proxy", "", "HTTP CONNECT proxy to reach the gateway, http://[user:password@]HOST:PORT; default: HTTPS_PROXY/NO_PROXY")
@@ -123,6 +127,16 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	if *name == "" {
 		*name, _ = os.Hostname()
 	}
+	var key ed25519.PrivateKey
+	if *stateDir != "" {
+		var created bool
+		if key, created, err = connector.LoadOrCreateKey(*stateDir); err != nil {
+			return fmt.Errorf("--state-dir: %w", err)
+		}
+		if created {
+			log.Info("made a new connector key", "file", filepath.Join(*stateDir, connector.KeyFile))
+		}
+	}
 	var auditSink auditrec.Sink
 	if *auditLog != "" {
 		l, err := openAudit(*auditLog)
@@ -135,6 +149,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	c, err := connector.New(connector.Config{
 		GatewayURL:   *gatewayURL,
 		Token:        readToken,
+		Key:          key,
 		TLSConfig:    tlsCfg,
 		Kube:         kube,
 		Callers:      callerVerifier,
@@ -162,7 +177,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
-	log.Info("connector starting", "gateway", *gatewayURL, "api_server", kube.Host, "version", version,
+	log.Info("connector starting", "gateway", *gatewayURL, "api_server", kube.Host, "version", version, "identity", c.Identity(),
 		"verifies_callers", callerVerifier != nil, "ceiling", *policyFile, "impersonate", *impersonate)
 	err = c.Run(ctx)
 	log.Info("connector stopped")

@@ -39,7 +39,14 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	certFile := fs.String("tls-cert", "", "TLS certificate (PEM) of the gateway")
 	keyFile := fs.String("tls-key", "", "TLS private key (PEM) of the gateway")
 	callers := addCallerFlags(fs, "public keys that sign caller tokens: comma-separated PEM or JWKS files")
-	connectorKeys := fs.String("connector-keys", "", "public keys that sign connector tokens, comma-separated files")
+	connectorKeys := fs.String("connector-keys", "", "public keys that sign connector (join) tokens, comma-separated files")
+	gatewayKey := fs.String("gateway-key", "", "the gateway's own Ed25519 private key (warren keygen's signing.key), which signs connector credentials; default: a key made at start, so that connectors join again after a restart")
+	revokedConnectors := fs.String("revoked-connectors", "", "file of revoked connector join token ids (jti) and connector identities (key thumbprints), one per line; re-read when it changes, and live tunnels of what it lists end within 5 s")
+	maxConnectorLifetime := fs.Duration("max-connector-token-lifetime", 8760*time.Hour, "refuse connector (join) tokens valid for longer than this (exp - iat)")
+	cc := gateway.DefaultConnectorConfig()
+	fs.DurationVar(&cc.CredentialTTL, "connector-credential-ttl", cc.CredentialTTL, "lifetime of the credentials connectors get for their join token; they renew at 2/3 of it")
+	fs.IntVar(&cc.MaxIdentities, "max-connector-identities", cc.MaxIdentities, "connector identities (keys) a cluster may hold at once; a new one over it is refused, never a live one evicted")
+	fs.IntVar(&cc.MaxTunnelsPerIdentity, "max-tunnels-per-connector", cc.MaxTunnelsPerIdentity, "tunnels one connector identity may hold at once")
 	auditLog := fs.String("audit-log", "-", "audit log: one hash-chained JSON line per request (- for standard output)")
 	lim := limit.DefaultConfig()
 	fs.Float64Var(&lim.TokenRate, "token-rate", lim.TokenRate, "requests per second allowed per caller token")
@@ -88,9 +95,28 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("--connector-keys: %w", err)
 	}
 	mon.Watch("--connector-keys", connKeys.Check)
-	connectorVerifier, err := auth.NewVerifier(auth.VerifierConfig{Keys: connKeys, Audience: auth.AudienceConnector})
+	reloads = append(reloads, connKeys.Reload)
+	connCfg := auth.VerifierConfig{Keys: connKeys, Audience: auth.AudienceConnector, MaxLifetime: *maxConnectorLifetime}
+	if *revokedConnectors != "" {
+		rl, err := auth.NewRevocationList(*revokedConnectors, auth.DefaultCheckInterval)
+		if err != nil {
+			return fmt.Errorf("--revoked-connectors: %w", err)
+		}
+		connCfg.Revoked = rl.Revoked
+		reloads = append(reloads, rl.Reload)
+		mon.Watch("--revoked-connectors", rl.Check)
+	}
+	connectorVerifier, err := auth.NewVerifier(connCfg)
 	if err != nil {
 		return err
+	}
+	var signingKey *auth.SigningKey
+	if *gatewayKey != "" {
+		if signingKey, err = auth.LoadSigningKey(*gatewayKey); err != nil {
+			return fmt.Errorf("--gateway-key: %w", err)
+		}
+	} else {
+		log.Info("no --gateway-key: connector credentials are signed with a key made for this process; connectors join again after a restart")
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -102,6 +128,8 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	g, err := gateway.New(gateway.Config{
 		CallerVerifier:    callerVerifier,
 		ConnectorVerifier: connectorVerifier,
+		SigningKey:        signingKey,
+		Connectors:        cc,
 		Clusters:          splitList(*clusters),
 		Audit:             auditSink,
 		Limits:            limit.New(lim),
@@ -139,7 +167,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 
-	reloadOnHangup(ctx, log, append(reloads, connKeys.Reload))
+	reloadOnHangup(ctx, log, reloads)
 	monitorReloads(ctx, mon)
 
 	served := make(chan error, 1)

@@ -26,7 +26,7 @@ var commands = map[string]command{
 	"gateway":    {runGateway, "run the gateway: connectors dial in, callers reach /clusters/<cluster>/"},
 	"connector":  {runConnector, "run the connector inside the private network: dials out to the gateway"},
 	"keygen":     {runKeygen, "write an Ed25519 signing key pair"},
-	"token":      {runToken, "issue a caller token (token issue) or a connector token (token connector)"},
+	"token":      {runToken, "issue a caller token (token issue) or a connector's join token (token connector)"},
 	"kubeconfig": {runKubeconfig, "print a kubeconfig that reaches a cluster through the gateway"},
 	"credential": {runCredential, "exec credential plugin for kubectl (used by kubeconfig --token-command)"},
 	"audit":      {runAudit, "check an audit log's hash chain (audit verify FILE)"},

@@ -18,7 +18,8 @@ const tokenUsage = `usage:
   warren token issue --key KEY --subject S --cluster C [--cluster C2 ...] --rule RULE [--rule ...] [--ttl 15m] [--issuer warren]
       prints a caller token (audience "warren")
   warren token connector --key KEY --cluster C [--ttl 8760h]
-      prints a connector token (audience "warren-connector", bound to cluster C)
+      prints a connector's join token (audience "warren-connector", bound to cluster C): the connector exchanges it
+      at the gateway for short-lived credentials bound to a key of its own, and renews them with it
 
 RULE is VERBS:RESOURCES[:NAMESPACES[:NAMES]], each a comma list; a resource may carry its API group as
 resource.group and a subresource as pods/exec; '*' is any. e.g. --rule get,list:pods --rule create:pods/exec:payments
@@ -109,7 +110,7 @@ func runTokenConnector(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	key := fs.String("key", "", "signing key (signing.key from warren keygen)")
 	cluster := fs.String("cluster", "", "the cluster whose connector uses the token")
-	ttl := fs.Duration("ttl", 8760*time.Hour, "token lifetime")
+	ttl := fs.Duration("ttl", 8760*time.Hour, "token lifetime (at most the gateway's --max-connector-token-lifetime)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token connector:\n")
 		fs.PrintDefaults()
