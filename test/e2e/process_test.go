@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"github.com/warren-dev/warren/auth"
 	"io"
 	"net"
 	"net/http"
@@ -177,14 +178,21 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 	pub := filepath.Join(keysDir, "signing.pub")
 	addr, metricsAddr := freePort(t), freePort(t)
 	url := "https://" + addr
+	// The gateway's own key signs connector credentials: with it, connectors keep theirs across its restart.
+	gatewayKeyDir := t.TempDir()
+	if _, err := auth.GenerateKeyPair(gatewayKeyDir); err != nil {
+		t.Fatal(err)
+	}
 	gatewayArgs := []string{"gateway", "--listen", addr, "--tls-cert", certFile, "--tls-key", keyFile,
-		"--issuer-keys", pub, "--connector-keys", pub, "--metrics-listen", metricsAddr}
+		"--issuer-keys", pub, "--connector-keys", pub, "--metrics-listen", metricsAddr,
+		"--gateway-key", filepath.Join(gatewayKeyDir, auth.SigningKeyFile)}
 	gw := startProcess(t, "gateway", gatewayArgs...)
 	waitHealthy(t, url, lender.caFile, 20*time.Second)
 
 	tokenFile := writeFile(t, "connector.token", connectorToken(t, "prod")+"\n")
+	stateDir := filepath.Join(t.TempDir(), "state") // the connector's key: its identity across restarts
 	connectorArgs := []string{"connector", "--gateway", url, "--token-file", tokenFile, "--ca-file", lender.caFile,
-		"--kubeconfig", kube.ConnectorKubeconfig, "--name", "proc"}
+		"--kubeconfig", kube.ConnectorKubeconfig, "--name", "proc", "--state-dir", stateDir}
 	conn := startProcess(t, "connector", connectorArgs...)
 
 	lender.addr = addr // the kubeconfig and status helpers talk to the binary
@@ -206,10 +214,14 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 	}
 	m := metrics()
 	for _, want := range []string{`warren_gateway_connectors{cluster="prod"} 1`, `warren_gateway_requests_total{cluster="prod",code="200",decision="allow"}`,
-		`warren_gateway_tunnel_handshakes_total{result="accepted"} 1`} {
+		`warren_gateway_tunnel_handshakes_total{result="accepted"} 1`, `warren_gateway_connector_identities{cluster="prod"} 1`,
+		`warren_gateway_connector_joins_total{cluster="prod",result="new"} 1`} {
 		if !strings.Contains(m, want) {
 			t.Fatalf("/metrics lacks %s:\n%s", want, m)
 		}
+	}
+	if !strings.Contains(conn.log.String(), `msg="made a new connector key"`) {
+		t.Fatalf("the connector did not say it made its key:\n%s", conn.log.String())
 	}
 
 	// SIGKILL the connector: no goodbye on the wire, the gateway learns it from the dropped connection.
@@ -226,12 +238,22 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 		t.Fatalf("kubectl without connector: err=%v stderr=%q", err, stderr)
 	}
 
-	// Restart the connector, then restart the gateway under it.
+	// Restart the connector: the key in --state-dir makes it the same identity, which renews rather than joins anew.
 	conn = startProcess(t, "connector", connectorArgs...)
 	eventually(t, 20*time.Second, "kubectl after the connector restarted", func() bool {
 		_, _, err := kubectlResult(kc, "get", "namespace", "default")
 		return err == nil
 	})
+	m = metrics()
+	for _, want := range []string{`warren_gateway_connector_identities{cluster="prod"} 1`, `warren_gateway_connector_joins_total{cluster="prod",result="new"} 1`,
+		`warren_gateway_connector_joins_total{cluster="prod",result="renewed"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("after the connector restart, /metrics lacks %s:\n%s", want, m)
+		}
+	}
+	if strings.Contains(conn.log.String(), "made a new connector key") {
+		t.Fatal("the restarted connector made a new key despite --state-dir")
+	}
 	if err := gw.stop(t); err != nil {
 		t.Fatalf("gateway exit after SIGTERM: %v", err)
 	}
@@ -246,6 +268,10 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 		return code == http.StatusOK
 	})
 	t.Logf("connector back %v after the gateway restarted", time.Since(restarted).Round(time.Millisecond))
+	// Its credential, signed with --gateway-key, still held: the new gateway took the identity up without a join.
+	if m := metrics(); !strings.Contains(m, `warren_gateway_connector_identities{cluster="prod"} 1`) || strings.Contains(m, "warren_gateway_connector_joins_total{") {
+		t.Fatalf("after the gateway restart, /metrics:\n%s", m)
+	}
 	if err := conn.stop(t); err != nil {
 		t.Fatalf("connector exit after SIGTERM: %v", err)
 	}
