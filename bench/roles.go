@@ -8,6 +8,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -38,6 +40,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/tunnel"
@@ -308,9 +311,16 @@ func runGateway(args []string) {
 	must(err)
 	connectors, err := auth.NewVerifier(auth.VerifierConfig{Keys: keys, Audience: auth.AudienceConnector})
 	must(err)
+	gwKey, err := auth.LoadSigningKey(filepath.Join(e.dir, "gateway-key", auth.SigningKeyFile))
+	must(err)
+	// The idle and storm phases hold thousands of connectors of one cluster, each its own identity.
+	cc := gateway.DefaultConnectorConfig()
+	cc.MaxIdentities, cc.MaxTunnelsPerIdentity = 1<<20, 1<<20
 	g, err := gateway.New(gateway.Config{
 		CallerVerifier:    callers,
 		ConnectorVerifier: connectors,
+		SigningKey:        gwKey,
+		Connectors:        cc,
 		Clusters:          []string{"bench"},
 		Audit:             audit.New(io.Discard),
 		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -318,7 +328,7 @@ func runGateway(args []string) {
 	must(err)
 	st := &connectStats{start: time.Now(), arrived: map[int]int{}, refused: map[int]int{}}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/connect" {
+		if r.URL.Path != wire.PathConnect {
 			g.ServeHTTP(w, r)
 			return
 		}
@@ -418,12 +428,11 @@ func runIdleConnectors(args []string) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
+			_, key, err := ed25519.GenerateKey(rand.Reader)
+			must(err)
 			for {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				s, err := tunnel.Dial(ctx, "wss://"+*gw+"/connect", tunnel.DialOptions{
-					Header:     http.Header{"Authorization": {"Bearer " + token}, "X-Warren-Connector-Name": {fmt.Sprintf("idle-%d", i)}},
-					HTTPClient: client,
-				})
+				s, err := dialIdle(ctx, client, *gw, token, key, fmt.Sprintf("idle-%d", i))
 				cancel()
 				if err == nil {
 					sessions.Store(i, s)
@@ -435,6 +444,38 @@ func runIdleConnectors(args []string) {
 		}()
 	}
 	select {}
+}
+
+// dialIdle joins as the connector of key and opens one tunnel, as connector.Run does (without serving it).
+func dialIdle(ctx context.Context, client *http.Client, gw, token string, key ed25519.PrivateKey, name string) (*tunnel.Session, error) {
+	base := "https://" + gw
+	proof, err := auth.NewProof(key, http.MethodPost, base+wire.PathJoin, token, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+wire.PathJoin, http.NoBody)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set(wire.HeaderProof, proof)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	var jr wire.JoinResponse
+	err = json.NewDecoder(resp.Body).Decode(&jr)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || err != nil {
+		return nil, fmt.Errorf("join: %s (%v)", resp.Status, err)
+	}
+	if proof, err = auth.NewProof(key, http.MethodGet, base+wire.PathConnect, jr.Credential, time.Now()); err != nil {
+		return nil, err
+	}
+	return tunnel.Dial(ctx, "wss://"+gw+wire.PathConnect, tunnel.DialOptions{
+		Header:     http.Header{"Authorization": {"DPoP " + jr.Credential}, wire.HeaderProof: {proof}, wire.HeaderConnectorName: {name}},
+		HTTPClient: client,
+	})
 }
 
 // runStormConnectors runs n real connectors (connector.Run: jittered backoff, Retry-After) in one process.

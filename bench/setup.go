@@ -52,6 +52,9 @@ func prepare(dir string) env {
 	must(os.Rename(filepath.Join(dir, "keys", auth.PublicKeyFile), e.path("signing.pub")))
 	sk, err := auth.LoadSigningKey(filepath.Join(dir, "keys", auth.SigningKeyFile))
 	must(err)
+	// The gateway's own key, which signs connector credentials: connectors keep them across a gateway restart.
+	_, err = auth.GenerateKeyPair(filepath.Join(dir, "gateway-key"))
+	must(err)
 	ct, err := sk.IssueConnector("bench", 48*time.Hour, time.Now())
 	must(err)
 	write("connector.token", []byte(ct))
