@@ -379,6 +379,49 @@ func TestHardening(t *testing.T) {
 	}
 }
 
+// TestConnectorState: the connector keeps its key (its identity at the gateway) in a memory-backed emptyDir that
+// WARREN_STATE_DIR names, the only writable place of a read-only root filesystem.
+func TestConnectorState(t *testing.T) {
+	for _, c := range cases {
+		if c.chart != "warren-connector" {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			deploy := only(t, decode(t, render(t, c, c.chart, "warren")), "Deployment")
+			pod := dig(deploy, "spec", "template", "spec")
+			ctrs, _ := dig(pod, "containers").([]any)
+			ctr := ctrs[0]
+			env := map[string]any{}
+			for _, e := range items(dig(ctr, "env")) {
+				env[fmt.Sprint(dig(e, "name"))] = dig(e, "value")
+			}
+			if env["WARREN_STATE_DIR"] != "/var/lib/warren" {
+				t.Fatalf("WARREN_STATE_DIR = %v", env["WARREN_STATE_DIR"])
+			}
+			mounted := false
+			for _, m := range items(dig(ctr, "volumeMounts")) {
+				if dig(m, "mountPath") == "/var/lib/warren" && dig(m, "name") == "state" && dig(m, "readOnly") == nil {
+					mounted = true
+				}
+			}
+			found := false
+			for _, v := range items(dig(pod, "volumes")) {
+				if dig(v, "name") == "state" && dig(v, "emptyDir", "medium") == "Memory" {
+					found = true
+				}
+			}
+			if !mounted || !found {
+				t.Fatalf("state volume mounted %v, memory emptyDir %v", mounted, found)
+			}
+		})
+	}
+}
+
+func items(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
 // TestSchema checks that values.schema.json rejects wrong types, unknown keys and malformed values before anything
 // is rendered, and that missing required values fail with a message saying what to set.
 func TestSchema(t *testing.T) {
@@ -414,6 +457,12 @@ func TestSchema(t *testing.T) {
 			[]string{schemaErr, "hosts"}},
 		{"gateway service type", "gateway-minimal", []string{"--set", "service.type=ExternalName"},
 			[]string{schemaErr, "type"}},
+		{"revoked connector id with a newline", "gateway-minimal", []string{"--set-json", `connectors.revoked=["a\nb"]`},
+			[]string{schemaErr, "revoked"}},
+		{"credential lifetime not a duration", "gateway-minimal", []string{"--set", "connectors.credentialTTL=one hour"},
+			[]string{schemaErr, "credentialTTL"}},
+		{"no connector identity at all", "gateway-minimal", []string{"--set", "connectors.maxIdentities=0"},
+			[]string{schemaErr, "maxIdentities"}},
 
 		// Required values: rendered templates fail with a message that says what to do.
 		{"no gateway url", "connector-minimal", []string{"--set", "gateway.url="},
