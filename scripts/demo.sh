@@ -42,7 +42,7 @@ done
 pids+=($!)
 "$warren" token connector --key "$demo/keys/signing.key" --cluster demo >"$demo/connector.token"
 "$warren" connector --gateway "https://127.0.0.1:$port" --token-file "$demo/connector.token" \
-  --ca-file "$demo/tls/ca.crt" --kubeconfig "$CONNECTOR_KUBECONFIG" --name demo-connector \
+  --ca-file "$demo/tls/ca.crt" --kubeconfig "$CONNECTOR_KUBECONFIG" --name demo-connector --state-dir "$demo/connector-state" \
   >"$demo/connector.log" 2>&1 &
 pids+=($!)
 
