@@ -55,7 +55,13 @@ type ConnectorConfig struct {
 	ProofWindow time.Duration
 	// MaxRememberedProofs bounds the proof ids remembered against replay (each for 2 × ProofWindow); when full,
 	// joins and tunnels get 503 with Retry-After rather than a forgotten proof being accepted twice. Default 65536.
+	// A refused join gives its proof's place back (a replay of it could only earn a credential for a key the
+	// replayer does not hold), and one key may hold at most MaxProofsPerKey places, so that a holder of the join
+	// token cannot fill the cache and lock the real connector out.
 	MaxRememberedProofs int
+	// MaxProofsPerKey bounds the proofs one key has remembered at once: its successful joins and tunnels within
+	// 2 × ProofWindow. Over it, that key's requests get 429. Default 64.
+	MaxProofsPerKey int
 }
 
 // DefaultConnectorConfig returns the defaults of ConnectorConfig.
@@ -68,6 +74,7 @@ func DefaultConnectorConfig() ConnectorConfig {
 		IdentityLinger:        2 * time.Minute,
 		ProofWindow:           time.Minute,
 		MaxRememberedProofs:   1 << 16,
+		MaxProofsPerKey:       64,
 	}
 }
 
@@ -93,6 +100,9 @@ func (c ConnectorConfig) withDefaults() ConnectorConfig {
 	}
 	if c.MaxRememberedProofs <= 0 {
 		c.MaxRememberedProofs = d.MaxRememberedProofs
+	}
+	if c.MaxProofsPerKey <= 0 {
+		c.MaxProofsPerKey = d.MaxProofsPerKey
 	}
 	return c
 }
@@ -162,11 +172,17 @@ func (g *Gateway) serveJoin(w http.ResponseWriter, r *http.Request) {
 	entry.Caller(join)
 	details.JoinTokenID = join.ID
 	entry.Connector(audit.EventConnectorJoinRefused, cluster, details)
-	proof, f := g.checkProof(r, token, now)
+	proof, forget, f := g.checkProof(r, token, now)
 	if f != nil {
 		refuse(*f)
 		return
 	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			forget()
+		}
+	}()
 	details.Identity = proof.KeyID
 	if g.cfg.ConnectorVerifier.Revoked(proof.KeyID) {
 		refuse(identityRevoked(proof.KeyID))
@@ -201,6 +217,7 @@ func (g *Gateway) serveJoin(w http.ResponseWriter, r *http.Request) {
 	} else {
 		log.Debug("connector credential renewed", "expires", exp.UTC().Format(time.RFC3339))
 	}
+	admitted = true
 	lifetime := exp.Sub(now)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -210,22 +227,28 @@ func (g *Gateway) serveJoin(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// checkProof verifies the request's proof of possession for token and remembers it against replay.
-func (g *Gateway) checkProof(r *http.Request, token string, now time.Time) (*auth.Proof, *connectorRefusal) {
+// checkProof verifies the request's proof of possession for token and remembers it against replay. A join calls
+// forget when it refuses the request after all, so that refused attempts hold no place in the cache.
+func (g *Gateway) checkProof(r *http.Request, token string, now time.Time) (proof *auth.Proof, forget func(), f *connectorRefusal) {
 	proof, err := auth.VerifyProof(r.Header.Get(wire.HeaderProof), auth.ProofRequest{
 		Method: r.Method, Host: r.Host, Path: r.URL.Path, Token: token, Now: now, Window: g.conn.ProofWindow,
 	})
 	if err != nil {
-		return nil, &connectorRefusal{http.StatusUnauthorized, "proof", "invalid proof of possession: " + err.Error(), 0}
+		return nil, nil, &connectorRefusal{http.StatusUnauthorized, "proof", "invalid proof of possession: " + err.Error(), 0}
 	}
-	switch g.proofs.remember(proof.KeyID+"\x00"+proof.ID, now) {
+	switch err := g.proofs.remember(proof.KeyID, proof.ID, now); err {
+	case nil:
+		return proof, func() { g.proofs.forget(proof.KeyID, proof.ID) }, nil
 	case errReplayed:
-		return nil, &connectorRefusal{http.StatusUnauthorized, "proof_replayed",
+		return nil, nil, &connectorRefusal{http.StatusUnauthorized, "proof_replayed",
 			fmt.Sprintf("proof of possession %q was already used: a proof is good for one request", label(proof.ID)), 0}
-	case errReplayCacheFull:
-		return nil, &connectorRefusal{http.StatusServiceUnavailable, "busy", "too many connector handshakes at once; retry shortly", 5}
+	case errKeyBusy:
+		return nil, nil, &connectorRefusal{http.StatusTooManyRequests, "busy", fmt.Sprintf(
+			"connector key %s made more than %d joins and tunnels in %v; retry later", proof.KeyID, g.conn.MaxProofsPerKey, 2*g.conn.ProofWindow),
+			int(g.conn.ProofWindow / time.Second)}
+	default:
+		return nil, nil, &connectorRefusal{http.StatusServiceUnavailable, "busy", "too many connector handshakes at once; retry shortly", 5}
 	}
-	return proof, nil
 }
 
 func identityRevoked(id string) connectorRefusal {
@@ -291,7 +314,9 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	details.CredentialExpires = &exp
 	entry.Caller(&auth.Claims{RegisteredClaims: cc.RegisteredClaims})
 	entry.Connector(audit.EventConnectorTunnelDeny, cluster, details)
-	proof, f := g.checkProof(r, cred, now)
+	// A tunnel's proof stays remembered even when the tunnel is refused: replayed later with the credential it came
+	// with, it could open one. Only holders of a credential get here, each within its own key's quota.
+	proof, _, f := g.checkProof(r, cred, now)
 	if f != nil {
 		refuse(*f)
 		return
@@ -487,38 +512,59 @@ func joinFailure(err error) string {
 	return "join_token_invalid"
 }
 
-// proofCache remembers the proofs of possession seen while they are fresh, so that none is accepted twice.
+// proofCache remembers the proofs of possession seen while they are fresh, so that none is accepted twice. Entries
+// are counted per key: one key cannot take more than perKey places.
 type proofCache struct {
-	mu    sync.Mutex
-	seen  map[string]time.Time // key -> when it may be forgotten
-	keep  time.Duration
-	limit int
+	mu     sync.Mutex
+	seen   map[proofKey]time.Time // -> when it may be forgotten
+	perKey map[string]int
+	keep   time.Duration
+	limit  int
+	keyCap int
 }
+
+type proofKey struct{ key, id string }
 
 var (
 	errReplayed        = errors.New("proof replayed")
+	errKeyBusy         = errors.New("too many proofs of this key")
 	errReplayCacheFull = errors.New("proof cache full")
 )
 
-func newProofCache(window time.Duration, limit int) *proofCache {
+func newProofCache(window time.Duration, limit, perKey int) *proofCache {
 	// A proof is accepted while its iat is within window of the gateway's time: from iat - window to iat + window.
-	return &proofCache{seen: make(map[string]time.Time), keep: 2 * window, limit: limit}
+	return &proofCache{seen: make(map[proofKey]time.Time), perKey: make(map[string]int), keep: 2 * window, limit: limit, keyCap: perKey}
 }
 
-func (c *proofCache) remember(key string, now time.Time) error {
+func (c *proofCache) remember(key, id string, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if until, ok := c.seen[key]; ok && now.Before(until) {
+	k := proofKey{key, id}
+	if until, ok := c.seen[k]; ok && now.Before(until) {
 		return errReplayed
 	}
-	if len(c.seen) >= c.limit {
+	if c.perKey[key] >= c.keyCap || len(c.seen) >= c.limit {
 		c.purgeLocked(now)
-		if len(c.seen) >= c.limit {
-			return errReplayCacheFull
-		}
 	}
-	c.seen[key] = now.Add(c.keep)
+	if c.perKey[key] >= c.keyCap {
+		return errKeyBusy
+	}
+	if len(c.seen) >= c.limit {
+		return errReplayCacheFull
+	}
+	if _, ok := c.seen[k]; !ok {
+		c.perKey[key]++
+	}
+	c.seen[k] = now.Add(c.keep)
 	return nil
+}
+
+// forget gives a refused join's place back: presented again, its proof could at most earn a credential bound to a
+// key the replayer does not hold.
+func (c *proofCache) forget(key, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked(proofKey{key, id})
 }
 
 func (c *proofCache) purge(now time.Time) {
@@ -530,8 +576,18 @@ func (c *proofCache) purge(now time.Time) {
 func (c *proofCache) purgeLocked(now time.Time) {
 	for k, until := range c.seen {
 		if !now.Before(until) {
-			delete(c.seen, k)
+			c.dropLocked(k)
 		}
+	}
+}
+
+func (c *proofCache) dropLocked(k proofKey) {
+	if _, ok := c.seen[k]; !ok {
+		return
+	}
+	delete(c.seen, k)
+	if c.perKey[k.key]--; c.perKey[k.key] <= 0 {
+		delete(c.perKey, k.key)
 	}
 }
 

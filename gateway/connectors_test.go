@@ -705,3 +705,44 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 	}
 	return -1
 }
+
+// TestProofCacheCannotBeFilledByAThief: joins refused to a thief's fresh keys leave no trace in the replay cache,
+// and one key's many tunnels exhaust only that key's quota, so the real connector still gets in.
+func TestProofCacheCannotBeFilledByAThief(t *testing.T) {
+	e, clock := newFastEnv(t, func(c *gateway.Config) {
+		c.Connectors.MaxIdentities, c.Connectors.MaxRememberedProofs, c.Connectors.MaxProofsPerKey = 2, 20, 5
+	})
+	tok := e.connectorToken("prod", time.Hour)
+	real := e.rawConnector()
+	realJoin := real.mustJoin(tok, clock.Now())
+	thief := e.rawConnector()
+	thiefJoin := thief.mustJoin(tok, clock.Now())
+	for range 200 { // ten times the cache: each refused for the identity bound
+		if code, _, msg := e.rawConnector().join(tok, clock.Now()); code != http.StatusTooManyRequests || !strings.Contains(msg, "already has 2 connector identities") {
+			t.Fatalf("thief's join: %d %q", code, msg)
+		}
+	}
+	// The thief's one identity opens and closes tunnels: its quota runs out, not anybody else's.
+	busy := 0
+	for range 10 {
+		s, err := thief.dial(thiefJoin.Credential, clock.Now())
+		if err == nil {
+			s.Close()
+			continue
+		}
+		code, msg := refusal(t, err)
+		if want := fmt.Sprintf("connector key %s made more than 5 joins and tunnels in 2m0s; retry later", thief.id); code != http.StatusTooManyRequests || msg != want {
+			t.Fatalf("thief's tunnel: %d %q, want 429 %q", code, msg, want)
+		}
+		busy++
+	}
+	if busy != 6 { // one place went to its join
+		t.Fatalf("%d of the thief's tunnels refused for its quota, want 6", busy)
+	}
+	if _, err := real.dial(realJoin.Credential, clock.Now()); err != nil {
+		t.Fatalf("the real connector's tunnel: %v", err)
+	}
+	if code, _, msg := real.join(tok, clock.Now()); code != http.StatusOK {
+		t.Fatalf("the real connector's renewal: %d %q", code, msg)
+	}
+}

@@ -138,7 +138,7 @@ func New(cfg Config) (*Gateway, error) {
 		conn:    conn,
 		key:     key,
 		now:     cfg.Now,
-		proofs:  newProofCache(conn.ProofWindow, conn.MaxRememberedProofs),
+		proofs:  newProofCache(conn.ProofWindow, conn.MaxRememberedProofs, conn.MaxProofsPerKey),
 		log:     cfg.Logger,
 		reg:     newRegistry(cfg.Clusters),
 		metrics: newMetrics(cfg.Metrics),
