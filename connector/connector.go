@@ -274,6 +274,8 @@ func describe(err error) string {
 		return "gateway refused the connector token: issue a new one with `warren token connector` and update --token-file"
 	case errors.As(err, &je) && je.StatusCode == http.StatusUnauthorized:
 		return "gateway refused the connector's proof of possession: check the connector's clock"
+	case errors.As(err, &je) && je.StatusCode == http.StatusNotFound:
+		return "the gateway has no " + wire.PathJoin + ": it predates connector identities; upgrade the gateway to this connector's version"
 	case errors.As(err, &je) && je.StatusCode == http.StatusForbidden:
 		return "gateway revoked this connector's identity: once the cause is dealt with, delete connector.key in --state-dir to make a new one"
 	case errors.As(err, &je):

@@ -60,6 +60,7 @@ func TestDescribeJoinAndTunnelRefusals(t *testing.T) {
 		{join(403, `connector identity "x" has been revoked`),
 			"gateway revoked this connector's identity: once the cause is dealt with, delete connector.key in --state-dir to make a new one"},
 		{join(429, `cluster "prod" already has 8 connector identities`), "gateway refused the join"},
+		{join(404, `no such path "/connect/join"`), "the gateway has no /connect/join: it predates connector identities; upgrade the gateway to this connector's version"},
 		{&tunnel.HandshakeError{StatusCode: 401, Message: "invalid connector credential: expired"}, "gateway refused the connector credential: joining again"},
 		{&tunnel.HandshakeError{StatusCode: 429, Message: "too many tunnels"}, "gateway refused the tunnel"},
 	}
