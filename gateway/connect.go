@@ -277,6 +277,10 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
 	id := newID()
 	details := &audit.ConnectorDetails{Session: id, Name: label(r.Header.Get(wire.HeaderConnectorName)), Version: label(r.Header.Get(wire.HeaderConnectorVersion))}
+	// Refusals go through the audit's writer; the upgrade takes the plain one, so that the tunnel's connection is
+	// not read through the audit's byte counter, which would also keep net/http's buffers of the request alive for
+	// the tunnel's whole life.
+	raw := w
 	entry, w, r := auditrec.Begin(g.audit, audit.ComponentGateway, "", id, w, r)
 	entry.Connector(audit.EventConnectorTunnelDeny, "", details)
 	cluster := ""
@@ -365,7 +369,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 		"join_token", cc.Join.ID, "session", id, "remote", r.RemoteAddr, "version", details.Version)
 	tcfg := g.cfg.Tunnel
 	tcfg.Logger = log
-	t, err := tunnel.Upgrade(w, r, tcfg)
+	t, err := tunnel.Upgrade(raw, r, tcfg)
 	if errors.Is(err, tunnel.ErrNotTunnel) {
 		refuse(connectorRefusal{http.StatusBadRequest, "not_tunnel", err.Error(), 0})
 		return
@@ -382,6 +386,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	cs.remote = r.RemoteAddr
 	cs.connectedAt = now
 	entry.Connector(audit.EventConnectorTunnelOpen, cluster, details)
+	entry.Switched()
 	if !res.commit(cs) {
 		// The sweep ended the identity while the tunnel was upgraded.
 		entry.Deny("the connector identity was ended while its tunnel opened")

@@ -97,6 +97,15 @@ func (e *Entry) Connector(event, cluster string, d *audit.ConnectorDetails) {
 	e.rec.Event, e.rec.Cluster, e.rec.Connector = event, cluster, d
 }
 
+// Switched records a 101 the handler answered on the ResponseWriter it had before Begin (so that the upgraded
+// connection is not counted).
+func (e *Entry) Switched() {
+	if e == nil {
+		return
+	}
+	e.meter.code.CompareAndSwap(0, http.StatusSwitchingProtocols)
+}
+
 // Deny records the refusal the handler answers with.
 func (e *Entry) Deny(reason string) {
 	if e == nil {
