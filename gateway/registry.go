@@ -183,7 +183,8 @@ func (ident *identity) idleLocked(now time.Time, linger time.Duration) bool {
 	if len(ident.sessions) > 0 || ident.pending > 0 {
 		return false
 	}
-	return now.Sub(ident.idleSince) >= linger || !now.Before(ident.credExp)
+	// A zero credExp is an identity whose join is still being answered: it has its credential in a moment.
+	return now.Sub(ident.idleSince) >= linger || (!ident.credExp.IsZero() && !now.Before(ident.credExp))
 }
 
 func (r *registry) forgetLocked(ident *identity) {
