@@ -117,7 +117,7 @@ func (k *SigningKey) VerifyConnectorCredential(token string, now time.Time) (*Cr
 	}
 	pub := k.Key.Public().(ed25519.PublicKey)
 	c := new(CredentialClaims)
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{AlgEdDSA}), jwt.WithExpirationRequired(),
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{AlgEdDSA}), jwt.WithExpirationRequired(), jwt.WithStrictDecoding(),
 		jwt.WithAudience(AudienceConnectorCredential), jwt.WithIssuer(CredentialIssuer), jwt.WithTimeFunc(func() time.Time { return now }))
 	_, err := parser.ParseWithClaims(token, c, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); typ != CredentialType {

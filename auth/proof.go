@@ -112,7 +112,8 @@ func VerifyProof(proof string, want ProofRequest) (*Proof, error) {
 	}
 	var pub ed25519.PublicKey
 	claims := new(ProofClaims)
-	parser := jwt.NewParser(jwt.WithValidMethods([]string{AlgEdDSA}), jwt.WithoutClaimsValidation())
+	// Strict decoding: one proof has one encoding, so that what the replay cache remembers is the proof itself.
+	parser := jwt.NewParser(jwt.WithValidMethods([]string{AlgEdDSA}), jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding())
 	tok, err := parser.ParseWithClaims(proof, claims, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); typ != ProofType {
 			return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("proof of possession has type %q, want %q", clip(typ), ProofType))
