@@ -194,17 +194,23 @@ func TestAdversarialRequestsNeverReachTheAPIServer(t *testing.T) {
 		})
 	}
 
-	// A caller token cannot open a tunnel.
-	req, _ := http.NewRequest("GET", gs.url()+"/connect", nil)
-	req.Header.Set("Authorization", "Bearer "+valid)
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 401 || !strings.Contains(string(body), `invalid connector token: token audience [warren] does not include \"warren-connector\"`) {
-		t.Fatalf("caller token on /connect: %d %s", resp.StatusCode, body)
+	// A caller token cannot open a tunnel, nor join as a connector (nor can any bearer token: /connect takes
+	// key-bound credentials only).
+	for _, ep := range []struct{ method, path, want string }{
+		{"GET", "/connect", "a connector token alone no longer opens a tunnel: the connector must exchange it at /connect/join for a credential bound to its key; upgrade the connector to this gateway's version"},
+		{"POST", "/connect/join", `invalid connector token: token audience [warren] does not include \"warren-connector\"`},
+	} {
+		req, _ := http.NewRequest(ep.method, gs.url()+ep.path, nil)
+		req.Header.Set("Authorization", "Bearer "+valid)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 401 || !strings.Contains(string(body), ep.want) {
+			t.Fatalf("caller token on %s %s: %d %s", ep.method, ep.path, resp.StatusCode, body)
+		}
 	}
 
 	neverSeen(t, marker)
