@@ -244,6 +244,13 @@ func TestBootstrapInstalls(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(root, "etc/warren/connector.token")); strings.TrimSpace(string(b)) != testToken {
 		t.Fatalf("token file holds %q", b)
 	}
+	// The connector's key lives in a directory of its own, so that a restarted service keeps its identity.
+	if fi, err := os.Stat(filepath.Join(root, "var/lib/warren-connector")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("state directory: %v %v", fi, err)
+	}
+	if env, _ := os.ReadFile(filepath.Join(root, "etc/warren/connector.env")); !strings.Contains(string(env), "WARREN_STATE_DIR="+root+"/var/lib/warren-connector\n") {
+		t.Fatalf("connector.env lacks the state directory:\n%s", env)
+	}
 	unit, _ := os.ReadFile(filepath.Join(root, "etc/systemd/system/warren-connector.service"))
 	for _, want := range []string{"ExecStart=" + root + "/usr/local/bin/warren connector --log-level=debug", "Restart=always",
 		"EnvironmentFile=" + root + "/etc/warren/connector.env", "NoNewPrivileges=yes"} {
