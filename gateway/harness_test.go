@@ -53,6 +53,9 @@ func newEnv(t *testing.T, mod func(*gateway.Config, *auth.VerifierConfig)) *env 
 	e.keysFile = filepath.Join(e.dir, "connector-keys.pem")
 	copyFile(t, pub, e.keysFile)
 	e.revoked = filepath.Join(e.dir, "revoked-connectors")
+	if err := os.WriteFile(e.revoked, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	callerKeys, err := auth.LoadPublicKeys(pub)
 	if err != nil {
 		t.Fatal(err)
