@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds a real kube-apiserver and kubectl from the Go module proxy (module test/k8s) and caches them, so the e2e
-# tests talk to the real thing; also fakekubelet, our kubelet stand-in for exec/attach/port-forward/logs. The first
-# build takes ~10 minutes on 2 cores; later calls return at once.
+# tests talk to the real thing; also fakekubelet, our kubelet stand-in for exec/attach/port-forward/logs, and the
+# root filesystems of its container images (scripts/rootfs.sh, ~1.5 minutes the first time). The first build takes
+# ~10 minutes on 2 cores; later calls return at once.
 # Prints the directory holding the binaries. Also installs etcd from Debian when it is missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,4 +38,5 @@ if ! command -v etcd >/dev/null 2>&1; then
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq etcd-server >&2
 fi
+"$root/scripts/rootfs.sh" >/dev/null
 echo "$bin"

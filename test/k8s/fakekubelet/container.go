@@ -1,49 +1,59 @@
 package fakekubelet
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// drainTimeout bounds the wait for a process's output after it exited, in case something escaped its process group
-// and holds the pipe or terminal open.
+// drainTimeout bounds the wait for a process's output after it exited, in case something escaped its PID namespace
+// (a hostPID container) and holds the pipe or terminal open.
 const drainTimeout = time.Second
 
-// container is the local stand-in for one container: its main process (command and args, run in the container's
-// working directory, in its own process group), the log of that process's output, and the attach sessions.
+// container is one container of a pod: its init, later its command, running in the container's namespaces and
+// root (startInit), the log of that process's output, and the attach sessions. A container whose image or
+// configuration is not usable never starts and stays waiting, with the reason the kubelet would give.
 //
-// The main process gets a stdin pipe when the container has stdin: true, and a terminal when it has tty: true. When
-// it exits the rest of its process group is killed, as a container's processes die with its PID 1.
+// The process gets a stdin pipe when the container has stdin: true, and a terminal of the container's own
+// /dev/pts when it has tty: true. When it exits, its PID namespace and every process in it end (the kernel kills
+// them); in the node's PID namespace (hostPID) its process group is killed instead.
 type container struct {
-	spec corev1.Container
-	id   string   // the containerID reported in the status
-	dir  string   // working directory of the main process and of execs
-	env  []string // environment of the main process and of execs
-	logs *logFile
-	log  *slog.Logger
+	spec      corev1.Container
+	ephemeral bool   // an ephemeral container (pods/ephemeralcontainers)
+	id        string // the containerID reported in the status, without the fakekubelet:// scheme
+	dir       string // RootDir/pods/POD/containers/NAME: rootfs, upper, work, termination-log, pid
+	img       *image // nil if the container is waiting for want of one
+	proc      processSpec
+	pod       *podNamespaces
+	hostPID   bool
+	logs      *logFile
+	log       *slog.Logger
 
-	cmd       *exec.Cmd      // nil if the process did not start
+	// Set once started, then not changed.
+	cmd       *os.Process    // nil if the process did not start
 	stdin     io.WriteCloser // the process's stdin (pipe, or the terminal when tty); nil unless spec.Stdin
 	pty       *os.File       // the terminal's controlling side when spec.TTY
 	startedAt time.Time
-	done      chan struct{} // closed once the process has exited and its output is in the log
+	done      chan struct{} // closed once the process has exited (or never started) and its output is in the log
 
-	mu          sync.Mutex // guards the exit state below
+	// nsMu is held for reading while an exec enters the container's namespaces, for writing to release them.
+	nsMu     sync.RWMutex
+	mnt, pid *os.File // the container's namespaces; nil once it has exited
+
+	mu          sync.Mutex // guards the state below
+	waiting     bool       // never started: reason and message say why
 	exited      bool
 	exitCode    int32
-	reason      string // Completed, Error or StartError
+	reason      string // waiting: ErrImagePull, CreateContainerConfigError, ...; terminated: Completed, Error, StartError
 	message     string
 	finishedAt  time.Time
 	stdinClosed bool
@@ -61,145 +71,165 @@ type subscriber struct {
 
 func (s *subscriber) fail() { s.goneOnce.Do(func() { close(s.gone) }) }
 
-// startContainer starts spec's main process for pod. A process that cannot start makes a container that is terminated
-// at once with reason StartError; the error return is for local failures (directories, log file, pipes). onExit is
-// called once the process has exited, from another goroutine.
-func startContainer(pod *corev1.Pod, spec corev1.Container, podDir string, log *slog.Logger,
-	onExit func()) (*container, error) {
+// containerParams is what startContainer needs besides the spec.
+type containerParams struct {
+	pod       *corev1.Pod
+	state     *podState
+	ephemeral bool
+	target    *container // the container whose PID namespace an ephemeral container joins, or nil
+	log       *slog.Logger
+	onExit    func() // called once the process has exited, from another goroutine
+}
+
+// startContainer starts spec's process for a pod. A container whose image cannot be found or whose configuration
+// cannot be applied is returned waiting; one whose process cannot start is terminated at once with reason
+// StartError and the runtime's message, exit code 128. The error return is for local failures (directories, log).
+func (k *Kubelet) startContainer(spec corev1.Container, cp containerParams) (*container, error) {
+	p := cp.state
 	c := &container{
 		spec:      spec,
-		id:        "fakekubelet://" + string(pod.UID) + "/" + spec.Name,
-		dir:       spec.WorkingDir,
-		env:       containerEnv(pod, spec),
-		log:       log,
+		ephemeral: cp.ephemeral,
+		id:        newID(),
+		dir:       filepath.Join(p.dir, "containers", spec.Name),
+		pod:       p.ns,
+		hostPID:   cp.pod.Spec.HostPID,
+		log:       cp.log,
 		startedAt: time.Now(),
 		done:      make(chan struct{}),
 		subs:      map[*subscriber]struct{}{},
 	}
-	if c.dir == "" {
-		c.dir = filepath.Join(podDir, spec.Name)
+	for _, d := range []string{"rootfs", "upper", "work"} {
+		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("failed to create the directories of container %s: %w", spec.Name, err)
+		}
 	}
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("failed to create the working directory of container %s: %w", spec.Name, err)
+	if err := os.WriteFile(filepath.Join(c.dir, "termination-log"), nil, 0o666); err != nil {
+		return nil, fmt.Errorf("failed to create the termination message file of container %s: %w", spec.Name, err)
 	}
-	logs, err := newLogFile(filepath.Join(podDir, spec.Name+".log"))
+	logs, err := newLogFile(filepath.Join(p.dir, spec.Name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	c.logs = logs
 
-	argv := append(append([]string{}, spec.Command...), spec.Args...)
-	if len(argv) == 0 {
-		argv = []string{"sleep", "infinity"} // no image to take an entrypoint from: a container that just runs
+	img, err := k.images.resolve(spec.Image)
+	if err != nil {
+		ie, _ := err.(*imageError)
+		return c.wait(ie.reason, ie.message), nil
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir, cmd.Env = c.dir, c.env
+	c.img = img
+	initSpec, err := k.containerSpec(cp.pod, p, c)
+	if err != nil {
+		return c.wait("CreateContainerConfigError", err.Error()), nil
+	}
+	c.proc = initSpec.Process
+
+	var pumpWG sync.WaitGroup
 	var pumps []io.ReadCloser
-	var pumpStreams []string
-	if spec.TTY {
-		c.pty, err = pty.StartWithAttrs(cmd, nil, ttyProcAttr())
-		if err == nil {
-			pumps, pumpStreams = []io.ReadCloser{c.pty}, []string{streamStdout}
-			if spec.Stdin {
-				c.stdin = c.pty
+	startedCh := make(chan error, 1)
+	opts := initOptions{pod: p.ns, hostPID: c.hostPID, stdin: spec.Stdin && !spec.TTY,
+		// Runs in the init's goroutine before it waits for the process, so finish sees what it set.
+		onStarted: func(ip *initProcess, err error) {
+			if err == nil {
+				pumps = c.begin(ip, &pumpWG)
 			}
+			startedCh <- err
+		}}
+	if cp.target != nil {
+		cp.target.nsMu.RLock()
+		opts.sharePID = cp.target.pid
+		if opts.sharePID == nil {
+			cp.target.nsMu.RUnlock()
+			return c.wait("CreateContainerError", fmt.Sprintf("target container %q is not running",
+				cp.target.spec.Name)), nil
 		}
-	} else {
-		err = c.startPiped(cmd, &pumps, &pumpStreams)
+	}
+	startInit(initSpec, opts, func(ip *initProcess) { c.finish(ip, pumps, &pumpWG, cp.onExit) })
+	err = <-startedCh
+	if cp.target != nil {
+		cp.target.nsMu.RUnlock()
 	}
 	if err != nil {
-		if !isStartError(err) {
-			return nil, fmt.Errorf("failed to start container %s: %w", spec.Name, err)
-		}
-		log.Warn("container failed to start", "err", err)
-		c.setExited(128, "StartError", err.Error())
+		msg := "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create " +
+			"failed: unable to start container process: error during container init: " + err.Error() + ": unknown"
+		c.log.Warn("container failed to start", "err", err)
+		c.setExited(128, "StartError", msg)
 		c.closeOutput()
 		close(c.done)
 		return c, nil
 	}
-	c.cmd = cmd
-	log.Info("started container", "pid", cmd.Process.Pid, "argv", argv)
-
-	var pumpWG sync.WaitGroup
-	for i, r := range pumps {
-		pumpWG.Go(func() { c.pump(r, pumpStreams[i]) })
-	}
-	go func() {
-		waitErr := cmd.Wait()
-		// A container's processes die with its main process.
-		_ = killGroup(cmd.Process.Pid, syscall.SIGKILL)
-		drained := make(chan struct{})
-		go func() { pumpWG.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(drainTimeout):
-			// Something outside the group holds the output open. Closing unblocks a pipe's read; a terminal in
-			// blocking mode may stay blocked, and then its pump is abandoned (later output is dropped).
-			for _, r := range pumps {
-				_ = r.Close()
-			}
-			select {
-			case <-drained:
-			case <-time.After(drainTimeout):
-				log.Warn("container output still open after its process exited; abandoning it")
-			}
-		}
-		for _, r := range pumps {
-			_ = r.Close()
-		}
-		code := exitCode(cmd.ProcessState)
-		reason := "Completed"
-		if code != 0 {
-			reason = "Error"
-		}
-		c.setExited(code, reason, "")
-		c.closeOutput()
-		log.Info("container exited", "exit_code", code, "wait", waitErr)
-		close(c.done)
-		onExit()
-	}()
+	c.log.Info("started container", "pid", c.cmd.Pid, "image", img.ref, "argv", c.proc.Args)
 	return c, nil
 }
 
-// startPiped starts cmd with its stdout and stderr on pipes that the pumps read, and a stdin pipe if the container
-// has stdin. Passing *os.File pipes keeps exec.Cmd from starting copy goroutines of its own.
-func (c *container) startPiped(cmd *exec.Cmd, pumps *[]io.ReadCloser, streams *[]string) error {
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	cmd.SysProcAttr = groupProcAttr()
+// begin takes over the started process ip and starts copying its output; it returns the streams copied.
+func (c *container) begin(ip *initProcess, pumpWG *sync.WaitGroup) []io.ReadCloser {
+	c.cmd, c.mnt, c.pid, c.pty = ip.cmd.Process, ip.mnt, ip.pid, ip.pty
 	if c.spec.Stdin {
-		if c.stdin, err = cmd.StdinPipe(); err != nil {
-			return err
-		}
+		c.stdin = ip.stdin
 	}
-	err = cmd.Start()
-	outW.Close() // the child has its copies
-	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		return err
+	_ = os.WriteFile(filepath.Join(c.dir, "pid"), []byte(strconv.Itoa(c.cmd.Pid)+"\n"), 0o644)
+	if c.spec.TTY {
+		pumpWG.Go(func() { c.pump(ip.pty, streamStdout) })
+		return []io.ReadCloser{ip.pty}
 	}
-	*pumps = []io.ReadCloser{outR, errR}
-	*streams = []string{streamStdout, streamStderr}
-	return nil
+	pumpWG.Go(func() { c.pump(ip.stdout, streamStdout) })
+	pumpWG.Go(func() { c.pump(ip.stderr, streamStderr) })
+	return []io.ReadCloser{ip.stdout, ip.stderr}
 }
 
-// isStartError reports whether err comes from starting the program (not found, not executable, bad directory)
-// rather than from setting up its pipes or terminal.
-func isStartError(err error) bool {
-	var pathErr *os.PathError
-	return errors.Is(err, exec.ErrNotFound) || errors.As(err, &pathErr) || errors.Is(err, syscall.EACCES) ||
-		errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOEXEC)
+// finish is called once the container's process has exited: it ends what is left of the container, waits (bounded)
+// for its output, releases its namespaces and records the exit.
+func (c *container) finish(ip *initProcess, pumps []io.ReadCloser, pumpWG *sync.WaitGroup, onExit func()) {
+	if c.hostPID {
+		_ = killGroup(ip.cmd.Process.Pid, syscall.SIGKILL) // nothing else ends its children
+	}
+	drained := make(chan struct{})
+	go func() { pumpWG.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		// Something outside the namespace holds the output open. Closing unblocks a pipe's read; a terminal in
+		// blocking mode may stay blocked, and then its pump is abandoned (later output is dropped).
+		for _, r := range pumps {
+			_ = r.Close()
+		}
+		select {
+		case <-drained:
+		case <-time.After(drainTimeout):
+			c.log.Warn("container output still open after its process exited; abandoning it")
+		}
+	}
+	ip.closeStreams()
+	c.nsMu.Lock()
+	ip.closeNS()
+	c.mnt, c.pid = nil, nil
+	c.nsMu.Unlock()
+	code := exitCode(ip.cmd.ProcessState)
+	reason := "Completed"
+	if code != 0 {
+		reason = "Error"
+	}
+	msg := ""
+	if b, err := os.ReadFile(filepath.Join(c.dir, "termination-log")); err == nil && len(b) > 0 {
+		msg = string(b[:min(len(b), 4096)])
+	}
+	c.setExited(code, reason, msg)
+	c.closeOutput()
+	c.log.Info("container exited", "exit_code", code, "wait", ip.waitErr)
+	close(c.done)
+	onExit()
+}
+
+// wait marks a container that will not start, and returns it.
+func (c *container) wait(reason, message string) *container {
+	c.log.Warn("container not started", "reason", reason, "message", message)
+	c.mu.Lock()
+	c.waiting, c.reason, c.message = true, reason, message
+	c.mu.Unlock()
+	c.closeOutput()
+	close(c.done)
+	return c
 }
 
 // pump copies one output stream of the main process to the log and to the attach sessions.
@@ -283,7 +313,8 @@ func (c *container) closeStdin() {
 	}
 }
 
-// stop sends SIGTERM to the main process's group, SIGKILL after grace, and waits until the container is done.
+// stop sends SIGTERM to the container's process, SIGKILL after grace, and waits until the container is done. As
+// PID 1 of its namespace the process ignores SIGTERM unless it handles it, as in a real container.
 func (c *container) stop(grace time.Duration) {
 	if c.cmd == nil {
 		return
@@ -293,7 +324,7 @@ func (c *container) stop(grace time.Duration) {
 		return
 	default:
 	}
-	_ = killGroup(c.cmd.Process.Pid, syscall.SIGTERM)
+	_ = c.cmd.Signal(syscall.SIGTERM)
 	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
@@ -301,22 +332,29 @@ func (c *container) stop(grace time.Duration) {
 		return
 	case <-t.C:
 	}
-	_ = killGroup(c.cmd.Process.Pid, syscall.SIGKILL)
+	_ = c.cmd.Kill()
 	<-c.done
 }
 
-// status is the container's status for the pod: Running until the main process exits, then Terminated.
+// status is the container's status for the pod: Waiting if it never started, Running until its process exits,
+// then Terminated.
 func (c *container) status() corev1.ContainerStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	started := metav1.NewTime(c.startedAt.Truncate(time.Second))
 	cs := corev1.ContainerStatus{
-		Name:        c.spec.Name,
-		Image:       c.spec.Image,
-		ImageID:     c.spec.Image,
-		ContainerID: c.id,
-		Started:     new(bool),
+		Name:    c.spec.Name,
+		Image:   c.spec.Image,
+		Started: new(bool),
 	}
+	if c.img != nil {
+		cs.Image, cs.ImageID = c.img.ref, c.img.id
+	}
+	if c.waiting {
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: c.reason, Message: c.message}
+		return cs
+	}
+	cs.ContainerID = "fakekubelet://" + c.id
 	if c.exited {
 		cs.State.Terminated = &corev1.ContainerStateTerminated{
 			ExitCode:    c.exitCode,
@@ -324,12 +362,12 @@ func (c *container) status() corev1.ContainerStatus {
 			Message:     c.message,
 			StartedAt:   started,
 			FinishedAt:  metav1.NewTime(c.finishedAt.Truncate(time.Second)),
-			ContainerID: c.id,
+			ContainerID: cs.ContainerID,
 		}
 		return cs
 	}
 	cs.State.Running = &corev1.ContainerStateRunning{StartedAt: started}
-	cs.Ready = true
+	cs.Ready = !c.ephemeral // ephemeral containers are never ready
 	*cs.Started = true
 	return cs
 }
@@ -345,34 +383,7 @@ func exitCode(ps *os.ProcessState) int32 {
 	return int32(ps.ExitCode())
 }
 
-// killGroup signals the process group led by pid. Every process we start leads its own group.
+// killGroup signals the process group led by pid.
 func killGroup(pid int, sig syscall.Signal) error {
 	return syscall.Kill(-pid, sig)
-}
-
-// containerEnv is our own environment (PATH and the like: the container is this machine) plus HOSTNAME and the
-// container's env. Values from fieldRef are filled for the common pod fields; other valueFrom sources are empty.
-func containerEnv(pod *corev1.Pod, spec corev1.Container) []string {
-	env := append(os.Environ(), "HOSTNAME="+pod.Name)
-	for _, e := range spec.Env {
-		v := e.Value
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
-			switch e.ValueFrom.FieldRef.FieldPath {
-			case "metadata.name":
-				v = pod.Name
-			case "metadata.namespace":
-				v = pod.Namespace
-			case "metadata.uid":
-				v = string(pod.UID)
-			case "spec.nodeName":
-				v = pod.Spec.NodeName
-			case "spec.serviceAccountName":
-				v = pod.Spec.ServiceAccountName
-			case "status.podIP", "status.hostIP":
-				v = "127.0.0.1"
-			}
-		}
-		env = append(env, e.Name+"="+v)
-	}
-	return env
 }

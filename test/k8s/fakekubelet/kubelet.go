@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -49,9 +50,13 @@ type Config struct {
 	Listener net.Listener
 	// Certificate is the serving certificate; it must be valid for the Listener's IP (see SelfSignedCertificate).
 	Certificate tls.Certificate
-	// RootDir holds the container logs and the containers' default working directories. Empty means a temporary
-	// directory that Run removes when it returns.
+	// RootDir holds the pods' directories (their volumes, and for each container its overlay directories, log and
+	// pid file). It must be on a filesystem that can hold an overlay's upper directory (not overlayfs). Empty means
+	// a temporary directory that Run removes when it returns.
 	RootDir string
+	// ImageDirs are searched in order for a pod's image: image "busybox" is the directory busybox in the first of
+	// them that has busybox/rootfs (see image.go). CacheImageDir is where scripts/rootfs.sh builds them.
+	ImageDirs []string
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
 	// StopGrace caps the time between SIGTERM and SIGKILL when a pod or the kubelet stops. Zero means 2 s.
@@ -66,6 +71,7 @@ type Kubelet struct {
 	cert     tls.Certificate
 	rootDir  string
 	tempRoot bool // rootDir was created by Run and is removed when it returns
+	images   *imageStore
 	log      *slog.Logger
 	grace    time.Duration
 	nodeIP   net.IP
@@ -96,6 +102,10 @@ func New(cfg Config) (*Kubelet, error) {
 	if len(cfg.Certificate.Certificate) == 0 {
 		return nil, errors.New("fakekubelet: Config.Certificate is required")
 	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("fakekubelet: containers need root (mount and PID namespaces, pivot_root, overlayfs): " +
+			"run as root")
+	}
 	tcp, ok := cfg.Listener.Addr().(*net.TCPAddr)
 	if !ok || tcp.IP == nil || tcp.IP.IsUnspecified() {
 		return nil, fmt.Errorf("fakekubelet: the listener must be bound to a specific IP address, not %s "+
@@ -107,6 +117,7 @@ func New(cfg Config) (*Kubelet, error) {
 		ln:       cfg.Listener,
 		cert:     cfg.Certificate,
 		rootDir:  cfg.RootDir,
+		images:   &imageStore{dirs: append([]string(nil), cfg.ImageDirs...)},
 		log:      cfg.Logger,
 		grace:    cfg.StopGrace,
 		nodeIP:   tcp.IP,
@@ -171,7 +182,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		k.stopServer(srv, serveErr)
 		return fmt.Errorf("fakekubelet: %w", err)
 	}
-	k.log.Info("ready", "addr", k.ln.Addr().String(), "root_dir", k.rootDir)
+	k.log.Info("ready", "addr", k.ln.Addr().String(), "root_dir", k.rootDir, "image_dirs", k.images.dirs)
 	close(k.ready)
 
 	var runErr error
@@ -208,4 +219,18 @@ func (k *Kubelet) stopServer(srv *http.Server, serveErr chan error) {
 	case <-time.After(2 * drainTimeout):
 		k.log.Warn("streaming sessions still open at shutdown")
 	}
+}
+
+// CacheImageDir is where scripts/rootfs.sh builds the images:
+// ${WARREN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/warren}/rootfs.
+func CacheImageDir() (string, error) {
+	cache := os.Getenv("WARREN_CACHE")
+	if cache == "" {
+		userCache, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("failed to find the image cache (set WARREN_CACHE): %w", err)
+		}
+		cache = filepath.Join(userCache, "warren")
+	}
+	return filepath.Join(cache, "rootfs"), nil
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,30 @@ import (
 )
 
 const waitTimeout = 20 * time.Second
+
+func TestMain(m *testing.M) {
+	RunContainerInit() // the test binary is also the containers' init
+	os.Exit(m.Run())
+}
+
+// testImageDirs are the images the tests run: the cache scripts/rootfs.sh fills, and a per-run directory for images
+// a test makes itself.
+func testImageDirs(t *testing.T) []string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("fakekubelet runs containers in namespaces of their own: run the tests as root")
+	}
+	dir, err := CacheImageDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range []string{"busybox", "busybox-notools", "debian", "distroless"} {
+		if _, err := os.Stat(filepath.Join(dir, img, "rootfs")); err != nil {
+			t.Fatalf("image %s: %v: run scripts/rootfs.sh (WARREN_CACHE selects the cache)", img, err)
+		}
+	}
+	return []string{dir}
+}
 
 // testKubelet is a Kubelet running against a fake clientset: the kubelet API is real (TLS, SPDY, WebSocket), the
 // API server is not.
@@ -60,6 +85,7 @@ func startTestKubelet(t *testing.T) *testKubelet {
 		Listener:    ln,
 		Certificate: cert,
 		RootDir:     t.TempDir(),
+		ImageDirs:   testImageDirs(t),
 		Logger:      slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -200,10 +226,11 @@ func TestStreaming(t *testing.T) {
 	pod := tk.createPod(t, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{
-			{Name: "ticker", Image: "none", Command: []string{"sh", "-c", `echo first; echo oops >&2; printf 'part'; ` +
-				`i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done`},
+			{Name: "ticker", Image: "busybox", WorkingDir: "/srv/app", Command: []string{"sh", "-c",
+				`echo made by main > made; echo first; echo oops >&2; printf 'part'; ` +
+					`i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done`},
 				Env: []corev1.EnvVar{{Name: "GREETING", Value: "hi"}}},
-			{Name: "reader", Image: "none", Stdin: true, Command: []string{"sh", "-c",
+			{Name: "reader", Image: "busybox", Stdin: true, Command: []string{"sh", "-c",
 				`while read l; do echo "got: $l"; done`}},
 		}},
 	})
@@ -241,8 +268,9 @@ func TestStreaming(t *testing.T) {
 					query: execQuery(true, false, "head", "-n1"), stdin: "hello\nworld\n", wantOut: "hello\n"},
 				{name: "tty", path: "/exec/default/p/ticker", query: execQuery(false, true, "stty", "size"),
 					tty: true, wantOut: "40 100\r\n"},
-				{name: "working directory shared with the main process", path: "/exec/default/p/ticker",
-					query: execQuery(false, false, "sh", "-c", "echo x > f && cat f && test -d ../ticker"), wantOut: "x\n"},
+				{name: "working directory and files of the main process", path: "/exec/default/p/ticker",
+					query:   execQuery(false, false, "sh", "-c", "pwd; cat made; echo x > f && cat /srv/app/f"),
+					wantOut: "/srv/app\nmade by main\nx\n"},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					if tc.spdyOnly && ex.name != "spdy" {
@@ -438,7 +466,7 @@ func TestStreaming(t *testing.T) {
 
 	t.Run("delete", func(t *testing.T) {
 		local := tk.k.podState("default/p")
-		pid := local.containers["ticker"].cmd.Process.Pid
+		pid := local.containers["ticker"].cmd.Pid
 		// What the apiserver does on a graceful delete: set deletionTimestamp. The kubelet finishes the delete.
 		pods := tk.client.CoreV1().Pods("default")
 		p, err := pods.Get(t.Context(), "p", metav1.GetOptions{})
@@ -475,7 +503,7 @@ func TestExitedContainer(t *testing.T) {
 	_, err := pods.Create(t.Context(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "job", Namespace: "default", UID: "uid-job"},
 		Spec: corev1.PodSpec{NodeName: "test-node", RestartPolicy: corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{Name: "c", Image: "none", Command: []string{"sh", "-c", "echo done; exit 7"}}}},
+			Containers: []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"sh", "-c", "echo done; exit 7"}}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,14 +23,26 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
-// podState is the local side of one pod: a process per container. Fields are set when the pod starts and not
-// changed after, except through the containers' own locks.
+// podState is the local side of one pod: its shared namespaces, its volumes, and its containers. Fields are set
+// when the pod starts and not changed after, except containers, which gains ephemeral containers (under mu).
 type podState struct {
-	uid        types.UID
-	key        string // namespace/name
-	dir        string // RootDir/pods/NAMESPACE_NAME_UID
-	startTime  time.Time
-	containers map[string]*container
+	uid       types.UID
+	key       string // namespace/name
+	dir       string // RootDir/pods/NAMESPACE_NAME_UID
+	startTime time.Time
+	ns        *podNamespaces
+	volumes   map[string]*podVolume
+	log       *slog.Logger
+
+	mu         sync.Mutex
+	containers map[string]*container // by name, ephemeral ones included
+}
+
+// container returns the container called name, or nil.
+func (p *podState) container(name string) *container {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.containers[name]
 }
 
 // runPods starts the pod informer and the sync workers and waits for the informer's first list. The returned channel
@@ -149,10 +163,13 @@ func (k *Kubelet) syncPod(ctx context.Context, lister listersv1.PodLister, key s
 		}
 	}
 	if local == nil {
-		local, err = k.startPod(pod)
+		local, err = k.startPod(ctx, pod)
 		if err != nil {
 			return err
 		}
+	}
+	if err := k.startEphemeral(pod, local); err != nil {
+		return err
 	}
 	return k.updateStatus(ctx, pod, local)
 }
@@ -163,9 +180,9 @@ func (k *Kubelet) podState(key string) *podState {
 	return k.pods[key]
 }
 
-// startPod starts a process per container of pod. A container that fails to start is reported terminated with
-// reason StartError; the others run regardless.
-func (k *Kubelet) startPod(pod *corev1.Pod) (*podState, error) {
+// startPod prepares the pod (directory, volumes, /etc/hosts and friends, UTS and IPC namespaces) and starts its
+// containers. A container that cannot start is reported waiting or terminated; the others run regardless.
+func (k *Kubelet) startPod(ctx context.Context, pod *corev1.Pod) (*podState, error) {
 	key := pod.Namespace + "/" + pod.Name
 	p := &podState{
 		uid:        pod.UID,
@@ -173,24 +190,96 @@ func (k *Kubelet) startPod(pod *corev1.Pod) (*podState, error) {
 		dir:        filepath.Join(k.rootDir, "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
 		startTime:  time.Now(),
 		containers: map[string]*container{},
+		log:        k.log.With("pod", key),
 	}
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("failed to create the directory of pod %s: %w", key, err)
 	}
-	log := k.log.With("pod", key)
+	fail := func(err error) (*podState, error) {
+		if p.ns != nil {
+			p.ns.close()
+		}
+		_ = os.RemoveAll(p.dir)
+		return nil, err
+	}
+	hostname := pod.Name
+	if pod.Spec.Hostname != "" {
+		hostname = pod.Spec.Hostname
+	}
+	if len(hostname) > 63 {
+		hostname = hostname[:63]
+	}
+	if err := writePodFiles(p.dir, hostname, pod); err != nil {
+		return fail(err)
+	}
+	var err error
+	if p.volumes, err = k.prepareVolumes(ctx, pod, p.dir); err != nil {
+		return fail(fmt.Errorf("pod %s: %w", key, err))
+	}
+	if p.ns, err = newPodNamespaces(hostname, pod.Spec.HostIPC); err != nil {
+		return fail(err)
+	}
 	for _, spec := range pod.Spec.Containers {
-		c, err := startContainer(pod, spec, p.dir, log.With("container", spec.Name), func() { k.queue.Add(key) })
+		c, err := k.startContainer(spec, containerParams{pod: pod, state: p, log: p.log.With("container", spec.Name),
+			onExit: func() { k.queue.Add(key) }})
 		if err != nil {
 			p.stop(time.Millisecond)
-			return nil, err
+			return fail(err)
 		}
 		p.containers[spec.Name] = c
 	}
 	k.mu.Lock()
 	k.pods[key] = p
 	k.mu.Unlock()
-	log.Info("started pod", "uid", string(pod.UID), "containers", len(p.containers))
+	p.log.Info("started pod", "uid", string(pod.UID), "containers", len(p.containers))
 	return p, nil
+}
+
+// startEphemeral starts the ephemeral containers of pod that are not running here yet, each in the PID namespace
+// of its target container when it names one.
+func (k *Kubelet) startEphemeral(pod *corev1.Pod, p *podState) error {
+	for _, ec := range pod.Spec.EphemeralContainers {
+		if p.container(ec.Name) != nil {
+			continue
+		}
+		cp := containerParams{pod: pod, state: p, ephemeral: true, log: p.log.With("container", ec.Name),
+			onExit: func() { k.queue.Add(p.key) }}
+		if ec.TargetContainerName != "" {
+			if cp.target = p.container(ec.TargetContainerName); cp.target == nil {
+				return fmt.Errorf("ephemeral container %s: no target container %q", ec.Name, ec.TargetContainerName)
+			}
+		}
+		c, err := k.startContainer(corev1.Container(ec.EphemeralContainerCommon), cp)
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.containers[ec.Name] = c
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+// writePodFiles writes the files the kubelet mounts in every container: /etc/hosts, /etc/hostname and
+// /etc/resolv.conf (the node's, the network being the node's).
+func writePodFiles(dir, hostname string, pod *corev1.Pod) error {
+	hosts := "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+		"fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n" +
+		"127.0.0.1\t" + hostname + "\n"
+	for _, ha := range pod.Spec.HostAliases {
+		hosts += ha.IP + "\t" + strings.Join(ha.Hostnames, "\t") + "\n"
+	}
+	resolv, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		resolv = nil // no resolver configuration on the node: an empty file, as the kubelet would write
+	}
+	for name, data := range map[string][]byte{"etc-hosts": []byte(hosts), "etc-hostname": []byte(hostname + "\n"),
+		"etc-resolv.conf": resolv} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return fmt.Errorf("failed to write the pod's %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // stopPod forgets the pod under key (only if it is p, when p is not nil), kills its processes and removes its
@@ -208,9 +297,7 @@ func (k *Kubelet) stopPod(key string, p *podState, grace time.Duration) {
 		grace = time.Millisecond // SIGTERM, then SIGKILL almost at once
 	}
 	cur.stop(grace)
-	if err := os.RemoveAll(cur.dir); err != nil {
-		k.log.Warn("failed to remove the pod directory", "pod", key, "err", err)
-	}
+	cur.remove()
 	k.log.Info("stopped pod", "pod", key)
 }
 
@@ -222,17 +309,37 @@ func (k *Kubelet) stopAllPods() {
 	k.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range pods {
-		wg.Go(func() { p.stop(k.grace) })
+		wg.Go(func() {
+			p.stop(k.grace)
+			p.remove()
+		})
 	}
 	wg.Wait()
 }
 
+// stop stops every container of the pod and waits for them.
 func (p *podState) stop(grace time.Duration) {
-	var wg sync.WaitGroup
+	p.mu.Lock()
+	cs := make([]*container, 0, len(p.containers))
 	for _, c := range p.containers {
+		cs = append(cs, c)
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range cs {
 		wg.Go(func() { c.stop(grace) })
 	}
 	wg.Wait()
+}
+
+// remove releases the pod's namespaces and removes its directory; its containers have stopped.
+func (p *podState) remove() {
+	if p.ns != nil {
+		p.ns.close()
+	}
+	if err := os.RemoveAll(p.dir); err != nil {
+		p.log.Warn("failed to remove the pod directory", "err", err)
+	}
 }
 
 // updateStatus writes the status the local processes imply, unless the pod already has it. The status is a pure
@@ -257,7 +364,8 @@ func (k *Kubelet) updateStatus(ctx context.Context, pod *corev1.Pod, p *podState
 
 // desiredStatus is pod.Status with what we own replaced: phase, IPs, start time, conditions, container statuses.
 //
-// The phase follows the containers: Running while any runs. Once all have exited, restartPolicy Never and OnFailure
+// The phase follows the containers: Pending while any waits (no image, a configuration it cannot apply), else
+// Running while any runs. Once all have exited, restartPolicy Never and OnFailure
 // give Succeeded (all exit codes 0) or Failed; Always keeps Running, as a kubelet would while it restarts them (we do
 // not restart: the containers stay terminated and the pod not Ready).
 func (k *Kubelet) desiredStatus(pod *corev1.Pod, p *podState) corev1.PodStatus {
@@ -268,20 +376,32 @@ func (k *Kubelet) desiredStatus(pod *corev1.Pod, p *podState) corev1.PodStatus {
 	start := metav1.NewTime(p.startTime.Truncate(time.Second))
 	st.StartTime = &start
 
-	allRunning, allExited, allZero := true, true, true
+	allRunning, allExited, allZero, anyWaiting := true, true, true, false
 	st.ContainerStatuses = nil
 	for _, spec := range pod.Spec.Containers {
-		cs := p.containers[spec.Name].status()
+		cs := p.container(spec.Name).status()
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
-		if t := cs.State.Terminated; t != nil {
+		switch t := cs.State.Terminated; {
+		case cs.State.Waiting != nil:
+			allRunning, allExited, anyWaiting = false, false, true
+		case t != nil:
 			allRunning = false
 			allZero = allZero && t.ExitCode == 0
-		} else {
+		default:
 			allExited = false
 		}
 	}
+	st.EphemeralContainerStatuses = nil
+	for _, ec := range pod.Spec.EphemeralContainers {
+		if c := p.container(ec.Name); c != nil {
+			st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, c.status())
+		}
+	}
 	st.Phase = corev1.PodRunning
-	if allExited && pod.Spec.RestartPolicy != corev1.RestartPolicyAlways {
+	switch {
+	case anyWaiting:
+		st.Phase = corev1.PodPending
+	case allExited && pod.Spec.RestartPolicy != corev1.RestartPolicyAlways:
 		st.Phase = corev1.PodFailed
 		if allZero {
 			st.Phase = corev1.PodSucceeded
@@ -345,7 +465,7 @@ func (k *Kubelet) lookupContainer(namespace, name, uid, containerName string) (*
 	if err != nil {
 		return nil, err
 	}
-	c := p.containers[containerName]
+	c := p.container(containerName)
 	if c == nil {
 		return nil, fmt.Errorf("container %q in pod %s/%s: %w", containerName, namespace, name, errNoContainer)
 	}

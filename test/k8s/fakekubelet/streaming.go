@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"syscall"
 	"time"
@@ -27,7 +26,7 @@ type streamRuntime struct {
 	namespace string
 }
 
-// ExecInContainer runs cmd as a fresh local process in the container's working directory and environment.
+// ExecInContainer runs cmd in the container (container.exec).
 func (s streamRuntime) ExecInContainer(ctx context.Context, name, uid, containerName string, cmd []string,
 	in io.Reader, out, errOut io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize,
 	_ time.Duration) error {
@@ -54,7 +53,7 @@ func (s streamRuntime) AttachContainer(ctx context.Context, name, uid, container
 	return c.attach(ctx, stdin, stdout, stderr, resize)
 }
 
-// PortForward connects stream to 127.0.0.1:port: the pod's network is this machine's.
+// PortForward connects stream to 127.0.0.1:port: the containers share the node's network namespace.
 func (s streamRuntime) PortForward(_ context.Context, name, _ string, port int32, stream io.ReadWriteCloser) error {
 	// The handlers pass context.Background(); the kubelet's context ends the forward when it stops.
 	ctx := s.k.ctx
@@ -148,34 +147,52 @@ func firstSize(resize <-chan remotecommand.TerminalSize) *pty.Winsize {
 	return nil
 }
 
-// exec runs argv as a new process in the container's directory and environment, in its own process group, with a
-// terminal when tty is set. It returns a utilexec.CodeExitError for a non-zero exit, so the client gets the code.
-// Cancelling ctx kills the process group.
+// exec runs argv in the container, as runc exec does: in its namespaces and root, as its user, with its
+// environment (TERM=xterm added for a terminal), in its working directory, with a terminal of its own /dev/pts when
+// tty is set. It returns a utilexec.CodeExitError for a non-zero exit, so the client gets the code, and containerd's
+// error (through the kubelet) when the process cannot start, such as a program not found. Cancelling ctx kills the
+// process's group.
 func (c *container) exec(ctx context.Context, argv []string, in io.Reader, out, errOut io.Writer, tty bool,
 	resize <-chan remotecommand.TerminalSize) error {
 	if len(argv) == 0 {
 		go resizeLoop(resize, nil)
 		return errors.New("no command given")
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Dir, cmd.Env = c.dir, c.env
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = drainTimeout // output held open by a background child must not hang the session
-	startErr := func(err error) error {
-		go resizeLoop(resize, nil)
-		return fmt.Errorf("failed to exec %q in container %s: %w", argv[0], c.spec.Name, err)
+	req := &execRequest{pod: c.pod, proc: c.proc, tty: tty, stdin: in != nil && !tty, stdout: out, stderr: errOut}
+	req.proc.Args = argv
+	req.proc.Env = append([]string(nil), c.proc.Env...)
+	if tty {
+		req.proc.Env = setEnv(req.proc.Env, "TERM", "xterm")
+		if size := firstSize(resize); size != nil {
+			req.size = &ptySize{rows: size.Rows, cols: size.Cols}
+		}
 	}
+	c.nsMu.RLock()
+	req.mnt, req.pid = c.mnt, c.pid
+	var p *execProc
+	err := errNotRunning
+	if req.mnt != nil {
+		p, err = startExec(req)
+	}
+	c.nsMu.RUnlock()
+	if err != nil {
+		go resizeLoop(resize, nil)
+		if errors.Is(err, errNotRunning) {
+			return err
+		}
+		return fmt.Errorf("failed to exec in container: failed to start exec %q: OCI runtime exec failed: exec failed: "+
+			"unable to start container process: %v: unknown", newID(), err)
+	}
+	pid := p.cmd.Process.Pid
+	stop := context.AfterFunc(ctx, func() { _ = killGroup(pid, syscall.SIGKILL) })
+	defer stop()
 
 	var waitErr error
 	if tty {
-		ptmx, err := pty.StartWithAttrs(cmd, firstSize(resize), ttyProcAttr())
-		if err != nil {
-			return startErr(err)
-		}
-		defer ptmx.Close()
-		go resizeLoop(resize, ptmx)
+		defer p.pty.Close()
+		go resizeLoop(resize, p.pty)
 		if in != nil {
-			go func() { _, _ = io.Copy(ptmx, in) }()
+			go func() { _, _ = io.Copy(p.pty, in) }()
 		}
 		if out == nil {
 			out = io.Discard
@@ -183,40 +200,28 @@ func (c *container) exec(ctx context.Context, argv []string, in io.Reader, out, 
 		copied := make(chan struct{})
 		go func() {
 			defer close(copied)
-			_, _ = io.Copy(out, ptmx) // ends with EIO once no process has the terminal open
+			_, _ = io.Copy(out, p.pty) // ends with EIO once no process has the terminal open
 		}()
-		waitErr = cmd.Wait()
+		waitErr = <-p.done
 		select {
 		case <-copied:
 		case <-time.After(drainTimeout):
 		}
 	} else {
 		go resizeLoop(resize, nil)
-		cmd.SysProcAttr = groupProcAttr()
-		cmd.Stdout, cmd.Stderr = out, errOut
-		var stdin io.WriteCloser
-		if in != nil {
-			var err error
-			if stdin, err = cmd.StdinPipe(); err != nil {
-				return startErr(err)
-			}
-		}
-		if err := cmd.Start(); err != nil {
-			return startErr(err)
-		}
-		if stdin != nil {
+		if p.stdin != nil {
 			// Not waited for: it ends when the client closes stdin or the connection.
 			go func() {
-				_, _ = io.Copy(stdin, in)
-				_ = stdin.Close()
+				_, _ = io.Copy(p.stdin, in)
+				_ = p.stdin.Close()
 			}()
 		}
-		waitErr = cmd.Wait()
+		waitErr = <-p.done
 	}
-	if cmd.ProcessState == nil {
+	if p.cmd.ProcessState == nil {
 		return fmt.Errorf("failed to wait for %q: %w", argv[0], waitErr)
 	}
-	if code := exitCode(cmd.ProcessState); code != 0 {
+	if code := exitCode(p.cmd.ProcessState); code != 0 {
 		return utilexec.CodeExitError{
 			Err:  fmt.Errorf("command %q exited with code %d", argv[0], code),
 			Code: int(code),
@@ -224,6 +229,9 @@ func (c *container) exec(ctx context.Context, argv []string, in io.Reader, out, 
 	}
 	return nil
 }
+
+// errNotRunning is containerd's answer to an exec in a container whose process has ended.
+var errNotRunning = errors.New("failed to exec in container: container is in CONTAINER_EXITED state")
 
 // attach joins an attach session to the main process: its output goes to out and errOut (only out with a
 // terminal), in goes to its stdin if the container has one. It returns when ctx ends (the client went), the process

@@ -1,6 +1,6 @@
 // Command fakekubelet is a kubelet stand-in for tests against a real kube-apiserver: it registers a Node, runs the
-// pods bound to it as local processes and serves exec, attach, port-forward and logs. See package
-// github.com/warren-dev/warren/test/k8s/fakekubelet.
+// pods bound to it in containers of its own (Linux namespaces, root filesystems from scripts/rootfs.sh) and serves
+// exec, attach, port-forward and logs. It must run as root. See package github.com/warren-dev/warren/test/k8s/fakekubelet.
 //
 // It prints the address it serves on (host:port, one line) to stdout and logs to stderr. With --ready-file it
 // writes the same line to that file once the Node is registered and the API is served. SIGTERM or SIGINT stop it:
@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"k8s.io/client-go/kubernetes"
@@ -33,8 +34,15 @@ type options struct {
 	certDir    string
 	readyFile  string
 	rootDir    string
+	imageDirs  imageDirs
 	logLevel   string
 }
+
+// imageDirs is the repeatable --image-dir flag.
+type imageDirs []string
+
+func (d *imageDirs) String() string     { return strings.Join(*d, ",") }
+func (d *imageDirs) Set(v string) error { *d = append(*d, v); return nil }
 
 func (o *options) validate() error {
 	if o.kubeconfig == "" {
@@ -59,6 +67,7 @@ func (o *options) validate() error {
 }
 
 func main() {
+	fakekubelet.RunContainerInit() // this binary is also each container's init
 	o := options{}
 	fs := flag.NewFlagSet("fakekubelet", flag.ContinueOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of an admin of the API server (required)")
@@ -67,11 +76,21 @@ func main() {
 	fs.StringVar(&o.certDir, "cert-dir", "", "if set, write the self-signed serving certificate there as "+
 		"kubelet.crt and kubelet.key")
 	fs.StringVar(&o.readyFile, "ready-file", "", "if set, write the serving address there once ready")
-	fs.StringVar(&o.rootDir, "root-dir", "", "directory for container logs and working directories "+
+	fs.StringVar(&o.rootDir, "root-dir", "", "directory for the pods' volumes, container root filesystems and logs "+
 		"(default: a temporary directory, removed at exit)")
+	fs.Var(&o.imageDirs, "image-dir", "directory of images (NAME/rootfs and NAME/config.json), searched in the order "+
+		"given; repeatable (default: the cache scripts/rootfs.sh builds, $WARREN_CACHE/rootfs)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
+	}
+	if len(o.imageDirs) == 0 {
+		dir, err := fakekubelet.CacheImageDir()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "fakekubelet: %v\n", err)
+			os.Exit(2)
+		}
+		o.imageDirs = imageDirs{dir}
 	}
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "fakekubelet: %v\n", err)
@@ -125,6 +144,7 @@ func run(o options) error {
 		Listener:    ln,
 		Certificate: cert,
 		RootDir:     o.rootDir,
+		ImageDirs:   o.imageDirs,
 		Logger:      logger,
 	})
 	if err != nil {
