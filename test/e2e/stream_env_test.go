@@ -52,18 +52,40 @@ const fakeKubeletNode = "warren-node"
 
 // fakeKubelet is the package's kubelet stand-in (test/k8s/cmd/fakekubelet), started by the first test that needs it
 // and stopped by runMain (stopFakeKubelet) after every test has run, so that one process serves the whole package.
+//
+// Its containers are isolated (their own mount and PID namespaces, root filesystems of images built from Debian
+// packages by scripts/rootfs.sh, the node's network): a pod names an image, busybox unless a test says otherwise
+// (busybox, busybox-notools, debian, distroless; or one a test makes with makeImage). A test reaches a container's
+// files from this machine with containerPath. See the package doc of test/k8s/fakekubelet for what a pod can ask
+// (read-only or noexec mounts, users, volumes) and what is not emulated.
 var fakeKubelet struct {
-	once sync.Once
-	err  error
-	dir  string
-	cmd  *exec.Cmd
-	log  *logBuffer
-	done chan struct{} // closed when the process has exited
-	addr string        // host:port it serves the kubelet API on
+	once   sync.Once
+	err    error
+	dir    string
+	cmd    *exec.Cmd
+	log    *logBuffer
+	done   chan struct{} // closed when the process has exited
+	addr   string        // host:port it serves the kubelet API on
+	root   string        // its --root-dir: pods/NAMESPACE_NAME_UID/containers/NAME/pid is a container's node PID
+	images string        // the image directory of this run, for makeImage; searched after the cache
 }
 
 // fakeKubeletPath is where scripts/kube-bin.sh builds the stand-in: next to kube-apiserver and kubectl.
 func fakeKubeletPath() string { return filepath.Join(filepath.Dir(kube.KubectlPath), "fakekubelet") }
+
+// cachedImageDir is where scripts/rootfs.sh builds the stand-in's images:
+// ${WARREN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/warren}/rootfs.
+func cachedImageDir() (string, error) {
+	cache := os.Getenv("WARREN_CACHE")
+	if cache == "" {
+		userCache, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("failed to find the image cache (set WARREN_CACHE): %w", err)
+		}
+		cache = filepath.Join(userCache, "warren")
+	}
+	return filepath.Join(cache, "rootfs"), nil
+}
 
 // needKubelet starts the fake kubelet once for the package and waits until its Node is registered. It fails the
 // test (never skips) when the binary is missing.
@@ -85,16 +107,29 @@ func startFakeKubelet() error {
 	if err := isExecutableFile(bin); err != nil {
 		return fmt.Errorf("%v: run scripts/kube-bin.sh, which builds it (module test/k8s, ./cmd/fakekubelet)", err)
 	}
+	cached, err := cachedImageDir()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(cached, "busybox", "rootfs")); err != nil {
+		return fmt.Errorf("no busybox image (%v): run scripts/rootfs.sh (scripts/kube-bin.sh runs it)", err)
+	}
 	dir, err := os.MkdirTemp("", "warren-fakekubelet-")
 	if err != nil {
 		return err
 	}
 	fakeKubelet.dir = dir
+	fakeKubelet.root = filepath.Join(dir, "root")
+	fakeKubelet.images = filepath.Join(dir, "images")
+	if err := os.Mkdir(fakeKubelet.images, 0o755); err != nil {
+		return err
+	}
 	ready := filepath.Join(dir, "ready")
 	fakeKubelet.log = &logBuffer{}
 	fakeKubelet.done = make(chan struct{})
 	cmd := exec.Command(bin, "--kubeconfig", kube.AdminKubeconfig, "--node-name", fakeKubeletNode,
-		"--listen", "127.0.0.1:0", "--ready-file", ready, "--root-dir", filepath.Join(dir, "root"),
+		"--listen", "127.0.0.1:0", "--ready-file", ready, "--root-dir", fakeKubelet.root,
+		"--image-dir", cached, "--image-dir", fakeKubelet.images,
 		"--cert-dir", filepath.Join(dir, "pki"), "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = fakeKubelet.log, fakeKubelet.log
 	// Not tied to any test's lifetime: stopFakeKubelet ends it at the end of the package, and if the test binary
@@ -195,21 +230,40 @@ func uniqueName(prefix string) string {
 }
 
 // startPod creates a pod with one container "main" bound to the fake kubelet's node, waits until it is Running
-// and ready, and deletes it at the end of the test. An empty command is a container that just runs.
+// and ready, and deletes it at the end of the test. The image is busybox unless c names one; with no command and
+// no args, the container just runs (sleep infinity).
 func startPod(t *testing.T, prefix string, c corev1.Container) *corev1.Pod {
+	t.Helper()
+	return startPodSpec(t, prefix, corev1.PodSpec{Containers: []corev1.Container{c}})
+}
+
+// startPodSpec is startPod for a pod spec of the test's own (volumes, security context, annotations aside); its
+// first container is called "main" unless it has a name. The node, restart policy and grace period are set here.
+func startPodSpec(t *testing.T, prefix string, spec corev1.PodSpec, annotations ...string) *corev1.Pod {
 	t.Helper()
 	needKubelet(t)
 	cs := adminClient(t)
-	c.Name = "main"
-	c.Image = "fakekubelet.invalid/none" // required by validation; the fake kubelet runs the command locally
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: uniqueName(prefix), Namespace: streamNS},
-		Spec: corev1.PodSpec{
-			NodeName:                      fakeKubeletNode,
-			RestartPolicy:                 corev1.RestartPolicyNever,
-			TerminationGracePeriodSeconds: new(int64),
-			Containers:                    []corev1.Container{c},
-		},
+	for i := range spec.Containers {
+		c := &spec.Containers[i]
+		if c.Name == "" && i == 0 {
+			c.Name = "main"
+		}
+		if c.Image == "" {
+			c.Image = "busybox"
+		}
+		if len(c.Command) == 0 && len(c.Args) == 0 && c.Image == "busybox" {
+			c.Command = []string{"sleep", "infinity"}
+		}
+	}
+	spec.NodeName = fakeKubeletNode
+	spec.RestartPolicy = corev1.RestartPolicyNever
+	spec.TerminationGracePeriodSeconds = new(int64)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: uniqueName(prefix), Namespace: streamNS}, Spec: spec}
+	for i := 0; i+1 < len(annotations); i += 2 {
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[annotations[i]] = annotations[i+1]
 	}
 	ctx := context.Background()
 	created, err := cs.CoreV1().Pods(streamNS).Create(ctx, pod, metav1.CreateOptions{})
@@ -220,19 +274,90 @@ func startPod(t *testing.T, prefix string, c corev1.Container) *corev1.Pod {
 		_ = cs.CoreV1().Pods(streamNS).Delete(context.Background(), created.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	})
 	var got *corev1.Pod
-	eventually(t, 30*time.Second, "pod "+created.Name+" Running and ready", func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		got, err = cs.CoreV1().Pods(streamNS).Get(ctx, created.Name, metav1.GetOptions{})
-		if err != nil || got.Status.Phase != corev1.PodRunning {
-			return false
+		if err == nil && got.Status.Phase == corev1.PodRunning && podReady(got) {
+			return got
 		}
-		for _, cond := range got.Status.Conditions {
-			if cond.Type == corev1.PodReady {
-				return cond.Status == corev1.ConditionTrue
+		if err == nil && got.Status.Phase != corev1.PodRunning && got.Status.Phase != "" && got.Status.Phase != corev1.PodPending ||
+			time.Now().After(deadline) {
+			// Pending with a waiting reason (ErrImagePull, CreateContainerConfigError), or ended: say why.
+			var states []string
+			if got != nil {
+				for _, st := range got.Status.ContainerStatuses {
+					states = append(states, fmt.Sprintf("%s: %+v", st.Name, st.State))
+				}
 			}
+			t.Fatalf("pod %s not Running and ready (phase %v, err %v): %s", created.Name, got.Status.Phase, err,
+				strings.Join(states, "; "))
 		}
-		return false
-	})
-	return got
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			return cond.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// containerPID is the PID on this machine of a container's process (PID 1 in its own namespace), read from the
+// fake kubelet's pid file.
+func containerPID(t *testing.T, pod *corev1.Pod, container string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fakeKubelet.root, "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID),
+		"containers", container, "pid"))
+	if err != nil {
+		t.Fatalf("no PID for container %s of pod %s: %v", container, pod.Name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// containerPath is path in the container's root as seen from this machine (/proc/PID/root/...): what a test
+// reads or plants there is the container's file, as a collector on the node would see it.
+func containerPath(t *testing.T, pod *corev1.Pod, container, path string) string {
+	t.Helper()
+	return fmt.Sprintf("/proc/%d/root%s", containerPID(t, pod, container), filepath.Clean("/"+path))
+}
+
+// makeImage makes an image for this test run only, named name, and returns its reference (warren.test/NAME): the
+// files (path in the image -> content; mode 0755 when the path is under /bin, else 0644) and config.json, the OCI
+// config's Entrypoint, Cmd, Env, WorkingDir and User as JSON (empty: none). It is removed at the end of the test.
+func makeImage(t *testing.T, name string, files map[string][]byte, config string) string {
+	t.Helper()
+	needKubelet(t)
+	dir := filepath.Join(fakeKubelet.images, name)
+	if err := os.MkdirAll(filepath.Join(dir, "rootfs", "tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	for path, data := range files {
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(path, "/bin/") {
+			mode = 0o755
+		}
+		p := filepath.Join(dir, "rootfs", filepath.Clean("/"+path))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if config != "" {
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return "warren.test/" + name
 }
 
 // sleeper is a pod whose container just runs: a target for exec and port-forward.
@@ -724,7 +849,7 @@ func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-// ---- Local processes (the fake kubelet's "containers" run on this machine) -----------------------------------------
+// ---- Processes (the fake kubelet's containers' processes are this machine's too, under other PIDs) ------------------
 
 // procsWith returns the pids of the processes whose command line contains marker.
 func procsWith(marker string) []int {
