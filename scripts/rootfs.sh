@@ -2,8 +2,8 @@
 # Builds the container images of fakekubelet, our kubelet stand-in (test/k8s/fakekubelet), from Debian's packages and
 # caches them, so that the e2e tests' containers run in real root filesystems:
 #
-#   busybox          Debian's busybox-static and its applets (sh, cat, tar, sha256sum, ...)        ~2 MB
-#   busybox-notools  Debian's dynamic busybox with libc, without tar, cpio and any hashing applet     ~13 MB
+#   busybox          Debian's busybox and libc, every applet linked (sh, cat, tar, sha256sum, ...)   ~14 MB
+#   busybox-notools  the same without tar, cpio and any hashing applet, and no file named busybox     ~14 MB
 #   debian           mmdebstrap --variant=minbase bookworm, docs, man pages and locales left out    ~130 MB
 #   distroless       no shell at all: /app (test/k8s/cmd/fakeapp, static Go) and /etc/passwd         ~2 MB
 #
@@ -44,41 +44,35 @@ base_tree() {
   printf 'root:x:0:\ndaemon:x:1:\ntty:x:5:\nnogroup:x:65534:\n' >"$r/etc/group"
 }
 
-build_busybox() {
-  local out=$1 tmp
-  tmp=$(mktemp -d)
-  (cd "$tmp" && apt_download busybox-static && dpkg-deb -x busybox-static_*.deb x)
-  base_tree "$out/rootfs"
-  install -m 0755 "$tmp/x/bin/busybox" "$out/rootfs/bin/busybox"
-  local p
-  for p in $("$out/rootfs/bin/busybox" --list-full); do
-    [ -e "$out/rootfs/$p" ] || ln -s /bin/busybox "$out/rootfs/$p"
-  done
-  rm -rf "$tmp"
-  echo '{"Cmd":["sh"],"Env":['"$path_env"']}' >"$out/config.json"
-}
-
-# busybox-notools: Debian's static busybox runs its applets from sh even without a link (FEATURE_SH_STANDALONE), so
-# this one is the dynamic build, whose sh looks commands up in PATH like any shell. The binary is /bin/sh and every
-# applet but the archivers and the hashing ones is a link to it; there is no file named busybox. (The applets are
-# still in the binary: `exec -a tar /bin/sh` reaches tar. Nothing in PATH does.)
-build_busybox-notools() {
-  local out=$1 tmp
+# busybox_tree OUT BINARY [SKIP...] makes a busybox image as the official busybox:glibc is: Debian's dynamic busybox
+# (its sh looks commands up in PATH and executes them, as any shell; Debian's static build runs its applets inside sh
+# without a link or a new process: FEATURE_SH_STANDALONE) with Debian's libc, installed as BINARY, every applet but
+# the SKIP ones a link to it.
+busybox_tree() {
+  local out=$1 binary=$2 tmp p
+  shift 2
   tmp=$(mktemp -d)
   (cd "$tmp" && apt_download busybox libc6 && dpkg-deb -x busybox_*.deb bb && dpkg-deb -x libc6_*.deb libc)
   base_tree "$out/rootfs"
   cp -a "$tmp/libc/." "$out/rootfs/"
   rm -rf "$out/rootfs/usr/share/doc" "$out/rootfs/usr/share/lintian"
-  install -m 0755 "$tmp/bb/bin/busybox" "$out/rootfs/bin/sh"
-  local p
+  install -m 0755 "$tmp/bb/bin/busybox" "$out/rootfs$binary"
   for p in $("$tmp/bb/bin/busybox" --list-full); do
-    case "${p##*/}" in
-      tar | cpio | rpm | rpm2cpio | ar | md5sum | sha1sum | sha256sum | sha3sum | sha512sum | crc32 | cksum | sum) continue ;;
-    esac
-    [ -e "$out/rootfs/$p" ] || ln -s /bin/sh "$out/rootfs/$p"
+    case " $* " in *" ${p##*/} "*) continue ;; esac
+    [ -e "$out/rootfs/$p" ] || ln -s "$binary" "$out/rootfs/$p"
   done
   rm -rf "$tmp"
   echo '{"Cmd":["sh"],"Env":['"$path_env"']}' >"$out/config.json"
+}
+
+build_busybox() {
+  busybox_tree "$1" /bin/busybox
+}
+
+# busybox-notools: no tar, no archiver, no hashing applet; the binary is /bin/sh and there is no file named busybox.
+# (The applets are still in the binary: `exec -a tar /bin/sh` reaches tar. Nothing in PATH does.)
+build_busybox-notools() {
+  busybox_tree "$1" /bin/sh tar cpio rpm rpm2cpio ar md5sum sha1sum sha256sum sha3sum sha512sum crc32 cksum sum
 }
 
 build_debian() {
@@ -114,7 +108,10 @@ build_distroless() {
 
 for name in busybox busybox-notools debian distroless; do
   recipe=$(declare -f "build_$name" base_tree)
-  if [ "$name" = distroless ]; then recipe="$recipe $(cat "$root"/test/k8s/cmd/fakeapp/*.go)"; fi
+  case $name in
+    busybox*) recipe="$recipe $(declare -f busybox_tree)" ;;
+    distroless) recipe="$recipe $(cat "$root"/test/k8s/cmd/fakeapp/*.go)" ;;
+  esac
   sum=$(printf '%s' "$recipe" | sha256sum | cut -d' ' -f1)
   if [ -f "$dir/$name/recipe" ] && [ "$(cat "$dir/$name/recipe")" = "$sum" ]; then
     continue

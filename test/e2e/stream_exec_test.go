@@ -5,14 +5,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -189,13 +187,12 @@ func (w *watchWriter) String() string {
 	return w.buf.String()
 }
 
-// followPod is a pod that logs "start", waits for trigger to exist on this machine, logs "after" and exits 0: a
-// follower sees "after" only if it kept the stream open.
+// followPod is a pod that logs "start", waits for /tmp/go to exist in its container, logs "after" and exits 0: a
+// follower sees "after" only if it kept the stream open. trigger is that file as seen from this machine.
 func followPod(t *testing.T) (pod *corev1.Pod, trigger string) {
-	trigger = filepath.Join(t.TempDir(), "go")
 	pod = startPod(t, "follow", corev1.Container{Command: []string{"sh", "-c",
-		fmt.Sprintf(`echo start; until [ -e %s ]; do sleep 0.02; done; echo after`, trigger)}})
-	return pod, trigger
+		`echo start; until [ -e /tmp/go ]; do sleep 0.02; done; echo after`}})
+	return pod, containerPath(t, pod, "main", "/tmp/go")
 }
 
 func TestStreamLogsFollowClientGo(t *testing.T) {

@@ -236,11 +236,12 @@ func TestStreamKubectlPortForward(t *testing.T) {
 	}
 }
 
-// TestStreamKubectlCp copies 20 MB into a pod and out of it (kubectl cp is tar over exec). The fake kubelet's
-// containers run on this machine, so the pod's side of the copy is a local file too.
+// TestStreamKubectlCp copies 20 MB into a pod and out of it (kubectl cp is tar over exec). The test checks the
+// pod's side of the copy from this machine too, through the container's root (/proc/PID/root).
 func TestStreamKubectlCp(t *testing.T) {
 	e := newStreamEnv(t)
-	pod := sleeper(t).Name
+	p := sleeper(t)
+	pod := p.Name
 	data := payload(20 << 20)
 	want := sha256hex(data)
 	src := filepath.Join(t.TempDir(), "evidence.bin")
@@ -249,14 +250,13 @@ func TestStreamKubectlCp(t *testing.T) {
 	}
 	for _, mode := range remoteCommandModes {
 		t.Run(mode.name, func(t *testing.T) {
-			podDir := t.TempDir() // a path "in the pod"
-			inPod := filepath.Join(podDir, "evidence.bin")
+			inPod := "/tmp/evidence-" + mode.name + ".bin"
 			start := time.Now()
 			if out, errOut, err := kubectlEnv(mode.env, e.kc, "cp", "-c", "main", src, pod+":"+inPod); err != nil {
 				t.Fatalf("kubectl cp to the pod: %v\n%s%s", err, out, errOut)
 			}
 			toPod := time.Since(start)
-			if got := fileSHA256(t, inPod); got != want {
+			if got := fileSHA256(t, containerPath(t, p, "main", inPod)); got != want {
 				t.Fatalf("in the pod: sha256 %s, want %s", got, want)
 			}
 			out, errOut, err := kubectlEnv(mode.env, e.kc, "exec", pod, "-c", "main", "--", "sha256sum", inPod)
