@@ -397,9 +397,11 @@ func TestImages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/var/lib/app/key", tk.hostPID(t, p, "main"))); err != nil || string(b) != "planted" {
-			t.Errorf("planted file: %q, %v", b, err)
-		}
+		planted := fmt.Sprintf("/proc/%d/root/var/lib/app/key", tk.hostPID(t, p, "main"))
+		waitFor(t, "the planted file", func() (bool, error) {
+			b, err := os.ReadFile(planted)
+			return string(b) == "planted", client(err)
+		})
 		st := p.Status.ContainerStatuses[0]
 		if st.Image != "gcr.io/example/distroless@sha256:"+strings.Repeat("ab", 32) ||
 			!regexp.MustCompile(`^gcr\.io/example/distroless@sha256:[0-9a-f]{64}$`).MatchString(st.ImageID) ||
