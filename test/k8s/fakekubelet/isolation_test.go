@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -547,4 +549,95 @@ func procsIn(ns string) []int {
 		}
 	}
 	return pids
+}
+
+// TestEphemeralContainer: an ephemeral container with targetContainerName shares its target's PID namespace, so a
+// shell-less target's files are reachable through /proc/PID/root; its output is its log and reaches attach.
+func TestEphemeralContainer(t *testing.T) {
+	tk := startTestKubelet(t)
+	uid := int64(65532)
+	tk.runPod(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "app"}, Spec: corev1.PodSpec{
+		SecurityContext: &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid},
+		Containers: []corev1.Container{{Name: "app", Image: "distroless",
+			Args: []string{"-write", "/tmp/evidence=planted"}}}}})
+	pods := tk.client.CoreV1().Pods("default")
+	p, err := pods.Get(t.Context(), "app", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.EphemeralContainers = append(p.Spec.EphemeralContainers, corev1.EphemeralContainer{
+		TargetContainerName: "app",
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox", Stdin: true,
+			SecurityContext: &corev1.SecurityContext{RunAsUser: &uid, RunAsGroup: &uid},
+			// Waits for a line on stdin before it writes, as a collector waits for its acquirer.
+			Command: []string{"sh", "-c", `read go; echo "pid1=$(tr '\0' ' ' < /proc/1/cmdline)"; ` +
+				`cat /proc/1/root/tmp/evidence; echo; ls /proc/1/root/bin 2>&1; id -u`}}})
+	if _, err := pods.Update(t.Context(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the ephemeral container running", func() (bool, error) {
+		p, err := pods.Get(t.Context(), "app", metav1.GetOptions{})
+		if err != nil || len(p.Status.EphemeralContainerStatuses) == 0 {
+			return false, err
+		}
+		st := p.Status.EphemeralContainerStatuses[0]
+		return st.Name == "debugger" && st.State.Running != nil && !st.Ready, nil
+	})
+
+	e, err := remotecommand.NewSPDYExecutor(tk.rest, http.MethodPost, tk.url("/attach/default/app/debugger",
+		url.Values{"input": {"1"}, "output": {"1"}, "error": {"1"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	want := "pid1=/app -write /tmp/evidence=planted \nplanted\nls: /proc/1/root/bin: No such file or directory\n65532\n"
+	if err := e.StreamWithContext(t.Context(), remotecommand.StreamOptions{Stdin: strings.NewReader("go\n"),
+		Stdout: &stdout, Stderr: io.Discard}); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if stdout.String() != want {
+		t.Errorf("attach output %q, want %q", stdout.String(), want)
+	}
+	waitFor(t, "the ephemeral container terminated", func() (bool, error) {
+		p, err := pods.Get(t.Context(), "app", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		term := p.Status.EphemeralContainerStatuses[0].State.Terminated
+		return term != nil && term.ExitCode == 0 && p.Status.Phase == corev1.PodRunning, nil
+	})
+	resp, err := tk.http.Get(tk.base + "/containerLogs/default/app/debugger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, _ := io.ReadAll(resp.Body); string(b) != want {
+		t.Errorf("the ephemeral container's log: %q, want %q", b, want)
+	}
+}
+
+// TestHostPIDAndHostPath: a pod with hostPID sees the node's processes; a read-only hostPath mount shows the node's
+// files and refuses writes, as node-level collection needs.
+func TestHostPIDAndHostPath(t *testing.T) {
+	tk := startTestKubelet(t)
+	hostDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(hostDir, "meta.db"), []byte("node data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dirType := corev1.HostPathDirectory
+	tk.runPod(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "node"}, Spec: corev1.PodSpec{
+		HostPID:     true,
+		Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+		Volumes: []corev1.Volume{{Name: "state", VolumeSource: corev1.VolumeSource{
+			HostPath: &corev1.HostPathVolumeSource{Path: hostDir, Type: &dirType}}}},
+		Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sleep", "3600"},
+			VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: "/host/state", ReadOnly: true}}}}}})
+	self := strconv.Itoa(os.Getpid())
+	out := tk.mustExec(t, "node", "main", "sh", "-c", "cat /proc/"+self+"/cmdline | tr '\\0' ' '; echo; cat /host/state/meta.db")
+	if !strings.Contains(out, ".test") || !strings.HasSuffix(out, "\nnode data") {
+		t.Errorf("hostPID and hostPath: %q", out)
+	}
+	if r := tk.exec(t, "node", "main", "", "touch", "/host/state/x"); r.code == 0 || !strings.Contains(r.stderr, "Read-only file system") {
+		t.Errorf("write into a read-only hostPath: %+v", r)
+	}
 }
