@@ -261,6 +261,7 @@ func (c *container) broadcast(stream string, p []byte) {
 			continue
 		}
 		if _, err := w.Write(p); err != nil {
+			c.log.Debug("attach session dropped: a write to it failed", "stream", stream, "err", err)
 			s.fail()
 			delete(c.subs, s)
 		}
