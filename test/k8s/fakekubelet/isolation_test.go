@@ -34,7 +34,7 @@ type execResult struct {
 }
 
 // exec runs argv in container of pod over SPDY, with stdin when not empty.
-func (tk *testKubelet) exec(t *testing.T, pod, container, stdin string, argv ...string) execResult {
+func (tk *testKubelet) exec(t testing.TB, pod, container, stdin string, argv ...string) execResult {
 	t.Helper()
 	e, err := remotecommand.NewSPDYExecutor(tk.rest, http.MethodPost,
 		tk.url("/exec/default/"+pod+"/"+container, execQuery(stdin != "", false, argv...)))
@@ -62,7 +62,7 @@ func (tk *testKubelet) exec(t *testing.T, pod, container, stdin string, argv ...
 }
 
 // mustExec runs argv and fails the test unless it exits 0.
-func (tk *testKubelet) mustExec(t *testing.T, pod, container string, argv ...string) string {
+func (tk *testKubelet) mustExec(t testing.TB, pod, container string, argv ...string) string {
 	t.Helper()
 	r := tk.exec(t, pod, container, "", argv...)
 	if r.code != 0 || r.err != nil {
@@ -75,7 +75,7 @@ func (tk *testKubelet) mustExec(t *testing.T, pod, container string, argv ...str
 var podSeq int
 
 // runPod creates pod (UID, namespace and node filled in) and waits until every container runs.
-func (tk *testKubelet) runPod(t *testing.T, pod *corev1.Pod) *corev1.Pod {
+func (tk *testKubelet) runPod(t testing.TB, pod *corev1.Pod) *corev1.Pod {
 	t.Helper()
 	podSeq++
 	pod.UID = types.UID(fmt.Sprintf("uid-%s-%d", pod.Name, podSeq))

@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 
 // testImageDirs are the images the tests run: the cache scripts/rootfs.sh fills, and a per-run directory for images
 // a test makes itself.
-func testImageDirs(t *testing.T) []string {
+func testImageDirs(t testing.TB) []string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("fakekubelet runs containers in namespaces of their own: run the tests as root")
@@ -68,7 +68,7 @@ type testKubelet struct {
 	http   *http.Client
 }
 
-func startTestKubelet(t *testing.T) *testKubelet {
+func startTestKubelet(t testing.TB) *testKubelet {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -122,7 +122,7 @@ func startTestKubelet(t *testing.T) *testKubelet {
 }
 
 // waitFor polls cond until it returns true, fails the test on error or after waitTimeout.
-func waitFor(t *testing.T, what string, cond func() (bool, error)) {
+func waitFor(t testing.TB, what string, cond func() (bool, error)) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
