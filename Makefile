@@ -22,8 +22,9 @@ collectors:
 	    -o $(COLLECTOR_DIR)/warren-collector-linux-$$arch ./cmd/warren-collector || exit 1; \
 	done
 
-# kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, installs
-# etcd from Debian when missing, and helm (from the Go module proxy) for the chart tests.
+# kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, the kubelet
+# stand-in and its images (scripts/rootfs.sh, from Debian's packages), installs etcd from Debian when missing, and
+# helm (from the Go module proxy) for the chart tests.
 kube:
 	scripts/kube-bin.sh >/dev/null
 	scripts/helm-bin.sh >/dev/null

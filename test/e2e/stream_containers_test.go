@@ -86,7 +86,7 @@ func TestStreamEphemeralContainer(t *testing.T) {
 		TargetContainerName: "main",
 		EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "collector", Image: "busybox", Stdin: true,
 			TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-			Command: []string{"sh", "-c", `read go; tr '\0' ' ' < /proc/1/cmdline; echo; cat /proc/1/root/tmp/evidence`}}})
+			Command:                  []string{"sh", "-c", `read go; tr '\0' ' ' < /proc/1/cmdline; echo; cat /proc/1/root/tmp/evidence`}}})
 	if _, err := cs.CoreV1().Pods(streamNS).UpdateEphemeralContainers(ctx, target.Name, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("pods/ephemeralcontainers: %v", err)
 	}

@@ -265,7 +265,7 @@ func TestMounts(t *testing.T) {
 	yes, uid, gid := true, int64(1000), int64(3000)
 	tk.runPod(t, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "noexec", Annotations: map[string]string{AnnotationTmpfs: "/tmp:noexec /data:ro,size=1m"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sleep", "3600"}}}}})
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sleep", "3600"}}}}})
 	tk.runPod(t, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "readonly"},
 		Spec: corev1.PodSpec{

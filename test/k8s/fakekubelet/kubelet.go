@@ -1,11 +1,69 @@
-// Package fakekubelet is a kubelet stand-in for tests against a real kube-apiserver without nodes or a container
-// runtime. It registers a Node whose kubelet endpoint is itself, runs the pods bound to that node as local processes,
-// reports them Running, and serves the kubelet's streaming API (/exec, /attach, /portForward, /containerLogs) so that
-// kubectl exec, attach, port-forward, logs and cp work end to end through the apiserver.
+// Package fakekubelet is a kubelet stand-in for tests against a real kube-apiserver without a node agent or a
+// container runtime. It registers a Node whose kubelet endpoint is itself, runs the pods bound to that node (there
+// is no scheduler: pods set spec.nodeName) in containers of its own, reports their status, and serves the kubelet's
+// streaming API (/exec, /attach, /portForward, /containerLogs) with the upstream code, so that kubectl exec, attach,
+// port-forward, logs and cp work end to end through the apiserver. It must run as root, on Linux.
 //
-// The "container" is the local machine: a container's command and args run as a local process (its output is the
-// container log, its stdin the attach stdin), exec runs a fresh local process, and port-forward dials 127.0.0.1.
-// There is no isolation, no image, no restart, and no authentication of callers: it is for tests on loopback only.
+// # Containers
+//
+// Each container runs in its own mount and PID namespace; the containers of a pod share a UTS namespace (the pod's
+// hostname) and an IPC namespace, as a pod sandbox's; all of them share the node's network namespace, so that
+// port-forward reaches a pod's port on 127.0.0.1 and a pod's IP is the node's. The container's command (from its
+// image's config and the spec, $(VAR) expanded) is PID 1 of its namespace: as in a real container it ignores
+// SIGTERM unless it handles it, and when it exits the kernel ends every process in the namespace. Its root is
+// pivot_root'ed into an overlay of the image (read-only, shared) and the container's own upper directory; /proc is
+// its own (its PID namespace's), with containerd's masked and read-only paths; /dev a tmpfs with the usual nodes
+// and its own /dev/pts; /dev/shm, /dev/mqueue and a read-only /sys; the kubelet's /etc/hosts, /etc/hostname,
+// /etc/resolv.conf (the node's) and termination message file. Its environment is only what a real one has:
+// HOSTNAME, the image's variables (PATH), the spec's env and envFrom (fieldRef, secretKeyRef and configMapKeyRef
+// read from the API), HOME as runc sets it, TERM=xterm with a terminal. It runs as the image's user or the
+// securityContext's runAsUser and runAsGroup (container first, then pod), with supplementalGroups and fsGroup, and
+// runAsNonRoot refused as the kubelet refuses it (CreateContainerConfigError); with containerd's default
+// capabilities (securityContext.capabilities add and drop, all of them when privileged), empty inheritable and
+// ambient sets, and no_new_privs when allowPrivilegeEscalation is false.
+//
+// A pod asks for read-only and noexec mounts the Kubernetes way where there is one: readOnlyRootFilesystem, a
+// volumeMount's readOnly (an emptyDir mounted readOnly at /tmp is a read-only /tmp); and with the annotation
+// AnnotationTmpfs for empty tmpfs mounts with options, "/tmp:noexec" being a /tmp that refuses exec. Volumes:
+// emptyDir (a directory, also for medium Memory), hostPath (bind-mounted with what is mounted below it; readOnly is
+// recursive; HostToContainer and Bidirectional propagation), and secret, configMap, downwardAPI and projected
+// volumes (the service account token the ServiceAccount admission plugin adds among them), each a read-only tmpfs
+// holding the files in the layout of the kubelet's atomic writer (..data -> ..TIMESTAMP/). Their content comes from
+// the API (a token from TokenRequest, bound to the pod); a missing Secret or ConfigMap gives placeholder files where
+// the real kubelet would wait for it. hostPID and hostIPC put the containers in the node's namespaces. Ephemeral
+// containers (pods/ephemeralcontainers) are started as the pod gains them, in their target's PID namespace when they
+// name one (so /proc/PID/root of the target's processes is their root), with statuses, attach and logs.
+//
+// Exec joins the container's namespaces from a thread of the kubelet (setns) and starts the process there, as the
+// container's user, in its working directory and environment, with a terminal of the container's own /dev/pts;
+// the program is looked up as runc does, so a missing one fails with containerd's message through the kubelet:
+// `failed to exec in container: failed to start exec "ID": OCI runtime exec failed: exec failed: unable to start
+// container process: exec: "sh": executable file not found in $PATH: unknown` (an InternalError Status; kubectl
+// prints it and exits 1). A container whose command cannot start is terminated with reason StartError, exit code
+// 128 and runc's message, as on a node.
+//
+// # Images
+//
+// An image is a directory NAME/rootfs (with an optional NAME/config.json: Entrypoint, Cmd, Env, WorkingDir, User) in
+// one of Config.ImageDirs, named by the last element of a reference's repository path: busybox:1.36 and
+// registry.example/tools/busybox@sha256:... are both "busybox". scripts/rootfs.sh builds busybox, busybox-notools
+// (no tar, no hashing tool), debian (bookworm minbase) and distroless (no shell: fakeapp, /etc/passwd) from
+// Debian's packages. An unknown image is ErrImagePull. The status reports docker.io-style references and an image
+// ID with the SHA-256 of the image directory.
+//
+// On the node, RootDir/pods/NAMESPACE_NAME_UID/containers/NAME/ holds a container's overlay directories
+// (upper/ has its writes) and its pid file (its PID on the node), for tests that look from outside.
+//
+// # Not emulated
+//
+// No cgroups (no resource limits, requests or accounting; /sys/fs/cgroup is the node's), no network namespace (no
+// pod IP of its own, ports shared with the node), no user namespaces, no seccomp, AppArmor or SELinux, no image
+// registry, pulls, layers or snapshots (one overlay over a directory; node-level tools see no containerd state, no
+// /run/containerd or /var/lib/containerd), no pod sandbox (pause) process and no shareProcessNamespace, no restarts
+// (restartPolicy Always leaves an exited container terminated), no probes, no init containers, no sidecar
+// containers, no resize of resources, no previous logs, no volume types but those listed (no PersistentVolumeClaims,
+// CSI or NFS), no updates of Secret and ConfigMap volumes after start, no fsGroup ownership change of volumes, no
+// Node heartbeat or Lease, no authentication of callers: it is for tests on loopback only.
 package fakekubelet
 
 import (

@@ -55,10 +55,10 @@ func (k *Kubelet) registerNode(ctx context.Context) error {
 		n.Status.Phase = corev1.NodeRunning
 		n.Status.NodeInfo = corev1.NodeSystemInfo{
 			KubeletVersion:          "v1.37.2-fakekubelet",
-			OSImage:                 "fakekubelet (pods are local processes)",
+			OSImage:                 "fakekubelet (containers in Linux namespaces)",
 			OperatingSystem:         "linux",
 			Architecture:            runtime.GOARCH,
-			ContainerRuntimeVersion: "fakekubelet://1",
+			ContainerRuntimeVersion: "fakekubelet://2",
 		}
 		n.Status.Conditions = []corev1.NodeCondition{{
 			Type:               corev1.NodeReady,

@@ -118,7 +118,7 @@ func (k *Kubelet) syncNext(ctx context.Context, lister listersv1.PodLister) bool
 	return true
 }
 
-// syncPod makes the local processes match the pod in the informer's cache: start them for a new pod, kill them and
+// syncPod makes the local containers match the pod in the informer's cache: start them for a new pod, kill them and
 // finish the deletion for a pod being deleted, and report their state in the pod's status.
 func (k *Kubelet) syncPod(ctx context.Context, lister listersv1.PodLister, key string) error {
 	namespace, name, err := cache.SplitMetaNamespaceKey(key)
@@ -342,7 +342,7 @@ func (p *podState) remove() {
 	}
 }
 
-// updateStatus writes the status the local processes imply, unless the pod already has it. The status is a pure
+// updateStatus writes the status the local containers imply, unless the pod already has it. The status is a pure
 // function of the local state (times are kept to the second, as the API stores them), so an unchanged pod costs no
 // write.
 func (k *Kubelet) updateStatus(ctx context.Context, pod *corev1.Pod, p *podState) error {

@@ -133,7 +133,9 @@ func (k *Kubelet) containerSpec(pod *corev1.Pod, p *podState, c *container) (*in
 	return s, err
 }
 
-func podDesc(pod *corev1.Pod) string { return pod.Name + "_" + pod.Namespace + "(" + string(pod.UID) + ")" }
+func podDesc(pod *corev1.Pod) string {
+	return pod.Name + "_" + pod.Namespace + "(" + string(pod.UID) + ")"
+}
 
 // containerArgs are the process's arguments by Kubernetes' rules: command replaces the image's entrypoint (and
 // drops its cmd), args replace its cmd; $(VAR) references to the environment are expanded.
