@@ -220,7 +220,7 @@ func proxyableKubelet(t *testing.T) (node, pod string) {
 	created, err := admin.CoreV1().Pods(streamNS).Create(context.Background(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("nodeproxy-target"), Namespace: streamNS},
 		Spec: corev1.PodSpec{NodeName: node, RestartPolicy: corev1.RestartPolicyNever, TerminationGracePeriodSeconds: new(int64),
-			Containers: []corev1.Container{{Name: "main", Image: "fakekubelet.invalid/none", Command: []string{"sleep", "infinity"}}}},
+			Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sleep", "infinity"}}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
