@@ -56,8 +56,11 @@ const fakeKubeletNode = "warren-node"
 // Its containers are isolated (their own mount and PID namespaces, root filesystems of images built from Debian
 // packages by scripts/rootfs.sh, the node's network): a pod names an image, busybox unless a test says otherwise
 // (busybox, busybox-notools, debian, distroless; or one a test makes with makeImage). A test reaches a container's
-// files from this machine with containerPath. See the package doc of test/k8s/fakekubelet for what a pod can ask
-// (read-only or noexec mounts, users, volumes) and what is not emulated.
+// files from this machine with containerPath. A pod asks for a read-only root with readOnlyRootFilesystem, a
+// read-only /tmp with an emptyDir mounted readOnly there, a noexec (or read-only) /tmp with the annotation
+// fakekubelet.warren.dev/tmpfs: "/tmp:noexec" (startPodSpec's annotations); users with runAsUser and runAsGroup.
+// See the package doc of test/k8s/fakekubelet for the rest (volumes, ephemeral containers, hostPID) and for what is
+// not emulated.
 var fakeKubelet struct {
 	once   sync.Once
 	err    error

@@ -517,6 +517,22 @@ func TestCleanup(t *testing.T) {
 	if _, err := os.Stat(podDir); !os.IsNotExist(err) {
 		t.Errorf("pod directory %s: %v, want it removed", podDir, err)
 	}
+
+	// A pod still running when the kubelet stops goes with it.
+	left := tk.runPod(t, sleeper("left", "busybox"))
+	pid = tk.hostPID(t, left, "main")
+	pidNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	mntNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	tk.stop()
+	if n := len(procsIn(pidNS)) + len(procsIn(mntNS)); n != 0 {
+		t.Errorf("%d processes left in the namespaces of a pod after the kubelet stopped", n)
+	}
+	if m := hostMounts(t); m != mountsBefore {
+		t.Errorf("mounts left on the node after the kubelet stopped:\n%s", m)
+	}
+	if _, err := os.Stat(filepath.Join(tk.k.rootDir, "pods", "default_left_"+string(left.UID))); !os.IsNotExist(err) {
+		t.Errorf("pod directory after the kubelet stopped: %v, want it removed", err)
+	}
 }
 
 // hostMounts is the node's mount table, mount IDs dropped.

@@ -66,6 +66,7 @@ type testKubelet struct {
 	base   string // https://127.0.0.1:PORT
 	rest   *rest.Config
 	http   *http.Client
+	stop   func() // stops the kubelet and waits for Run to return; idempotent, also run at cleanup
 }
 
 func startTestKubelet(t testing.TB) *testKubelet {
@@ -103,13 +104,17 @@ func startTestKubelet(t testing.TB) *testKubelet {
 		rest:   &rest.Config{Host: "https://" + ln.Addr().String(), TLSClientConfig: rest.TLSClientConfig{CAData: certPEM}},
 		http:   &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}},
 	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-runErr; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		tk.http.CloseIdleConnections()
-	})
+	var once sync.Once
+	tk.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-runErr; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			tk.http.CloseIdleConnections()
+		})
+	}
+	t.Cleanup(tk.stop)
 	select {
 	case <-k.Ready():
 	case err := <-runErr:
