@@ -36,7 +36,13 @@ const waitTimeout = 20 * time.Second
 
 func TestMain(m *testing.M) {
 	RunContainerInit() // the test binary is also the containers' init
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m,
+		// fixedSize.Next blocks forever by design; client-go's resize goroutine is left in it.
+		goleak.IgnoreAnyFunction("github.com/warren-dev/warren/test/k8s/fakekubelet.(*fixedSize).Next"),
+		// spdystream hands a close error to nobody for up to 1 s after a connection closed, then exits.
+		goleak.IgnoreTopFunction("github.com/moby/spdystream.(*Connection).shutdown"),
+		// client-go's WebSocket client pings until a ping fails when the server closed without a close frame.
+		goleak.IgnoreTopFunction("k8s.io/client-go/tools/remotecommand.(*heartbeat).start"))
 }
 
 // testImageDirs are the images the tests run: the cache scripts/rootfs.sh fills, and a per-run directory for images
