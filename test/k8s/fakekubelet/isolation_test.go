@@ -74,7 +74,7 @@ func (tk *testKubelet) mustExec(t testing.TB, pod, container string, argv ...str
 
 var podSeq int
 
-// runPod creates pod (UID, namespace and node filled in) and waits until every container runs.
+// runPod creates pod on the test node (UID and namespace filled in) and waits until every container runs.
 func (tk *testKubelet) runPod(t testing.TB, pod *corev1.Pod) *corev1.Pod {
 	t.Helper()
 	podSeq++

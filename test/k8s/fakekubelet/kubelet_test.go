@@ -151,29 +151,6 @@ func waitFor(t testing.TB, what string, cond func() (bool, error)) {
 	}
 }
 
-// createPod creates pod on the test node and waits until it is Running with all containers ready.
-func (tk *testKubelet) createPod(t *testing.T, pod *corev1.Pod) *corev1.Pod {
-	t.Helper()
-	pod.Namespace = "default"
-	pod.UID = "uid-" + "1234"
-	pod.Spec.NodeName = tk.k.NodeName()
-	pods := tk.client.CoreV1().Pods("default")
-	if _, err := pods.Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var got *corev1.Pod
-	waitFor(t, "pod "+pod.Name+" Running", func() (bool, error) {
-		p, err := pods.Get(t.Context(), pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		got = p
-		return p.Status.Phase == corev1.PodRunning && len(p.Status.ContainerStatuses) == len(p.Spec.Containers) &&
-			p.Status.ContainerStatuses[0].Ready, nil
-	})
-	return got
-}
-
 func (tk *testKubelet) url(path string, query url.Values) *url.URL {
 	u, err := url.Parse(tk.base + path)
 	if err != nil {
@@ -234,7 +211,7 @@ func TestStreaming(t *testing.T) {
 			goleak.IgnoreTopFunction("k8s.io/client-go/tools/remotecommand.(*heartbeat).start"))
 	})
 	tk := startTestKubelet(t)
-	pod := tk.createPod(t, &corev1.Pod{
+	pod := tk.runPod(t, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "p"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{
 			{Name: "ticker", Image: "busybox", WorkingDir: "/srv/app", Command: []string{"sh", "-c",
