@@ -283,7 +283,13 @@ func startPodSpec(t *testing.T, prefix string, spec corev1.PodSpec, annotations 
 		if err == nil && got.Status.Phase == corev1.PodRunning && podReady(got) {
 			return got
 		}
-		if err == nil && got.Status.Phase != corev1.PodRunning && got.Status.Phase != "" && got.Status.Phase != corev1.PodPending ||
+		stuck := false // the fake kubelet will not start it: no such image, a configuration it cannot apply
+		if err == nil {
+			for _, st := range got.Status.ContainerStatuses {
+				stuck = stuck || st.State.Waiting != nil && st.State.Waiting.Reason != "ContainerCreating"
+			}
+		}
+		if err == nil && (stuck || got.Status.Phase == corev1.PodSucceeded || got.Status.Phase == corev1.PodFailed) ||
 			time.Now().After(deadline) {
 			// Pending with a waiting reason (ErrImagePull, CreateContainerConfigError), or ended: say why.
 			var states []string
