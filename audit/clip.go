@@ -16,11 +16,16 @@ const MaxFieldBytes = 64 << 10
 
 // clip clips every field of r to MaxFieldBytes of JSON, recording what it clipped in r.Truncated. It walks the
 // Record's fields by reflection, so that fields added later are bounded too (TestClipEveryField fills each one).
-func clip(r *Record) {
+func clip(r *Record) { ClipFields(r, MaxFieldBytes) }
+
+// ClipFields clips every free-text field of r to maxBytes of JSON (at most MaxFieldBytes), as Write does, naming
+// each in r.Truncated. A caller clips harder what it has reason to keep short, such as what an unauthenticated
+// caller sent. Slices, maps and structs of r are replaced, not changed, so the caller's copies stay as they were.
+func ClipFields(r *Record, maxBytes int) {
 	if r.Truncated != nil {
 		r.Truncated = maps.Clone(r.Truncated) // never write into a map the caller still holds
 	}
-	clipTo(r, MaxFieldBytes)
+	clipTo(r, min(maxBytes, MaxFieldBytes))
 }
 
 // clipTo clips every field of r to budget bytes of JSON.

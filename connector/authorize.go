@@ -50,6 +50,14 @@ func (c *Connector) authorize(next http.Handler) http.Handler {
 			entry.Deny(message)
 			wire.WriteStatus(w, code, "connector: "+message, 0)
 		}
+		if err := auditrec.Err(c.cfg.Audit); err != nil {
+			// Fail closed: what the connector cannot audit, it does not serve. (This refusal's own record is
+			// counted as lost, and the count written, once the log takes records again.)
+			msg := fmt.Sprintf("cannot write its audit log (%v); it refuses requests until it can", err)
+			entry.Deny(msg)
+			wire.WriteStatus(w, http.StatusServiceUnavailable, "connector: "+msg, 5)
+			return
+		}
 		var claims *auth.Claims
 		if c.cfg.Callers != nil {
 			token := r.Header.Get(wire.HeaderCallerToken)

@@ -58,6 +58,14 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		entry.Deny(message)
 		wire.WriteStatus(w, code, message, retryAfter)
 	}
+	if err := auditrec.Err(g.audit); err != nil {
+		if !g.cfg.ServeWithoutAudit {
+			// Fail closed: what the gateway cannot audit, it does not serve.
+			refuse(http.StatusServiceUnavailable, fmt.Sprintf("the gateway cannot write its audit log (%v); it refuses requests until it can", err), 5)
+			return
+		}
+		g.log.Error("serving without audit: the audit log cannot be written", "request_id", requestID, "err", err)
+	}
 	if size := headerSize(r); size > g.cfg.MaxHeaderBytes {
 		refuse(http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("request headers are %d bytes, more than the %d allowed", size, g.cfg.MaxHeaderBytes), 0)
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/internal/download"
@@ -47,7 +48,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cc.CredentialTTL, "connector-credential-ttl", cc.CredentialTTL, "lifetime of the credentials connectors get for their join token; they renew at 2/3 of it")
 	fs.IntVar(&cc.MaxIdentities, "max-connector-identities", cc.MaxIdentities, "connector identities (keys) a cluster may hold at once; a new one over it is refused, never a live one evicted")
 	fs.IntVar(&cc.MaxTunnelsPerIdentity, "max-tunnels-per-connector", cc.MaxTunnelsPerIdentity, "tunnels one connector identity may hold at once")
-	auditLog := fs.String("audit-log", "-", "audit log: one hash-chained JSON line per request (- for standard output)")
+	auditLog := addAuditFlags(fs, "-", "audit log: one hash-chained JSON line per request (- for standard output)")
 	lim := limit.DefaultConfig()
 	fs.Float64Var(&lim.TokenRate, "token-rate", lim.TokenRate, "requests per second allowed per caller token")
 	fs.IntVar(&lim.TokenBurst, "token-burst", lim.TokenBurst, "burst of requests allowed per caller token")
@@ -120,9 +121,12 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	auditSink, err := openAudit(*auditLog)
+	auditSink, err := auditLog.open(audit.ComponentGateway)
 	if err != nil {
 		return err
+	}
+	if auditSink == nil {
+		return errors.New("--audit-log must not be empty: the gateway audits every request (- for standard output)")
 	}
 	defer auditSink.Close()
 	g, err := gateway.New(gateway.Config{
