@@ -71,6 +71,9 @@ type Config struct {
 	Transport TransportConfig
 	// RefusalAudit bounds the audit records of refused requests per source (see RefusalAuditConfig).
 	RefusalAudit RefusalAuditConfig
+	// FrontDoor is how the gateway takes connections and unauthenticated requests (see FrontDoorConfig, Listener
+	// and Server).
+	FrontDoor FrontDoorConfig
 	// Logger receives the gateway's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -83,6 +86,8 @@ func DefaultConfig() Config {
 		Transport:         TransportConfig{MaxIdleStreams: 64, IdleStreamTimeout: 90 * time.Second},
 		RefusalAudit: RefusalAuditConfig{Rate: 5, Burst: 50, GlobalRate: 200, GlobalBurst: 2000, MaxSources: 10000,
 			FlushInterval: time.Minute, UnauthenticatedFieldBytes: 4 << 10},
+		FrontDoor: FrontDoorConfig{MaxUnauthenticated: 4096, MaxUnauthenticatedPerSource: 256, HeaderTimeout: 10 * time.Second,
+			UnauthenticatedReadTimeout: 10 * time.Second, RefusalTimeout: 2 * time.Second, IdleTimeout: 5 * time.Minute},
 	}
 }
 
@@ -108,6 +113,7 @@ type Gateway struct {
 	metrics  *metrics
 	audit    auditrec.Sink // refusals, in front of Config.Audit (or auditrec.Discard)
 	refusals *refusalAudit
+	door     *frontDoor
 	mux      *http.ServeMux
 
 	mu       sync.Mutex
@@ -171,6 +177,7 @@ func New(cfg Config) (*Gateway, error) {
 		closing:  make(chan struct{}),
 	}
 	g.audit = g.refusals
+	g.door = newFrontDoor(cfg.FrontDoor, cfg.Logger, g.metrics)
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       rewrite,
 		Transport:     clusterTransport{},
@@ -198,6 +205,11 @@ func New(cfg Config) (*Gateway, error) {
 // ServeHTTP routes API calls itself rather than through http.ServeMux, which would answer a path with "." or ".."
 // segments with a redirect to its cleaned form: warren refuses such paths with 400 instead.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r, dr := g.door.enter(w, r)
+	if r == nil {
+		return // refused at the door
+	}
+	defer dr.leave()
 	if strings.HasPrefix(r.URL.Path, "/clusters/") || strings.HasPrefix(r.URL.EscapedPath(), "/clusters/") {
 		g.requests.Add(1)
 		defer g.requests.Done()

@@ -56,6 +56,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 	}()
 	refuse := func(code int, message string, retryAfter int) {
 		entry.Deny(message)
+		closeAfterRefusal(w, g.door.cfg.RefusalTimeout)
 		wire.WriteStatus(w, code, message, retryAfter)
 	}
 	if err := auditrec.Err(g.audit); err != nil {
@@ -94,6 +95,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry.Caller(claims)
+	doorOf(r).authenticated()
 	if !claims.HasCluster(cluster) {
 		refuse(http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, cluster), 0)
 		return
