@@ -288,3 +288,55 @@ func TestSigningKeyNeedsKeyID(t *testing.T) {
 		t.Error("a signing key without its key id was accepted")
 	}
 }
+
+// FuzzVerifyAttested: whatever the file, VerifyAttested agrees with Verify on the chain, never panics, and calls a
+// log complete only if it ends with a shutdown checkpoint that verifies with the key.
+func FuzzVerifyAttested(f *testing.F) {
+	seedKey := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	keys := keyring{"k": seedKey.Public().(ed25519.PublicKey)}
+	cfg := Config{SigningKey: seedKey, KeyID: "k", CheckpointEvery: 2, CheckpointInterval: time.Hour,
+		Now: func() time.Time { return time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC) }}
+	var buf bytes.Buffer
+	l, _ := NewWithConfig(&buf, cfg)
+	for i := range 3 {
+		l.Write(testRecord(i))
+	}
+	l.Close()
+	valid := buf.Bytes()
+	ls := lines(valid)
+	f.Add(valid)
+	f.Add(bytes.Join(ls[:len(ls)-1], nil))
+	f.Add(rechain(append(slices.Clone(ls[:2]), ls[3:]...)))
+	f.Add(rechain(slices.DeleteFunc(slices.Clone(ls), isCheckpoint)))
+	f.Add(bytes.Replace(valid, []byte(`"reason":"periodic"`), []byte(`"reason":"shutdown"`), 1))
+	f.Add([]byte(`{"checkpoint":{"keyID":"k","every":-1},"seq":1,"prevHash":"` + zeroHash + `"}` + "\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, verr := Verify(bytes.NewReader(data))
+		a, err := VerifyAttested(bytes.NewReader(data), keys)
+		// The chain is checked first, line by line: the same break, or a checkpoint failing before any break.
+		var be, vbe *BrokenLinkError
+		var ce *CheckpointError
+		switch {
+		case errors.As(err, &be):
+			if verr == nil || verr.Error() != err.Error() {
+				t.Fatalf("VerifyAttested: %v; Verify: %v", err, verr)
+			}
+		case errors.As(err, &ce):
+			if errors.As(verr, &vbe) && vbe.Line <= ce.Line {
+				t.Fatalf("a checkpoint failure at line %d after a broken link at line %d", ce.Line, vbe.Line)
+			}
+		case err == nil && verr != nil:
+			t.Fatalf("VerifyAttested found nothing; Verify: %v", verr)
+		case err != nil:
+			t.Fatalf("VerifyAttested: %v", err)
+		}
+		if err == nil {
+			if a.Lines != n {
+				t.Fatalf("%d lines, Verify counted %d", a.Lines, n)
+			}
+			if a.Complete() && (a.Last == nil || a.Last.Reason != CheckpointShutdown || a.LastLine != n) {
+				t.Fatalf("complete without a final shutdown checkpoint: %+v", a)
+			}
+		}
+	})
+}

@@ -448,3 +448,56 @@ func TestProxyProtocol(t *testing.T) {
 		t.Errorf("another client through the same proxy: %v %v", resp, err)
 	}
 }
+
+func TestClientAddr(t *testing.T) {
+	d := newFrontDoor(FrontDoorConfig{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}}, nil, nil)
+	for _, c := range []struct {
+		peer string
+		xff  []string
+		want string
+	}{
+		{"203.0.113.1", []string{"198.51.100.1"}, "203.0.113.1"},                  // an untrusted peer's word is not taken
+		{"10.0.0.1", []string{"198.51.100.1"}, "198.51.100.1"},                    //
+		{"10.0.0.1", []string{"198.51.100.1, 10.0.0.2"}, "198.51.100.1"},          // through two proxies
+		{"10.0.0.1", []string{"192.0.2.66, 198.51.100.1"}, "198.51.100.1"},        // what the client itself sent is left of it
+		{"10.0.0.1", []string{"198.51.100.1", "10.0.0.3"}, "198.51.100.1"},        // several header lines
+		{"10.0.0.1", []string{"10.0.0.2, 10.0.0.3"}, "10.0.0.2"},                  // proxies all the way
+		{"10.0.0.1", []string{"198.51.100.1,  garbage"}, "10.0.0.1"},              // garbage: the proxy is the client
+		{"10.0.0.1", []string{""}, "10.0.0.1"},                                    //
+		{"10.0.0.1", []string{"[2001:db8::1]:443"}, "2001:db8::1"},                //
+		{"fd00::1", []string{"::ffff:198.51.100.1"}, "198.51.100.1"},              // IPv4-mapped IPv6
+		{"10.0.0.1", []string{"unknown, 198.51.100.1, 10.0.0.9"}, "198.51.100.1"}, //
+	} {
+		if got := d.clientAddr(netip.MustParseAddr(c.peer), c.xff); got.String() != c.want {
+			t.Errorf("peer %s, X-Forwarded-For %q: %s, want %s", c.peer, c.xff, got, c.want)
+		}
+	}
+}
+
+// FuzzClientAddr: the client is the peer or an address the peer's trusted chain named, never anything else.
+func FuzzClientAddr(f *testing.F) {
+	f.Add("10.0.0.1", "198.51.100.1, 10.0.0.2")
+	f.Add("203.0.113.9", "10.0.0.1")
+	f.Add("10.0.0.1", "[::1]:80,,, ::ffff:10.1.1.1")
+	d := newFrontDoor(FrontDoorConfig{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, nil, nil)
+	f.Fuzz(func(t *testing.T, peer, xff string) {
+		p, err := netip.ParseAddr(peer)
+		if err != nil {
+			return
+		}
+		p = p.Unmap()
+		got := d.clientAddr(p, []string{xff})
+		if !d.trusted(p) && got != p {
+			t.Fatalf("an untrusted peer %s became %s", p, got)
+		}
+		if got == p {
+			return
+		}
+		for _, e := range strings.Split(xff, ",") {
+			if a, ok := parseForwarded(strings.TrimSpace(e)); ok && a == got {
+				return
+			}
+		}
+		t.Fatalf("client %s is neither the peer %s nor in %q", got, p, xff)
+	})
+}
