@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -33,13 +34,14 @@ type FrontDoorConfig struct {
 	// refuses those that do not. Connections from other addresses (a kubelet's probe) are served as they come; a
 	// PROXY header from them is not honoured.
 	ProxyProtocol bool
-	// MaxUnauthenticated bounds the unauthenticated connections of one listener. Past it, new connections are
-	// closed at once. Default 4096 (about 60 KiB each: 240 MiB).
+	// MaxUnauthenticated bounds the unauthenticated connections of one listener. Past it, the oldest of them is
+	// closed to make room for the new one. Default 4096 (about 60 KiB each: 240 MiB).
 	MaxUnauthenticated int
 	// MaxUnauthenticatedPerSource bounds the unauthenticated connections of one client address (an IPv6 /64:
 	// connections through a trusted proxy without ProxyProtocol are counted per client instead), and the
 	// unauthenticated requests one client has in flight at once; past it, 429. Default 256: a reconnect storm of
-	// connectors behind one NAT handshakes for milliseconds each.
+	// connectors behind one NAT handshakes for milliseconds each. Past it, a new connection from that address is
+	// closed at once: the address only competes with itself.
 	MaxUnauthenticatedPerSource int
 	// HeaderTimeout bounds the TLS handshake, a PROXY header and the request headers (http.Server's
 	// ReadHeaderTimeout). Default 10 s.
@@ -316,36 +318,36 @@ type doorListener struct {
 	d *frontDoor
 
 	mu        sync.Mutex
-	unauth    int            // connections not authenticated, not closed
+	unauth    list.List      // of *doorConn, oldest first: connections not authenticated, not closed
 	perSource map[string]int // of those, per source (sourcePrefix); only non-zero counts
 }
 
-var (
-	errTooManyConns      = errors.New("too many unauthenticated connections on this listener")
-	errTooManyFromSource = errors.New("too many unauthenticated connections from this address")
-)
+var errTooManyFromSource = errors.New("too many unauthenticated connections from this address")
 
+// Accept takes the next connection. When the listener holds MaxUnauthenticated unauthenticated connections, it
+// closes the oldest of them to make room, rather than refuse the new one: slow connections are the old ones, and a
+// probe or a caller needs its connection for milliseconds, so that an attacker from many addresses must open
+// MaxUnauthenticated connections within that time to keep anyone out.
 func (l *doorListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		l.mu.Lock()
-		full := l.unauth >= l.d.cfg.MaxUnauthenticated
-		if !full {
-			l.unauth++
-		}
-		l.mu.Unlock()
-		if full {
-			l.d.m.doorRefusals.WithLabelValues("listener").Inc()
-			l.d.log.Debug("connection refused: the listener has its maximum of unauthenticated connections", "remote", c.RemoteAddr().String(), "max", l.d.cfg.MaxUnauthenticated)
-			c.Close()
-			continue
-		}
-		l.d.m.conns.WithLabelValues("unauthenticated").Inc()
-		return &doorConn{Conn: c, l: l}, nil
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
+	dc := &doorConn{Conn: c, l: l}
+	l.mu.Lock()
+	var oldest *doorConn
+	if l.unauth.Len() >= l.d.cfg.MaxUnauthenticated {
+		oldest = l.unauth.Front().Value.(*doorConn)
+	}
+	dc.elem = l.unauth.PushBack(dc)
+	l.mu.Unlock()
+	l.d.m.conns.WithLabelValues("unauthenticated").Inc()
+	if oldest != nil {
+		l.d.m.doorRefusals.WithLabelValues("listener").Inc()
+		l.d.log.Debug("connection closed: the listener had its maximum of unauthenticated connections, this was the oldest", "remote", oldest.RemoteAddr().String(), "max", l.d.cfg.MaxUnauthenticated)
+		oldest.Close()
+	}
+	return dc, nil
 }
 
 // doorConn is one accepted connection. Its source is known at its first read: with PROXY protocol, reading the
@@ -357,8 +359,9 @@ type doorConn struct {
 	admit    sync.Once
 	admitErr error
 
-	mu       sync.Mutex // guards the rest, with l.mu taken after it
-	source   string     // sourcePrefix, once counted in l.perSource; "" otherwise
+	mu       sync.Mutex    // guards the rest, with l.mu taken after it
+	elem     *list.Element // in l.unauth, while released is false; guarded by l.mu
+	source   string        // sourcePrefix, once counted in l.perSource; "" otherwise
 	authned  bool
 	released bool // Close ran, or the connection authenticated: it no longer counts as unauthenticated
 	closed   bool
@@ -419,7 +422,7 @@ func (c *doorConn) releaseLocked() {
 	}
 	c.released = true
 	c.l.mu.Lock()
-	c.l.unauth--
+	c.l.unauth.Remove(c.elem)
 	if c.source != "" {
 		if c.l.perSource[c.source]--; c.l.perSource[c.source] <= 0 {
 			delete(c.l.perSource, c.source)
