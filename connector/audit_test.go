@@ -1,19 +1,24 @@
 package connector
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/warren-dev/warren/audit"
+	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/wire"
 )
 
@@ -120,5 +125,38 @@ func TestConnectorAuditsAHugeHeader(t *testing.T) {
 	if got.RequestID != "req-huge" || got.Path != "/api/v1/namespaces/payments/secrets" || got.Truncated["userAgent"] != 700<<10 ||
 		len(got.Truncated) != 1 || got.UserAgent != strings.Repeat("\ufffd", audit.MaxFieldBytes/6) {
 		t.Errorf("record: id %q path %q truncated %v, %d bytes of user agent", got.RequestID, got.Path, got.Truncated, len(got.UserAgent))
+	}
+}
+
+// TestRefusalClosesTheStream: a refused request whose body never comes (a gateway holding the connector's
+// goroutines) gets its answer and loses its stream within the refusal timeout.
+func TestRefusalClosesTheStream(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	ks, _ := auth.NewStaticKeys(priv.Public())
+	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceCaller})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Connector{cfg: Config{Callers: callers}, cluster: "prod", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s := httptest.NewServer(c.authorize(http.NotFoundHandler()))
+	defer s.Close()
+	conn, err := net.Dial("tcp", s.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "POST /api/v1/namespaces/x/configmaps HTTP/1.1\r\nHost: c\r\nContent-Length: 100\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	io.ReadAll(resp.Body) // until the connection closes: the answer has no length
+	if resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+		t.Fatalf("%d, close %v; want 401 and Connection: close", resp.StatusCode, resp.Close)
+	}
+	if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
+		t.Fatalf("after the refusal: %q, %v; want the connection closed", rest, err)
 	}
 }
