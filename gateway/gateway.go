@@ -211,7 +211,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer dr.leave()
 	if strings.HasPrefix(r.URL.Path, "/clusters/") || strings.HasPrefix(r.URL.EscapedPath(), "/clusters/") {
+		g.mu.Lock()
+		if g.closed { // Close is waiting for the requests in flight: no new one
+			g.mu.Unlock()
+			closeAfterRefusal(w, g.door.cfg.RefusalTimeout)
+			wire.WriteStatus(w, http.StatusServiceUnavailable, "gateway is shutting down", 5)
+			return
+		}
 		g.requests.Add(1)
+		g.mu.Unlock()
 		defer g.requests.Done()
 		g.serveCluster(w, r)
 		return
@@ -248,6 +256,7 @@ func (g *Gateway) Close() error {
 // closeRequestsTimeout bounds how long Close waits for API requests to finish and write their audit records.
 const closeRequestsTimeout = 10 * time.Second
 
+// waitAtMost waits for wg, or d. (When d passes first, its helper goroutine ends with the last request.)
 func waitAtMost(wg *sync.WaitGroup, d time.Duration) {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

@@ -60,12 +60,11 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	maxHeader := fs.Int("max-header-bytes", gateway.DefaultConfig().MaxHeaderBytes, "largest request headers accepted; larger get 431")
 	downloadDir := fs.String("download-dir", "", "directory of connector binaries served at /download/ to bootstrap scripts (warren-linux-amd64, warren-linux-arm64); without it the gateway serves its own build for its platform")
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
-	def := gateway.DefaultConfig()
-	door := def.FrontDoor
+	door := gateway.DefaultConfig().FrontDoor
 	trustedProxies := fs.String("trusted-proxies", "", "addresses or CIDRs of the proxies in front of the gateway (Ingress, load balancer), comma-separated: only their X-Forwarded-For (and PROXY header, with --proxy-protocol) name the client; default: none, the connection's address is the client")
 	fs.BoolVar(&door.ProxyProtocol, "proxy-protocol", false, "connections from --trusted-proxies start with a PROXY protocol header (v1 or v2); others are served as they come")
-	fs.IntVar(&door.MaxUnauthenticated, "max-unauthenticated-connections", door.MaxUnauthenticated, "connections on which no request has authenticated yet, at most; more are closed at once")
-	fs.IntVar(&door.MaxUnauthenticatedPerSource, "max-unauthenticated-per-source", door.MaxUnauthenticatedPerSource, "unauthenticated connections, and unauthenticated requests in flight, per client address (IPv6: per /64)")
+	fs.IntVar(&door.MaxUnauthenticated, "max-unauthenticated-connections", door.MaxUnauthenticated, "connections on which no request has authenticated yet, at most; past it a new one makes the oldest of them close")
+	fs.IntVar(&door.MaxUnauthenticatedPerSource, "max-unauthenticated-per-source", door.MaxUnauthenticatedPerSource, "unauthenticated connections, and unauthenticated requests in flight, per client address (IPv6: per /64); more are refused")
 	serveWithoutAudit := fs.Bool("serve-without-audit", false, "serve API requests even while the audit log cannot be written (default: refuse them with 503 and fail /readyz)")
 	newLogger := logFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), gatewayUsage); fs.PrintDefaults() }
