@@ -150,14 +150,15 @@ func TestGatewayAuditStall(t *testing.T) {
 }
 
 // TestRefusalsAggregatedPerSource: each source gets Burst records of refusals, then its refusals are counted into
-// one summary; authenticated callers have a budget per token; unauthenticated records are clipped hard.
+// one summary; authenticated callers have a budget per token (AuthenticatedBurst); unauthenticated records are
+// clipped hard.
 func TestRefusalsAggregatedPerSource(t *testing.T) {
 	k := newTestKeys(t)
 	d := &disk{}
 	clock := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	g := newTestGateway(t, k, func(c *Config) {
 		c.Audit = audit.New(d)
-		c.RefusalAudit = RefusalAuditConfig{Rate: 0.001, Burst: 3, Now: func() time.Time { return clock }}
+		c.RefusalAudit = RefusalAuditConfig{Rate: 0.001, Burst: 3, AuthenticatedRate: 0.001, AuthenticatedBurst: 3, Now: func() time.Time { return clock }}
 	})
 	from := func(addr string) func(*http.Request) { return func(r *http.Request) { r.RemoteAddr = addr } }
 	for i := range 10 {

@@ -84,8 +84,8 @@ func DefaultConfig() Config {
 		MaxHeaderBytes:    64 << 10,
 		MaxStreamDuration: 12 * time.Hour,
 		Transport:         TransportConfig{MaxIdleStreams: 64, IdleStreamTimeout: 90 * time.Second},
-		RefusalAudit: RefusalAuditConfig{Rate: 5, Burst: 50, GlobalRate: 200, GlobalBurst: 2000, MaxSources: 10000,
-			FlushInterval: time.Minute, UnauthenticatedFieldBytes: 4 << 10},
+		RefusalAudit: RefusalAuditConfig{Rate: 5, Burst: 50, AuthenticatedRate: 20, AuthenticatedBurst: 200, GlobalRate: 200,
+			GlobalBurst: 2000, MaxSources: 10000, FlushInterval: time.Minute, UnauthenticatedFieldBytes: 4 << 10},
 		FrontDoor: FrontDoorConfig{MaxUnauthenticated: 4096, MaxUnauthenticatedPerSource: 256, HeaderTimeout: 10 * time.Second,
 			UnauthenticatedReadTimeout: 10 * time.Second, RefusalTimeout: 2 * time.Second, IdleTimeout: 5 * time.Minute},
 	}

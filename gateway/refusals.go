@@ -20,12 +20,18 @@ import (
 // RefusalAuditConfig bounds the audit records of refused requests, so that a flood of refusals (no token needed)
 // cannot fill the audit log: each source gets a budget of records written one by one, and past it its refusals are
 // counted into summary records (audit.Record.Suppressed) instead. A source is the caller's address (an IPv6 /64),
-// and for callers with a valid token, that token too. Zero fields take DefaultConfig's values.
+// and for callers with a valid token (or connector credential), that token too. Zero fields take DefaultConfig's
+// values.
 type RefusalAuditConfig struct {
-	// Rate and Burst are the refusal records per second, and the burst, written one by one per source.
-	// Default 5/s, burst 50.
+	// Rate and Burst are the refusal records per second, and the burst, written one by one per source without a
+	// valid token. Default 5/s, burst 50.
 	Rate  float64
 	Burst int
+	// AuthenticatedRate and AuthenticatedBurst are the same for the refusals of one valid token: they name who was
+	// refused, and a token's attempts (a join token's thief opening a hundred tunnels) are worth more detail.
+	// Default 20/s, burst 200.
+	AuthenticatedRate  float64
+	AuthenticatedBurst int
 	// GlobalRate and GlobalBurst bound the refusal records written one by one of all sources together, against
 	// floods from many addresses. Default 200/s, burst 2000.
 	GlobalRate  float64
@@ -49,6 +55,12 @@ func (c RefusalAuditConfig) withDefaults() RefusalAuditConfig {
 	}
 	if c.Burst <= 0 {
 		c.Burst = d.Burst
+	}
+	if !(c.AuthenticatedRate > 0) {
+		c.AuthenticatedRate = d.AuthenticatedRate
+	}
+	if c.AuthenticatedBurst <= 0 {
+		c.AuthenticatedBurst = d.AuthenticatedBurst
 	}
 	if !(c.GlobalRate > 0) {
 		c.GlobalRate = d.GlobalRate
@@ -88,7 +100,8 @@ type refusalAudit struct {
 
 // refusalSource is one source's budget and what it had refused since the last summary.
 type refusalSource struct {
-	key      string // the address or /64, as written in SourceIP
+	key      string  // the address or /64, as written in SourceIP
+	rate     float64 // its bucket's, for the summary's words
 	bucket   *rate.Limiter
 	lastSeen time.Time
 	last     audit.Record // the identity of the last refusal counted (subject, token, cluster)
@@ -107,7 +120,8 @@ func (a *refusalAudit) Write(r audit.Record) error {
 	if r.Decision != audit.DecisionDeny {
 		return a.next.Write(r)
 	}
-	if r.TokenID == "" && r.Subject == "" {
+	authenticated := r.TokenID != "" || r.Subject != ""
+	if !authenticated {
 		audit.ClipFields(&r, a.cfg.UnauthenticatedFieldBytes)
 	}
 	now := a.cfg.Now()
@@ -121,11 +135,14 @@ func (a *refusalAudit) Write(r audit.Record) error {
 	switch {
 	case s != nil:
 	case len(a.sources) < a.cfg.MaxSources:
-		s = &refusalSource{key: source, bucket: rate.NewLimiter(rate.Limit(a.cfg.Rate), a.cfg.Burst)}
+		s = &refusalSource{key: source, rate: a.cfg.Rate, bucket: rate.NewLimiter(rate.Limit(a.cfg.Rate), a.cfg.Burst)}
+		if authenticated {
+			s.rate, s.bucket = a.cfg.AuthenticatedRate, rate.NewLimiter(rate.Limit(a.cfg.AuthenticatedRate), a.cfg.AuthenticatedBurst)
+		}
 		a.sources[source+"\x00"+r.TokenID] = s
 	default:
 		if a.overflow == nil {
-			a.overflow = &refusalSource{key: "*", bucket: rate.NewLimiter(0, 0)}
+			a.overflow = &refusalSource{key: "*", rate: a.cfg.Rate, bucket: rate.NewLimiter(0, 0)}
 		}
 		s = a.overflow
 	}
@@ -176,11 +193,11 @@ func (a *refusalAudit) flushTimer() {
 // were last seen (all of them with all). Called with mu held.
 func (a *refusalAudit) collect(all bool) []audit.Record {
 	var out []audit.Record
-	refill := time.Duration(float64(a.cfg.Burst) / a.cfg.Rate * float64(time.Second))
+	refill := time.Duration(max(float64(a.cfg.Burst)/a.cfg.Rate, float64(a.cfg.AuthenticatedBurst)/a.cfg.AuthenticatedRate) * float64(time.Second))
 	now := a.cfg.Now()
 	for k, s := range a.sources {
 		if s.counted.Count > 0 {
-			out = append(out, s.summary(a.cfg.Rate))
+			out = append(out, s.summary())
 		}
 		if all || now.Sub(s.lastSeen) >= refill {
 			delete(a.sources, k)
@@ -188,7 +205,7 @@ func (a *refusalAudit) collect(all bool) []audit.Record {
 	}
 	if a.overflow != nil {
 		if a.overflow.counted.Count > 0 {
-			out = append(out, a.overflow.summary(a.cfg.Rate))
+			out = append(out, a.overflow.summary())
 		}
 		a.overflow = nil
 	}
@@ -203,7 +220,7 @@ func (a *refusalAudit) write(summaries []audit.Record) {
 }
 
 // summary is the record of what s counted, which it then forgets.
-func (s *refusalSource) summary(perSecond float64) audit.Record {
+func (s *refusalSource) summary() audit.Record {
 	c := s.counted
 	s.counted = audit.Suppressed{}
 	codes := slices.SortedFunc(maps.Keys(c.Statuses), func(x, y string) int {
@@ -216,7 +233,7 @@ func (s *refusalSource) summary(perSecond float64) audit.Record {
 	status, _ := strconv.Atoi(codes[0])
 	r := audit.Record{
 		Time: c.Since, Component: audit.ComponentGateway, Decision: audit.DecisionDeny, Status: status, SourceIP: s.key,
-		Reason:     fmt.Sprintf("%d refusals from %s not recorded one by one (over %v a second): %s", c.Count, s.key, perSecond, strings.Join(parts, ", ")),
+		Reason:     fmt.Sprintf("%d refusals from %s not recorded one by one (over %v a second): %s", c.Count, s.key, s.rate, strings.Join(parts, ", ")),
 		Suppressed: &c,
 	}
 	if s.key != "*" {
