@@ -271,25 +271,6 @@ func TestWriteAfterClose(t *testing.T) {
 	}
 }
 
-func TestRecordTooLarge(t *testing.T) {
-	var buf bytes.Buffer
-	l := New(&buf)
-	big := testRecord(1)
-	big.Path = "/" + strings.Repeat("a", MaxLineBytes)
-	if err := l.Write(testRecord(0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Write(big); !errors.Is(err, ErrRecordTooLarge) {
-		t.Fatalf("Write(big) = %v, want ErrRecordTooLarge", err)
-	}
-	if err := l.Write(testRecord(2)); err != nil {
-		t.Fatalf("Write after a refused record: %v", err)
-	}
-	if n, err := Verify(&buf); n != 2 || err != nil {
-		t.Fatalf("Verify = %d, %v; want 2, nil", n, err)
-	}
-}
-
 // failWriter writes at most n bytes, then fails.
 type failWriter struct {
 	buf bytes.Buffer
@@ -308,18 +289,31 @@ func (w *failWriter) Write(p []byte) (int, error) {
 }
 
 func TestWriteErrors(t *testing.T) {
-	t.Run("nothing written: the chain goes on", func(t *testing.T) {
+	t.Run("nothing written: the chain goes on, the loss recorded", func(t *testing.T) {
 		w := &failWriter{}
 		l := New(w)
-		if err := l.Write(testRecord(0)); err == nil {
-			t.Fatal("Write succeeded")
+		if err := l.Write(testRecord(0)); err == nil || err.Error() != "failed to write audit record: disk full" {
+			t.Fatalf("Write = %v, want the write error", err)
+		}
+		if err := l.Err(); !errors.Is(err, ErrWriteFailed) || err.Error() != "audit log write failed: disk full (1 records lost since)" {
+			t.Errorf("Err = %v, want the write failure", err)
 		}
 		w.n = 1 << 20
 		if err := l.Write(testRecord(1)); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := Verify(&w.buf); n != 1 || err != nil {
-			t.Fatalf("Verify = %d, %v; want 1, nil", n, err)
+		if err := l.Err(); err != nil {
+			t.Errorf("Err after a write succeeded = %v", err)
+		}
+		data := w.buf.Bytes()
+		if n, err := Verify(bytes.NewReader(data)); n != 2 || err != nil {
+			t.Fatalf("Verify = %d, %v; want 2, nil", n, err)
+		}
+		if first := string(lines(data)[0]); !strings.Contains(first, `"lost":{"records":1,"reason":"failed to write audit record: disk full"},"seq":1,`) {
+			t.Errorf("first line %s: want the loss of one record", first)
+		}
+		if second := string(lines(data)[1]); !strings.Contains(second, `"requestID":"req-1"`) {
+			t.Errorf("second line %s: want the record written after the failure", second)
 		}
 	})
 	t.Run("partial line: the log stops", func(t *testing.T) {
@@ -334,6 +328,9 @@ func TestWriteErrors(t *testing.T) {
 		}
 		if w.buf.Len() != 10 {
 			t.Errorf("wrote %d bytes, want only the first 10", w.buf.Len())
+		}
+		if err := l.Err(); err == nil || !strings.Contains(err.Error(), "unusable") {
+			t.Errorf("Err = %v, want the log unusable", err)
 		}
 	})
 }

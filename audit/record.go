@@ -46,8 +46,12 @@ type Record struct {
 	Container   string    `json:"container,omitempty"`
 	SourceIP    string    `json:"sourceIP,omitempty"`
 	UserAgent   string    `json:"userAgent,omitempty"`
-	Seq         uint64    `json:"seq"`      // set by Log.Write: 1 for the first record of a file, then +1
-	PrevHash    string    `json:"prevHash"` // set by Log.Write: hex SHA-256 of the previous line, 64 zeros for the first
+	// Suppressed, on a summary record, counts refusals that were not recorded one by one (see Suppressed).
+	Suppressed *Suppressed `json:"suppressed,omitempty"`
+	// Truncated names the fields Write clipped to MaxFieldBytes of JSON, each with its length in bytes before.
+	Truncated map[string]int `json:"truncated,omitempty"`
+	Seq       uint64         `json:"seq"`      // set by Log.Write: 1 for the first record of a file, then +1
+	PrevHash  string         `json:"prevHash"` // set by Log.Write: hex SHA-256 of the previous line, 64 zeros for the first
 
 	// Kubelet is set for requests through nodes/proxy: what they do at the kubelet (KubeletDetails). Command and
 	// Container are set for exec, attach and run there too.
@@ -81,6 +85,15 @@ type ConnectorDetails struct {
 	Started           *time.Time `json:"started,omitempty"` // when the tunnel opened (tunnel end records)
 	Name              string     `json:"name,omitempty"`
 	Version           string     `json:"version,omitempty"`
+}
+
+// Suppressed is what a summary record stands for: refusals of one source (Record.SourceIP) that were counted but
+// not recorded one by one, because that source was refused more often than its audit budget allows.
+type Suppressed struct {
+	Count    int64            `json:"count"`
+	Since    time.Time        `json:"since"`    // the first of them
+	Until    time.Time        `json:"until"`    // the last
+	Statuses map[string]int64 `json:"statuses"` // how many of each HTTP status ("401": 12000)
 }
 
 // ExecDetails returns what an exec or attach request runs: the "command" query parameters in the order the client

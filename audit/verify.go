@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,12 @@ func (e *BrokenLinkError) Error() string {
 // visible there); a deleted, duplicated or reordered line at the first line whose seq is out of order. Lines
 // removed from the end of a file leave a valid shorter chain.
 func Verify(r io.Reader) (records int, err error) {
+	return walk(r, nil)
+}
+
+// walk checks the chain of r as Verify does and hands each line that holds to fn, in order; an error from fn ends
+// the walk and is returned with the number of lines before that one.
+func walk(r io.Reader, fn func(line int, k parsedLink) error) (int, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	prevHash := zeroHash
 	var prevSeq uint64
@@ -48,10 +55,11 @@ func Verify(r io.Reader) (records int, err error) {
 		case !complete:
 			return broken(want, "the line is incomplete (no newline at its end): the file was truncated or a write was cut short")
 		}
-		seq, hash, perr := parseLink(b)
+		k, perr := parseLink(b)
 		if perr != nil {
 			return broken(want, "not an audit record: %v", perr)
 		}
+		seq, hash := k.seq, k.prev
 		switch {
 		case line == 1 && seq != 1:
 			return broken(seq, "the first record has seq %d, want 1: records before it were removed", seq)
@@ -64,8 +72,45 @@ func Verify(r io.Reader) (records int, err error) {
 		case hash != prevHash:
 			return broken(seq, "prevHash does not match the SHA-256 of line %d: line %d was altered, or this line's prevHash was", line-1, line-1)
 		}
+		if fn != nil {
+			if err := fn(line, k); err != nil {
+				return line - 1, err
+			}
+		}
 		prevSeq, prevHash = seq, hashLine(b)
 	}
+}
+
+// link is the part of a line that the chain and the checkpoints check. Pointers tell a missing field from a zero
+// one.
+type link struct {
+	Seq        *uint64     `json:"seq"`
+	PrevHash   *string     `json:"prevHash"`
+	Checkpoint *Checkpoint `json:"checkpoint"`
+	Lost       *Loss       `json:"lost"`
+}
+
+// parsedLink is a line's link, decoded.
+type parsedLink struct {
+	seq        uint64
+	prev       string
+	checkpoint *Checkpoint // nil but on checkpoint lines
+	lost       *Loss       // nil but on loss lines
+}
+
+// parseLink decodes the link of one line.
+func parseLink(line []byte) (parsedLink, error) {
+	var k link
+	if err := json.Unmarshal(line, &k); err != nil {
+		return parsedLink{}, err
+	}
+	switch {
+	case k.Seq == nil:
+		return parsedLink{}, errors.New(`no "seq" field`)
+	case k.PrevHash == nil:
+		return parsedLink{}, errors.New(`no "prevHash" field`)
+	}
+	return parsedLink{seq: *k.Seq, prev: *k.PrevHash, checkpoint: k.Checkpoint, lost: k.Lost}, nil
 }
 
 var errLineTooLong = errors.New("line too long")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -34,6 +35,17 @@ func clusterOfToken(token string) (string, error) {
 	return claims.Warren.Clusters[0], nil
 }
 
+// refusalTimeout bounds what follows a refusal on a stream: the rest of a body the connector will not use is read
+// for at most this long, then the stream closes (net/http would wait for it with no deadline).
+const refusalTimeout = 2 * time.Second
+
+func closeAfterRefusal(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(refusalTimeout))
+	rc.SetWriteDeadline(time.Now().Add(refusalTimeout))
+}
+
 // authorize is the connector's own check of every request, independent of the gateway's: the caller's token
 // verified with the connector's copy of the issuer keys, its rules, and the customer's ceiling. The gateway
 // cannot switch it off: no header it sends changes what is checked.
@@ -46,9 +58,17 @@ func (c *Connector) authorize(next http.Handler) http.Handler {
 				c.log.Error("cannot write the audit log", "request_id", requestID, "err", err)
 			}
 		}()
-		refuse := func(code int, message string) {
+		refuseRetry := func(code int, message string, retryAfter int) {
 			entry.Deny(message)
-			wire.WriteStatus(w, code, "connector: "+message, 0)
+			closeAfterRefusal(w)
+			wire.WriteStatus(w, code, "connector: "+message, retryAfter)
+		}
+		refuse := func(code int, message string) { refuseRetry(code, message, 0) }
+		if err := auditrec.Err(c.cfg.Audit); err != nil {
+			// Fail closed: what the connector cannot audit, it does not serve. (This refusal's own record is
+			// counted as lost, and the count written, once the log takes records again.)
+			refuseRetry(http.StatusServiceUnavailable, fmt.Sprintf("cannot write its audit log (%v); it refuses requests until it can", err), 5)
+			return
 		}
 		var claims *auth.Claims
 		if c.cfg.Callers != nil {
@@ -60,6 +80,7 @@ func (c *Connector) authorize(next http.Handler) http.Handler {
 			var err error
 			if claims, err = c.cfg.Callers.VerifyContext(r.Context(), token); err != nil {
 				entry.Deny("refused the caller token: " + err.Error())
+				closeAfterRefusal(w)
 				wire.WriteStatus(w, http.StatusUnauthorized, "connector refused the caller token: "+err.Error(), 0)
 				return
 			}

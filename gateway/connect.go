@@ -147,6 +147,7 @@ func (g *Gateway) serveJoin(w http.ResponseWriter, r *http.Request) {
 		entry.Deny(f.message)
 		g.metrics.connectorRefused(g.clusterLabel(cluster), "join", f.reason)
 		g.log.Info("connector join refused", "cluster", cluster, "remote", r.RemoteAddr, "connector", details.Name, "identity", details.Identity, "reason", f.message)
+		closeAfterRefusal(w, g.door.cfg.RefusalTimeout)
 		wire.WriteStatus(w, f.code, f.message, f.retryAfter)
 	}
 	if g.isClosing() {
@@ -163,6 +164,7 @@ func (g *Gateway) serveJoin(w http.ResponseWriter, r *http.Request) {
 		refuse(connectorRefusal{http.StatusUnauthorized, "join_token", "invalid connector token: " + err.Error(), 0})
 		return
 	}
+	doorOf(r).authenticated()
 	if !now.Before(join.ExpiresAt.Time) {
 		// Within the verifier's leeway for clock skew, but a credential from it would be expired already.
 		refuse(connectorRefusal{http.StatusUnauthorized, "join_token", "invalid connector token: token expired at " + join.ExpiresAt.UTC().Format(time.RFC3339), 0})
@@ -294,6 +296,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 		g.metrics.handshakes.WithLabelValues("refused").Inc()
 		g.metrics.connectorRefused(g.clusterLabel(cluster), "tunnel", f.reason)
 		g.log.Info("connector refused", "cluster", cluster, "remote", r.RemoteAddr, "connector", details.Name, "identity", details.Identity, "reason", f.message)
+		closeAfterRefusal(w, g.door.cfg.RefusalTimeout)
 		wire.WriteStatus(w, f.code, f.message, f.retryAfter)
 	}
 	cred := wire.DPoPToken(r.Header)
@@ -312,6 +315,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 		refuse(connectorRefusal{http.StatusUnauthorized, "credential", "invalid connector credential: " + err.Error(), 0})
 		return
 	}
+	doorOf(r).authenticated()
 	cluster = cc.Cluster
 	details.Identity, details.CredentialID, details.JoinTokenID = cc.Confirmation.KeyThumbprint, cc.ID, cc.Join.ID
 	exp := cc.ExpiresAt.Time

@@ -44,8 +44,13 @@ type Config struct {
 	Now func() time.Time
 	// Clusters are known from the start: before their first connector arrives, callers get 503 rather than 404.
 	Clusters []string
-	// Audit receives one record per API request, allowed or not. Nil: no audit.
+	// Audit receives one record per API request, allowed or not. Nil: no audit. When it reports that it cannot
+	// take records (auditrec.Health, as *audit.Log does), API requests are refused with 503 and /readyz fails,
+	// unless ServeWithoutAudit.
 	Audit auditrec.Sink
+	// ServeWithoutAudit serves API requests even while Audit cannot record them (they are logged as errors and
+	// counted as lost); /readyz still says so, with 200. Default false: fail closed.
+	ServeWithoutAudit bool
 	// Limits bounds request rates and concurrent streams per token and per cluster. Nil: no limits.
 	Limits *limit.Limiter
 	// MaxHeaderBytes bounds a request's headers; larger ones get 431. Default 64 KiB.
@@ -64,8 +69,26 @@ type Config struct {
 	Tunnel tunnel.Config
 	// Transport tunes the pool of HTTP connections (streams) over each tunnel.
 	Transport TransportConfig
+	// RefusalAudit bounds the audit records of refused requests per source (see RefusalAuditConfig).
+	RefusalAudit RefusalAuditConfig
+	// FrontDoor is how the gateway takes connections and unauthenticated requests (see FrontDoorConfig, Listener
+	// and Server).
+	FrontDoor FrontDoorConfig
 	// Logger receives the gateway's logs. Default: discard.
 	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults New gives Config's optional fields left zero, for flags and documentation.
+func DefaultConfig() Config {
+	return Config{
+		MaxHeaderBytes:    64 << 10,
+		MaxStreamDuration: 12 * time.Hour,
+		Transport:         TransportConfig{MaxIdleStreams: 64, IdleStreamTimeout: 90 * time.Second},
+		RefusalAudit: RefusalAuditConfig{Rate: 5, Burst: 50, AuthenticatedRate: 20, AuthenticatedBurst: 200, GlobalRate: 200,
+			GlobalBurst: 2000, MaxSources: 10000, FlushInterval: time.Minute, UnauthenticatedFieldBytes: 4 << 10},
+		FrontDoor: FrontDoorConfig{MaxUnauthenticated: 4096, MaxUnauthenticatedPerSource: 256, HeaderTimeout: 10 * time.Second,
+			UnauthenticatedReadTimeout: 10 * time.Second, RefusalTimeout: 2 * time.Second, IdleTimeout: 5 * time.Minute},
+	}
 }
 
 // TransportConfig tunes the HTTP transport the gateway runs over each tunnel.
@@ -78,23 +101,26 @@ type TransportConfig struct {
 
 // Gateway serves connectors and API callers. It is an http.Handler; Close ends every tunnel.
 type Gateway struct {
-	cfg     Config
-	conn    ConnectorConfig // cfg.Connectors with defaults
-	key     *auth.SigningKey
-	now     func() time.Time
-	proofs  *proofCache
-	sweeper sync.WaitGroup // sweepLoop
-	log     *slog.Logger
-	reg     *registry
-	proxy   *httputil.ReverseProxy
-	metrics *metrics
-	audit   auditrec.Sink // Config.Audit, or auditrec.Discard
-	mux     *http.ServeMux
+	cfg      Config
+	conn     ConnectorConfig // cfg.Connectors with defaults
+	key      *auth.SigningKey
+	now      func() time.Time
+	proofs   *proofCache
+	sweeper  sync.WaitGroup // sweepLoop
+	log      *slog.Logger
+	reg      *registry
+	proxy    *httputil.ReverseProxy
+	metrics  *metrics
+	audit    auditrec.Sink // refusals, in front of Config.Audit (or auditrec.Discard)
+	refusals *refusalAudit
+	door     *frontDoor
+	mux      *http.ServeMux
 
 	mu       sync.Mutex
 	closed   bool
 	closing  chan struct{} // closed by Close: connect handlers end their tunnels
 	handlers sync.WaitGroup
+	requests sync.WaitGroup // API requests being served, so that Close waits for their audit records
 }
 
 // New returns a Gateway.
@@ -110,17 +136,22 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	d := DefaultConfig()
 	if cfg.MaxStreamDuration <= 0 {
-		cfg.MaxStreamDuration = 12 * time.Hour
+		cfg.MaxStreamDuration = d.MaxStreamDuration
 	}
 	if cfg.MaxHeaderBytes <= 0 {
-		cfg.MaxHeaderBytes = 64 << 10
+		cfg.MaxHeaderBytes = d.MaxHeaderBytes
 	}
 	if cfg.Transport.MaxIdleStreams <= 0 {
-		cfg.Transport.MaxIdleStreams = 64
+		cfg.Transport.MaxIdleStreams = d.Transport.MaxIdleStreams
 	}
 	if cfg.Transport.IdleStreamTimeout <= 0 {
-		cfg.Transport.IdleStreamTimeout = 90 * time.Second
+		cfg.Transport.IdleStreamTimeout = d.Transport.IdleStreamTimeout
+	}
+	sink := cfg.Audit
+	if sink == nil {
+		sink = auditrec.Discard
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -134,20 +165,19 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	conn := cfg.Connectors.withDefaults()
 	g := &Gateway{
-		cfg:     cfg,
-		conn:    conn,
-		key:     key,
-		now:     cfg.Now,
-		proofs:  newProofCache(conn.ProofWindow, conn.MaxRememberedProofs, conn.MaxProofsPerKey),
-		log:     cfg.Logger,
-		reg:     newRegistry(cfg.Clusters),
-		metrics: newMetrics(cfg.Metrics),
-		audit:   cfg.Audit,
-		closing: make(chan struct{}),
+		cfg:      cfg,
+		conn:     conn,
+		key:      key,
+		now:      cfg.Now,
+		proofs:   newProofCache(conn.ProofWindow, conn.MaxRememberedProofs, conn.MaxProofsPerKey),
+		log:      cfg.Logger,
+		reg:      newRegistry(cfg.Clusters),
+		metrics:  newMetrics(cfg.Metrics),
+		refusals: newRefusalAudit(sink, cfg.RefusalAudit),
+		closing:  make(chan struct{}),
 	}
-	if g.audit == nil {
-		g.audit = auditrec.Discard
-	}
+	g.audit = g.refusals
+	g.door = newFrontDoor(cfg.FrontDoor, cfg.Logger, g.metrics)
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       rewrite,
 		Transport:     clusterTransport{},
@@ -175,7 +205,22 @@ func New(cfg Config) (*Gateway, error) {
 // ServeHTTP routes API calls itself rather than through http.ServeMux, which would answer a path with "." or ".."
 // segments with a redirect to its cleaned form: warren refuses such paths with 400 instead.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r, dr := g.door.enter(w, r)
+	if r == nil {
+		return // refused at the door
+	}
+	defer dr.leave()
 	if strings.HasPrefix(r.URL.Path, "/clusters/") || strings.HasPrefix(r.URL.EscapedPath(), "/clusters/") {
+		g.mu.Lock()
+		if g.closed { // Close is waiting for the requests in flight: no new one
+			g.mu.Unlock()
+			closeAfterRefusal(w, g.door.cfg.RefusalTimeout)
+			wire.WriteStatus(w, http.StatusServiceUnavailable, "gateway is shutting down", 5)
+			return
+		}
+		g.requests.Add(1)
+		g.mu.Unlock()
+		defer g.requests.Done()
 		g.serveCluster(w, r)
 		return
 	}
@@ -185,9 +230,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Connectors returns the number of live connector sessions of a cluster.
 func (g *Gateway) Connectors(cluster string) int { return g.reg.count(cluster) }
 
-// Close ends every connector tunnel and waits for their handlers and for the re-check of connectors. Requests in
-// flight over them fail with 502. Call it after http.Server.Shutdown, which does not wait for hijacked (tunnel)
-// connections.
+// Close ends every connector tunnel and waits for their handlers and for the re-check of connectors, and for the
+// API requests in flight (up to 10 s), which fail with 502, so that their audit records are written before the
+// audit log is closed. Call it after http.Server.Shutdown, which does not wait for hijacked (tunnel) connections.
 func (g *Gateway) Close() error {
 	g.mu.Lock()
 	if !g.closed {
@@ -202,7 +247,25 @@ func (g *Gateway) Close() error {
 		cs.tunnel.Close()
 	}
 	g.handlers.Wait()
+	// Requests whose tunnel is gone end at once; one stuck writing to its caller is not waited for past this.
+	waitAtMost(&g.requests, closeRequestsTimeout)
+	g.refusals.Close() // the summaries of refusals counted so far
 	return nil
+}
+
+// closeRequestsTimeout bounds how long Close waits for API requests to finish and write their audit records.
+const closeRequestsTimeout = 10 * time.Second
+
+// waitAtMost waits for wg, or d. (When d passes first, its helper goroutine ends with the last request.)
+func waitAtMost(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // CloseIdleConnections closes the tunnel streams kept idle for reuse on every connector, as
@@ -226,6 +289,14 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 			wire.WriteStatus(w, http.StatusServiceUnavailable, "gateway not ready: "+err.Error(), 0)
 			return
 		}
+	}
+	if err := auditrec.Err(g.audit); err != nil {
+		if g.cfg.ServeWithoutAudit {
+			fmt.Fprintf(w, "ok, but the audit log cannot be written (%v): serving without audit (ServeWithoutAudit)\n", err)
+			return
+		}
+		wire.WriteStatus(w, http.StatusServiceUnavailable, fmt.Sprintf("the audit log cannot be written (%v): API requests are refused until it can", err), 5)
+		return
 	}
 	io.WriteString(w, "ok\n")
 }

@@ -6,4 +6,5 @@ import (
 	"go.uber.org/goleak"
 )
 
+// Every connection, tunnel and timer a test starts is ended by it: no goroutine outlives the tests.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -21,6 +21,9 @@ type metrics struct {
 	handshakes   *prometheus.CounterVec
 	requests     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
+	// The front door: connections by state, and what it refused before any request was read or authenticated.
+	conns        *prometheus.GaugeVec
+	doorRefusals *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,9 +57,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "warren_gateway_request_duration_seconds", Help: "API request duration (streams included), by cluster.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}, []string{"cluster"}),
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "warren_gateway_connections", Help: "Open connections of the gateway's listeners, by state: unauthenticated (no request on it brought a valid token yet) or authenticated.",
+		}, []string{"state"}),
+		doorRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_gateway_door_refusals_total", Help: "Connections and requests refused before authentication for holding too much: by which cap (listener, source, client-requests).",
+		}, []string{"cap"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connectors, m.identities, m.joins, m.refusals, m.ended, m.sessionStart, m.handshakes, m.requests, m.duration)
+		reg.MustRegister(m.connectors, m.identities, m.joins, m.refusals, m.ended, m.sessionStart, m.handshakes, m.requests, m.duration, m.conns, m.doorRefusals)
 	}
 	return m
 }

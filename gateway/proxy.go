@@ -56,7 +56,16 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 	}()
 	refuse := func(code int, message string, retryAfter int) {
 		entry.Deny(message)
+		closeAfterRefusal(w, g.door.cfg.RefusalTimeout)
 		wire.WriteStatus(w, code, message, retryAfter)
+	}
+	if err := auditrec.Err(g.audit); err != nil {
+		if !g.cfg.ServeWithoutAudit {
+			// Fail closed: what the gateway cannot audit, it does not serve.
+			refuse(http.StatusServiceUnavailable, fmt.Sprintf("the gateway cannot write its audit log (%v); it refuses requests until it can", err), 5)
+			return
+		}
+		g.log.Error("serving without audit: the audit log cannot be written", "request_id", requestID, "err", err)
 	}
 	if size := headerSize(r); size > g.cfg.MaxHeaderBytes {
 		refuse(http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("request headers are %d bytes, more than the %d allowed", size, g.cfg.MaxHeaderBytes), 0)
@@ -86,6 +95,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry.Caller(claims)
+	doorOf(r).authenticated()
 	if !claims.HasCluster(cluster) {
 		refuse(http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, cluster), 0)
 		return

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"maps"
@@ -16,14 +15,13 @@ import (
 // without a status for success and kubectl exits 0 in silence.
 //
 // The client opens the error streams (SYN_STREAM with the header streamType: error), in header blocks compressed
-// with one zlib context per direction, so every control frame from the client goes through a spdy.Framer in order.
-// Data frames are only skipped. From the server only the frame boundaries and the end of each stream matter: a
+// with one zlib context per direction, so every header block from the client is inflated in order, within bounds
+// (spdyHeaderDecoder). Data frames are only skipped. From the server only the frame boundaries and the end of each stream matter: a
 // DATA frame is the one frame the gateway can add without joining the server's compression context.
 type spdyFraming struct {
 	in, out spdySplitter
 
-	framer   *spdy.Framer // nil once the headers no longer matter
-	inFrames bytes.Buffer // the client's control frame being decoded
+	headers *spdyHeaderDecoder // the client's header blocks; nil once they no longer matter
 
 	// errorStreams are the error streams the client opened on which the server has written nothing yet: the
 	// gateway's status may go there without mixing with the server's own.
@@ -33,20 +31,27 @@ type spdyFraming struct {
 	protocol    func() string // the negotiated X-Stream-Protocol-Version, known once the 101 went out
 }
 
-// maxSPDYControlFrame bounds what is kept of one control frame. Kubernetes' stream headers are a few hundred bytes;
-// past this the gateway stops following the session and says nothing at its end.
+// maxSPDYControlFrame bounds what is kept of one control frame, compressed. Kubernetes' stream headers are a few
+// hundred bytes; past this the gateway stops following the session and says nothing at its end.
 const maxSPDYControlFrame = 64 << 10
 
+// spdySplitterKeep is the capacity a splitter keeps between control frames; a larger frame's buffer is dropped.
+const spdySplitterKeep = 4 << 10
+
 func newSPDYFraming(portForward bool, protocol func() string) *spdyFraming {
-	f := &spdyFraming{errorStreams: map[uint32]bool{}, portForward: portForward, protocol: protocol}
-	f.framer, _ = spdy.NewFramerWithOptions(nil, &f.inFrames, spdy.WithMaxControlFramePayloadSize(maxSPDYControlFrame))
+	f := &spdyFraming{errorStreams: map[uint32]bool{}, portForward: portForward, protocol: protocol, headers: newSPDYHeaderDecoder()}
 	f.in.onControl = f.clientControl
 	f.out.onData = func(id uint32) { delete(f.errorStreams, id) }
 	f.out.onControl = f.serverControl
 	return f
 }
 
-func (f *spdyFraming) fromClient(p []byte) { f.in.feed(p) }
+func (f *spdyFraming) fromClient(p []byte) {
+	f.in.feed(p)
+	if f.in.lost && f.headers != nil {
+		f.stopHeaders() // no later block is decoded: free the inflater now
+	}
+}
 func (f *spdyFraming) fromServer(p []byte) { f.out.feed(p) }
 
 // SPDY/3.1 control frame types the gateway follows.
@@ -54,29 +59,55 @@ const (
 	spdySynStream = 1
 	spdySynReply  = 2
 	spdyRstStream = 3
+	spdyHeaders   = 8
 )
 
 func (f *spdyFraming) clientControl(frame []byte) bool {
-	if binary.BigEndian.Uint16(frame[2:4]) == spdyRstStream && len(frame) >= 12 {
+	typ := binary.BigEndian.Uint16(frame[2:4])
+	if typ == spdyRstStream && len(frame) >= 12 {
 		delete(f.errorStreams, binary.BigEndian.Uint32(frame[8:12])&0x7fffffff)
 		return true
 	}
-	if f.framer == nil {
+	if f.headers == nil {
 		return true // headers are no longer followed
 	}
-	f.inFrames.Write(frame)
-	decoded, err := f.framer.ReadFrame()
-	if err != nil {
-		return false // the compression context cannot be trusted past a frame it could not read
+	// Where the compressed header block starts: after the frame header, the stream id and, for SYN_STREAM, the
+	// associated stream id, priority and slot. The other control frames carry no header block.
+	var block int
+	switch typ {
+	case spdySynStream:
+		block = 18
+	case spdySynReply, spdyHeaders:
+		block = 12
+	default:
+		return true
 	}
-	if fr, ok := decoded.(*spdy.SynStreamFrame); ok && fr.Headers.Get("streamType") == "error" {
-		f.errorStreams[uint32(fr.StreamId)] = true
+	if len(frame) < block {
+		f.stopHeaders()
+		return false
+	}
+	isError, err := f.headers.isErrorStream(frame[block:])
+	if err != nil {
+		f.stopHeaders()
+		return false // the compression context cannot be trusted past a block it could not read
+	}
+	if typ == spdySynStream && isError {
+		id := binary.BigEndian.Uint32(frame[8:12]) & 0x7fffffff
+		if id == 0 {
+			f.stopHeaders()
+			return false
+		}
+		f.errorStreams[id] = true
 		if !f.portForward {
-			// exec and attach have one error stream: stop decoding headers, and free the decompressor's window.
-			f.framer, f.inFrames = nil, bytes.Buffer{}
+			f.stopHeaders() // exec and attach have one error stream: stop decoding headers, and free the inflater
 		}
 	}
 	return true
+}
+
+func (f *spdyFraming) stopHeaders() {
+	f.headers.close()
+	f.headers = nil
 }
 
 func (f *spdyFraming) serverControl(frame []byte) bool {
@@ -168,6 +199,9 @@ func (s *spdySplitter) feed(p []byte) {
 			s.hdrLen = 0
 			if s.isControl && s.onControl != nil && !s.onControl(s.control) {
 				s.lost = true
+			}
+			if cap(s.control) > spdySplitterKeep {
+				s.control = nil
 			}
 		}
 	}

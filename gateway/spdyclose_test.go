@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -193,13 +194,30 @@ func TestSPDYNoFarewell(t *testing.T) {
 // of well-formed data frames that a real SPDY framer reads after the server's bytes.
 func FuzzSPDYFraming(f *testing.F) {
 	t := &testing.T{}
-	f.Add(execClient(t).buf.Bytes(), execServer(t).buf.Bytes(), uint8(7))
-	f.Add(append(execClient(t).buf.Bytes(), 0x80, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 1, 2), []byte{0, 0, 0, 1, 1, 0, 0, 0}, uint8(1))
-	f.Fuzz(func(t *testing.T, client, server []byte, split uint8) {
+	f.Add(execClient(t).buf.Bytes(), execServer(t).buf.Bytes(), uint8(7), false)
+	f.Add(append(execClient(t).buf.Bytes(), 0x80, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 1, 2), []byte{0, 0, 0, 1, 1, 0, 0, 0}, uint8(1), false)
+	// Header blocks at and past the bounds, in one compression context, for port-forward (which keeps decoding).
+	w := newSPDYHeaderWriter(t)
+	var pf []byte
+	pf = append(pf, w.synStream(t, 1, u32(3), pair("streamtype", "error"), pair("port", "80"), pair("requestid", "0"))...)
+	pf = append(pf, w.control(t, spdyHeaders, 1, u32(1), pair("a", strings.Repeat("\x00", maxSPDYHeaderField)))...)
+	pf = append(pf, w.control(t, spdySynReply, 2, u32(0))...)
+	f.Add(bytes.Clone(pf), execServer(t).buf.Bytes(), uint8(3), true)
+	pf = append(pf, w.synStream(t, 3, u32(1), pair("streamtype", "error"+strings.Repeat("\x00", maxSPDYHeaderField)))...)
+	f.Add(bytes.Clone(pf), []byte{}, uint8(200), true)
+	f.Add(w.synStream(t, 1, u32(1<<32-1), pair("a", "b")), []byte{}, uint8(0), true)
+	f.Add(w.synStream(t, 1, u32(1), u32(1<<31), []byte("streamtype")), []byte{}, uint8(0), true)
+	nuls := make([][]byte, 0, 9)
+	nuls = append(nuls, u32(4))
+	for i := range 4 {
+		nuls = append(nuls, pair(fmt.Sprint("x", i), strings.Repeat("\x00", 4000)))
+	}
+	f.Add(newSPDYHeaderWriter(t).synStream(t, 1, nuls...), []byte{}, uint8(255), true)
+	f.Fuzz(func(t *testing.T, client, server []byte, split uint8, portForward bool) {
 		// Go's fuzzer has no hang detection: an input that loops forever must crash the worker to be reported.
 		hang := time.AfterFunc(10*time.Second, func() { panic("following the SPDY session hangs on this input") })
 		defer hang.Stop()
-		fr := newSPDYFraming(false, func() string { return "v4.channel.k8s.io" })
+		fr := newSPDYFraming(portForward, func() string { return "v4.channel.k8s.io" })
 		n := int(split) + 1
 		feedSplit(fr.fromClient, client, n)
 		feedSplit(fr.fromServer, server, n)

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/internal/auditrec"
@@ -52,7 +53,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	policyFile := fs.String("policy", "", "the cluster's ceiling: a YAML file of rules; requests outside it are refused whatever the token says")
 	impersonate := fs.Bool("impersonate", false, "reach the API server as the caller (Impersonate-User warren:<sub>); needs --issuer-keys")
 	stripHeaders := fs.String("strip-headers", "", "more request headers that never reach the API server, comma-separated, a trailing * for a prefix (X-Remote-*, X-Forwarded-*, X-Real-Ip and Forwarded always are): the cluster's --requestheader-*-headers names when they are not X-Remote-*")
-	auditLog := fs.String("audit-log", "", "audit log of the requests the connector serves or refuses: hash-chained JSON lines (- for standard output); default: none")
+	auditLog := addAuditFlags(fs, "", "audit log of the requests the connector serves or refuses: hash-chained JSON lines (- for standard output); default: none")
 	name := fs.String("name", "", "this connector's name in the gateway's logs; default: host name")
 	healthListen := fs.String("health-listen", "", "address for /healthz and /readyz probes (e.g. :8080); default: none")
 	newLogger := logFlags(fs)
@@ -138,11 +139,11 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		}
 	}
 	var auditSink auditrec.Sink
-	if *auditLog != "" {
-		l, err := openAudit(*auditLog)
-		if err != nil {
-			return err
-		}
+	l, err := auditLog.open(audit.ComponentConnector)
+	if err != nil {
+		return err
+	}
+	if l != nil {
 		defer l.Close()
 		auditSink = l
 	}
@@ -173,7 +174,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("cannot listen on --health-listen %s: %v", *healthListen, err)
 		}
-		srv := &http.Server{Handler: healthHandler(c, mon.Check), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: healthHandler(c, auditSink, mon.Check), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
@@ -199,12 +200,17 @@ func kubeConfig(path string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// healthHandler answers probes: /healthz while the process runs, /readyz while a tunnel is up and ready reports no
-// error (a key file or revocation list that failed to reload).
-func healthHandler(c *connector.Connector, ready func() error) http.Handler {
+// healthHandler answers probes: /healthz while the process runs, /readyz while a tunnel is up, the audit log takes
+// records (the connector refuses requests it cannot audit) and ready reports no error (a key file or revocation
+// list that failed to reload).
+func healthHandler(c *connector.Connector, audit auditrec.Sink, ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := auditrec.Err(audit); err != nil {
+			http.Error(w, fmt.Sprintf("the audit log cannot be written (%v): requests are refused until it can", err), http.StatusServiceUnavailable)
+			return
+		}
 		if !c.Connected() {
 			http.Error(w, "not connected to the gateway", http.StatusServiceUnavailable)
 			return

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/internal/download"
@@ -47,7 +47,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cc.CredentialTTL, "connector-credential-ttl", cc.CredentialTTL, "lifetime of the credentials connectors get for their join token; they renew at 2/3 of it")
 	fs.IntVar(&cc.MaxIdentities, "max-connector-identities", cc.MaxIdentities, "connector identities (keys) a cluster may hold at once; a new one over it is refused, never a live one evicted")
 	fs.IntVar(&cc.MaxTunnelsPerIdentity, "max-tunnels-per-connector", cc.MaxTunnelsPerIdentity, "tunnels one connector identity may hold at once")
-	auditLog := fs.String("audit-log", "-", "audit log: one hash-chained JSON line per request (- for standard output)")
+	auditLog := addAuditFlags(fs, "-", "audit log: one hash-chained JSON line per request (- for standard output)")
 	lim := limit.DefaultConfig()
 	fs.Float64Var(&lim.TokenRate, "token-rate", lim.TokenRate, "requests per second allowed per caller token")
 	fs.IntVar(&lim.TokenBurst, "token-burst", lim.TokenBurst, "burst of requests allowed per caller token")
@@ -55,11 +55,17 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	fs.IntVar(&lim.ClusterBurst, "cluster-burst", lim.ClusterBurst, "burst of requests allowed per cluster")
 	fs.IntVar(&lim.TokenStreams, "token-streams", lim.TokenStreams, "concurrent watches, exec, attach, port-forward and logs -f per caller token")
 	tun := addTunnelFlags(fs)
-	maxStream := fs.Duration("max-stream-duration", 12*time.Hour, "end exec, attach, port-forward, watch and logs -f sessions after this long")
+	maxStream := fs.Duration("max-stream-duration", gateway.DefaultConfig().MaxStreamDuration, "end exec, attach, port-forward, watch and logs -f sessions after this long")
 	metricsListen := fs.String("metrics-listen", "", "address for Prometheus /metrics (plain HTTP, e.g. 127.0.0.1:9090); default: none")
-	maxHeader := fs.Int("max-header-bytes", 64<<10, "largest request headers accepted; larger get 431")
+	maxHeader := fs.Int("max-header-bytes", gateway.DefaultConfig().MaxHeaderBytes, "largest request headers accepted; larger get 431")
 	downloadDir := fs.String("download-dir", "", "directory of connector binaries served at /download/ to bootstrap scripts (warren-linux-amd64, warren-linux-arm64); without it the gateway serves its own build for its platform")
 	clusters := fs.String("clusters", "", "clusters known before their connector connects (503 instead of 404), comma-separated")
+	door := gateway.DefaultConfig().FrontDoor
+	trustedProxies := fs.String("trusted-proxies", "", "addresses or CIDRs of the proxies in front of the gateway (Ingress, load balancer), comma-separated: only their X-Forwarded-For (and PROXY header, with --proxy-protocol) name the client; default: none, the connection's address is the client")
+	fs.BoolVar(&door.ProxyProtocol, "proxy-protocol", false, "connections from --trusted-proxies start with a PROXY protocol header (v1 or v2); others are served as they come")
+	fs.IntVar(&door.MaxUnauthenticated, "max-unauthenticated-connections", door.MaxUnauthenticated, "connections on which no request has authenticated yet, at most; past it a new one makes the oldest of them close")
+	fs.IntVar(&door.MaxUnauthenticatedPerSource, "max-unauthenticated-per-source", door.MaxUnauthenticatedPerSource, "unauthenticated connections, and unauthenticated requests in flight, per client address (IPv6: per /64); more are refused")
+	serveWithoutAudit := fs.Bool("serve-without-audit", false, "serve API requests even while the audit log cannot be written (default: refuse them with 503 and fail /readyz)")
 	newLogger := logFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), gatewayUsage); fs.PrintDefaults() }
 	if err := parseFlags(fs, args); err != nil {
@@ -78,6 +84,12 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		return errors.New("missing --tls-cert or --tls-key: the gateway serves HTTPS only; give its certificate and key (PEM)")
 	case *connectorKeys == "":
 		return errors.New("missing --connector-keys: the public key(s) that sign connector tokens (signing.pub from warren keygen)")
+	}
+	if door.TrustedProxies, err = gateway.ParseCIDRs(*trustedProxies); err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if door.ProxyProtocol && len(door.TrustedProxies) == 0 {
+		return errors.New("--proxy-protocol needs --trusted-proxies: the addresses of the load balancers whose PROXY header to honour")
 	}
 	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 	if err != nil {
@@ -120,9 +132,12 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	auditSink, err := openAudit(*auditLog)
+	auditSink, err := auditLog.open(audit.ComponentGateway)
 	if err != nil {
 		return err
+	}
+	if auditSink == nil {
+		return errors.New("--audit-log must not be empty: the gateway audits every request (- for standard output)")
 	}
 	defer auditSink.Close()
 	g, err := gateway.New(gateway.Config{
@@ -132,6 +147,8 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		Connectors:        cc,
 		Clusters:          splitList(*clusters),
 		Audit:             auditSink,
+		ServeWithoutAudit: *serveWithoutAudit,
+		FrontDoor:         door,
 		Limits:            limit.New(lim),
 		MaxHeaderBytes:    *maxHeader,
 		Tunnel:            tun.config(),
@@ -158,20 +175,13 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		go msrv.Serve(mln)
 		defer msrv.Close()
 	}
-	srv := &http.Server{
-		Handler:           g,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,    // idle keep-alive connections only: upgraded streams are not affected
-		MaxHeaderBytes:    *maxHeader + 4<<10, // the gateway answers 431 itself, as a Kubernetes Status
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
+	srv := g.Server(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 
 	reloadOnHangup(ctx, log, reloads)
 	monitorReloads(ctx, mon)
 
 	served := make(chan error, 1)
-	go func() { served <- srv.ServeTLS(ln, "", "") }()
+	go func() { served <- srv.ServeTLS(g.Listener(ln), "", "") }()
 	log.Info("gateway listening", "addr", ln.Addr().String(), "version", version)
 	select {
 	case err := <-served:

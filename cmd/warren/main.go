@@ -63,6 +63,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case err != nil:
 		msg := err.Error()
+		var ec *exitCodeError
+		if errors.As(err, &ec) {
+			fmt.Fprintf(stderr, "warren %s: %s\n", args[0], msg)
+			return ec.code
+		}
 		if isFlagError(msg) {
 			fmt.Fprintf(stderr, "warren %s: %s; run `warren %s --help` for the flags\n", args[0], msg, args[0])
 			return 2
@@ -73,6 +78,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	stderr.Write(flagOut.Bytes())
 	return 0
 }
+
+// exitCodeError is an error that a command ends with another exit code than 1 (see the command's help).
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e *exitCodeError) Error() string { return e.err.Error() }
+func (e *exitCodeError) Unwrap() error { return e.err }
 
 func isFlagError(msg string) bool {
 	for _, p := range []string{"flag provided but not defined", "invalid value", "invalid boolean", "bad flag syntax", "flag needs an argument"} {

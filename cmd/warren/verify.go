@@ -132,12 +132,43 @@ func monitorReloads(ctx context.Context, mon *auth.Monitor) {
 	}()
 }
 
-// openAudit opens the audit log at path, "-" meaning standard output.
-func openAudit(path string) (*audit.Log, error) {
-	if path == "-" {
-		return audit.New(os.Stdout), nil
+// auditFlags configure the audit log of the gateway or the connector.
+type auditFlags struct {
+	path, signingKey *string
+}
+
+func addAuditFlags(fs *flag.FlagSet, defaultPath, help string) *auditFlags {
+	return &auditFlags{
+		path:       fs.String("audit-log", defaultPath, help),
+		signingKey: fs.String("audit-signing-key", "", "Ed25519 key (signing.key of `warren keygen`, not the token issuer's) that signs checkpoints of the audit log, for `warren audit verify --key`; default: no checkpoints"),
 	}
-	l, err := audit.Open(path)
+}
+
+// open opens the audit log ("-" meaning standard output), or returns nil without --audit-log.
+func (f *auditFlags) open(component string) (*audit.Log, error) {
+	if *f.path == "" {
+		if *f.signingKey != "" {
+			return nil, errors.New("--audit-signing-key needs --audit-log")
+		}
+		return nil, nil
+	}
+	cfg := audit.DefaultConfig()
+	cfg.Component = component
+	if *f.signingKey != "" {
+		k, err := auth.LoadSigningKey(*f.signingKey)
+		if err != nil {
+			return nil, fmt.Errorf("--audit-signing-key: %w", err)
+		}
+		cfg.SigningKey, cfg.KeyID = k.Key, k.KeyID
+	}
+	if *f.path == "-" {
+		l, err := audit.NewWithConfig(os.Stdout, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("--audit-log: %w", err)
+		}
+		return l, nil
+	}
+	l, err := audit.OpenWithConfig(*f.path, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--audit-log: %w", err)
 	}

@@ -22,6 +22,20 @@ type Sink interface {
 	Write(audit.Record) error
 }
 
+// Health is implemented by a Sink that can tell whether it takes records now, as *audit.Log does (Err).
+type Health interface {
+	Err() error
+}
+
+// Err returns why sink cannot take records now, or nil: also for a nil sink or one that cannot tell. A caller that
+// must not serve what it cannot audit asks before serving.
+func Err(sink Sink) error {
+	if h, ok := sink.(Health); ok {
+		return h.Err()
+	}
+	return nil
+}
+
 // Entry is the record of one request in progress. Its methods are called from the request's handler goroutine; on
 // a nil Entry (auditing off) they do nothing.
 type Entry struct {

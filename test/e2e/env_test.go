@@ -204,8 +204,9 @@ func (gs *gatewayServer) start(addr string) {
 		t.Fatal(err)
 	}
 	gs.addr = ln.Addr().String()
-	gs.srv = &http.Server{Handler: gs.g, TLSConfig: &tls.Config{Certificates: []tls.Certificate{gs.cert}}}
-	go gs.srv.ServeTLS(ln, "", "")
+	// As `warren gateway` serves it: the front door's listener and server.
+	gs.srv = gs.g.Server(&tls.Config{Certificates: []tls.Certificate{gs.cert}})
+	go gs.srv.ServeTLS(gs.g.Listener(ln), "", "")
 }
 
 func (gs *gatewayServer) stop() {

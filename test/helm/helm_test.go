@@ -463,6 +463,8 @@ func TestSchema(t *testing.T) {
 			[]string{schemaErr, "credentialTTL"}},
 		{"no connector identity at all", "gateway-minimal", []string{"--set", "connectors.maxIdentities=0"},
 			[]string{schemaErr, "maxIdentities"}},
+		{"trusted proxy not an address", "gateway-minimal", []string{"--set", "trustedProxies[0]=ingress.example.com"},
+			[]string{schemaErr, "trustedProxies"}},
 
 		// Required values: rendered templates fail with a message that says what to do.
 		{"no gateway url", "connector-minimal", []string{"--set", "gateway.url="},
@@ -479,6 +481,8 @@ func TestSchema(t *testing.T) {
 			[]string{"issuerKeys is required"}},
 		{"ingress without host", "gateway-minimal", []string{"--set", "ingress.enabled=true"},
 			[]string{"ingress.host is required"}},
+		{"PROXY protocol without trusted proxies", "gateway-minimal", []string{"--set", "proxyProtocol=true"},
+			[]string{"proxyProtocol needs trustedProxies"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := caseByName(t, tc.caseName)
