@@ -475,8 +475,8 @@ func TestSecretVolumes(t *testing.T) {
 
 // TestCleanup: a deleted pod leaves no process, mount namespace, mount or directory behind.
 func TestCleanup(t *testing.T) {
-	mountsBefore := hostMounts(t)
 	tk := startTestKubelet(t)
+	mountsBefore := hostMounts(t, tk.k.rootDir)
 	pod := tk.runPod(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "gone"}, Spec: corev1.PodSpec{
 		Volumes: []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 		Containers: []corev1.Container{{Name: "main", Image: "busybox", Command: []string{"sh", "-c", "sleep 3600 & sleep 3600"},
@@ -491,7 +491,7 @@ func TestCleanup(t *testing.T) {
 	execDone := make(chan execResult, 1)
 	go func() { execDone <- tk.exec(t, "gone", "main", "", "sleep", "3600") }()
 	waitFor(t, "the exec's process", func() (bool, error) { return len(procsIn(pidNS)) == 3, nil })
-	if m := hostMounts(t); m != mountsBefore {
+	if m := hostMounts(t, tk.k.rootDir); m != mountsBefore {
 		t.Errorf("the node's mount table changed while the pod runs:\nbefore:\n%s\nafter:\n%s", mountsBefore, m)
 	}
 	podDir := filepath.Join(tk.k.rootDir, "pods", "default_gone_"+string(pod.UID))
@@ -511,7 +511,7 @@ func TestCleanup(t *testing.T) {
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("process %d: %v, want ESRCH", pid, err)
 	}
-	if m := hostMounts(t); m != mountsBefore {
+	if m := hostMounts(t, tk.k.rootDir); m != mountsBefore {
 		t.Errorf("mounts left on the node:\nbefore:\n%s\nafter:\n%s", mountsBefore, m)
 	}
 	if _, err := os.Stat(podDir); !os.IsNotExist(err) {
@@ -527,7 +527,7 @@ func TestCleanup(t *testing.T) {
 	if n := len(procsIn(pidNS)) + len(procsIn(mntNS)); n != 0 {
 		t.Errorf("%d processes left in the namespaces of a pod after the kubelet stopped", n)
 	}
-	if m := hostMounts(t); m != mountsBefore {
+	if m := hostMounts(t, tk.k.rootDir); m != mountsBefore {
 		t.Errorf("mounts left on the node after the kubelet stopped:\n%s", m)
 	}
 	if _, err := os.Stat(filepath.Join(tk.k.rootDir, "pods", "default_left_"+string(left.UID))); !os.IsNotExist(err) {
@@ -535,16 +535,22 @@ func TestCleanup(t *testing.T) {
 	}
 }
 
-// hostMounts is the node's mount table, mount IDs dropped.
-func hostMounts(t *testing.T) string {
+// hostMounts is the node's mount table, mount IDs dropped, except the mounts of other processes of this machine
+// (tests of other packages run containers too): only mount points outside every other process's temporary
+// directory count, that is outside /tmp unless under the kubelet's own root directory.
+func hostMounts(t *testing.T, kubeletRoot string) string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
+	tmp := os.TempDir() + string(filepath.Separator)
 	var lines []string
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		f := strings.Fields(l)
+		if point := f[4]; strings.HasPrefix(point, tmp) && !strings.HasPrefix(point, kubeletRoot+string(filepath.Separator)) {
+			continue
+		}
 		lines = append(lines, strings.Join(f[2:], " "))
 	}
 	return strings.Join(lines, "\n")
