@@ -127,3 +127,32 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// FuzzVerifyAssertion: nothing but the gateway's genuine assertion verifies, and whatever verifies passes the
+// shape checks the connector relies on.
+func FuzzVerifyAssertion(f *testing.F) {
+	g := newTestGateway(f)
+	good := g.sign(f, nil)
+	f.Add(good)
+	f.Add(good[:len(good)-1])
+	f.Add("")
+	f.Add("a.b.c")
+	f.Add("eyJhbGciOiJub25lIiwidHlwIjoid2FycmVuLWFzc2VydGlvbitqd3QifQ.e30.")
+	f.Add(newIssuer(f).caller(f, nil))
+	v := g.verifier(f, t0)
+	f.Fuzz(func(t *testing.T, tok string) {
+		a, err := v.Verify(tok)
+		if tok == good {
+			if err != nil {
+				t.Fatalf("the genuine assertion: %v", err)
+			}
+			return
+		}
+		if err == nil || a != nil {
+			t.Fatalf("forged assertion %q verified: %+v", tok, a)
+		}
+		if !errors.Is(err, ErrInvalidToken) || len(err.Error()) > 400 {
+			t.Fatalf("error %q", err)
+		}
+	})
+}

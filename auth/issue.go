@@ -43,10 +43,13 @@ type IssueOptions struct {
 	Issuer   string // default DefaultIssuer
 	Subject  string // required: who the token is for; shows in audit logs
 	Clusters []string
-	Rules    []Rule
-	Groups   []string         // optional: the caller's groups, for connectors that impersonate
-	TTL      time.Duration    // required, > 0
-	Now      func() time.Time // default time.Now
+	// MultiCluster allows several Clusters. A token for several clusters works at each of them, so one leak
+	// reaches them all, and gateways refuse it unless configured to accept it (VerifierConfig.AllowMultiCluster).
+	MultiCluster bool
+	Rules        []Rule
+	Groups       []string         // optional: the caller's groups, for connectors that impersonate
+	TTL          time.Duration    // required, > 0
+	Now          func() time.Time // default time.Now
 }
 
 // IssueCaller signs a caller token (audience "warren") granting Rules on Clusters for TTL.
@@ -56,6 +59,9 @@ func (k *SigningKey) IssueCaller(o IssueOptions) (string, error) {
 	}
 	if len(o.Clusters) == 0 {
 		return "", errors.New("a token needs at least one cluster")
+	}
+	if len(o.Clusters) > 1 && !o.MultiCluster {
+		return "", fmt.Errorf("a token for %d clusters works at each of them, so one leak reaches them all: issue one token per cluster, or ask for several explicitly (MultiCluster, --multi-cluster)", len(o.Clusters))
 	}
 	for _, c := range o.Clusters {
 		if err := ValidateClusterName(c); err != nil {

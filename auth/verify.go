@@ -56,6 +56,9 @@ type VerifierConfig struct {
 	Algorithms []string
 	// Revoked, if set, is asked about the token id (jti) of every otherwise valid token; true rejects the token.
 	Revoked func(jti string) bool
+	// AllowMultiCluster accepts caller tokens that name several clusters. By default a caller token must name
+	// exactly one: a token for several clusters works at each of them, so one leak reaches them all.
+	AllowMultiCluster bool
 }
 
 // Verifier checks tokens: signature by a known key with an allowed algorithm, audience, time claims, and the shape
@@ -66,6 +69,11 @@ type Verifier struct {
 	now    func() time.Time
 	parser *jwt.Parser
 	cache  verifiedCache
+	// noun names what is verified in error messages: "token", or "assertion" for an AssertionVerifier's.
+	noun string
+	// assertion is set for an AssertionVerifier's: the "typ" header must then be AssertionType, which every other
+	// token must not carry.
+	assertion bool
 }
 
 // NewVerifier validates c and returns a Verifier.
@@ -85,7 +93,7 @@ func NewVerifier(c VerifierConfig) (*Verifier, error) {
 		}
 	}
 	c.Algorithms = slices.Clone(c.Algorithms)
-	v := &Verifier{cfg: c, leeway: c.Leeway, now: c.Now}
+	v := &Verifier{cfg: c, leeway: c.Leeway, now: c.Now, noun: "token"}
 	if v.leeway == 0 {
 		v.leeway = DefaultLeeway
 	} else if v.leeway < 0 {
@@ -130,7 +138,7 @@ func (v *Verifier) VerifyContext(ctx context.Context, token string) (*Claims, er
 	claims := new(Claims)
 	tok, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFunc(ctx, t) })
 	if err != nil {
-		return nil, v.explain(tok, claims, err)
+		return nil, v.explain(tok, &claims.RegisteredClaims, err)
 	}
 	if err := v.checkClaims(claims); err != nil {
 		return nil, err
@@ -170,28 +178,38 @@ func (v *Verifier) Revoked(id string) bool {
 
 // keyFunc runs after the algorithm passed the allowlist and before the signature is checked.
 func (v *Verifier) keyFunc(ctx context.Context, t *jwt.Token) (any, error) {
+	n := v.noun
 	if _, ok := t.Header["crit"]; ok {
 		// RFC 7515 4.1.11: a recipient must reject critical extensions it does not understand; we understand none.
-		return nil, invalid(jwt.ErrTokenUnverifiable, `malformed token: header parameter "crit" is not supported`)
+		return nil, invalid(jwt.ErrTokenUnverifiable, `malformed `+n+`: header parameter "crit" is not supported`)
+	}
+	// Explicit typing (RFC 8725 3.11): a gateway's assertion can never pass for a caller or connector token, nor
+	// the reverse, whatever keys the two verifiers share.
+	typ, _ := t.Header["typ"].(string)
+	switch {
+	case v.assertion && typ != AssertionType:
+		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("not a gateway assertion: its typ header is %q, want %q", clip(typ), AssertionType))
+	case !v.assertion && strings.EqualFold(typ, AssertionType):
+		return nil, invalid(jwt.ErrTokenUnverifiable, "this is a gateway's assertion, not a token: assertions are good only between a gateway and a connector, for one request")
 	}
 	raw, ok := t.Header["kid"]
 	if !ok {
-		return nil, invalid(jwt.ErrTokenUnverifiable, "token has no key id (kid header)")
+		return nil, invalid(jwt.ErrTokenUnverifiable, n+" has no key id (kid header)")
 	}
 	kid, ok := raw.(string)
 	if !ok || kid == "" {
-		return nil, invalid(jwt.ErrTokenUnverifiable, "malformed token: key id (kid header) must be a non-empty string")
+		return nil, invalid(jwt.ErrTokenUnverifiable, "malformed "+n+": key id (kid header) must be a non-empty string")
 	}
 	if len(kid) > maxKeyIDBytes || !printable(kid) {
-		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token is signed by unknown key id %q", clip(kid)))
+		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("%s is signed by unknown key id %q", n, clip(kid)))
 	}
 	key, ok := keyContext(ctx, v.cfg.Keys, kid)
 	if !ok {
-		return nil, invalid(ErrUntrustedKey, fmt.Sprintf("token is signed by unknown key id %q", kid))
+		return nil, invalid(ErrUntrustedKey, fmt.Sprintf("%s is signed by unknown key id %q", n, kid))
 	}
 	alg := t.Method.Alg()
 	if !keyFitsAlg(key, alg) {
-		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("token algorithm %q does not match key %q", alg, kid))
+		return nil, invalid(jwt.ErrTokenUnverifiable, fmt.Sprintf("%s algorithm %q does not match key %q", n, alg, kid))
 	}
 	return key, nil
 }
@@ -210,48 +228,49 @@ func keyFitsAlg(key crypto.PublicKey, alg string) bool {
 
 // explain turns a jwt/v5 error into one sentence. Claims errors are only reported for tokens whose signature
 // verified: jwt/v5 validates claims after the signature.
-func (v *Verifier) explain(tok *jwt.Token, c *Claims, err error) error {
+func (v *Verifier) explain(tok *jwt.Token, c *jwt.RegisteredClaims, err error) error {
+	n := v.noun
 	var te *tokenError
 	if errors.As(err, &te) {
 		return te
 	}
 	if tok == nil {
-		return invalid(err, "malformed token: want three base64url parts separated by dots")
+		return invalid(err, "malformed "+n+": want three base64url parts separated by dots")
 	}
 	// The algorithm first: a token with alg "none" or HS256 gets exactly that answer.
 	alg, ok := tok.Header["alg"].(string)
 	if errors.Is(err, jwt.ErrTokenMalformed) {
-		return invalid(err, "malformed token: "+strings.TrimPrefix(err.Error(), jwt.ErrTokenMalformed.Error()+": "))
+		return invalid(err, "malformed "+n+": "+strings.TrimPrefix(err.Error(), jwt.ErrTokenMalformed.Error()+": "))
 	}
 	if !ok {
-		return invalid(err, "malformed token: header has no algorithm (alg)")
+		return invalid(err, "malformed "+n+": header has no algorithm (alg)")
 	}
 	if !slices.Contains(v.cfg.Algorithms, alg) {
-		return invalid(err, fmt.Sprintf("token algorithm %q is not allowed", clip(alg)))
+		return invalid(err, fmt.Sprintf("%s algorithm %q is not allowed", n, clip(alg)))
 	}
 	if errors.Is(err, jwt.ErrTokenSignatureInvalid) {
-		return invalid(err, "token signature is invalid")
+		return invalid(err, n+" signature is invalid")
 	}
 	// Claims: the signature is good. Report the most useful problem first.
 	switch {
 	case c.ExpiresAt == nil && errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return invalid(err, "token has no expiry (exp claim)")
+		return invalid(err, n+" has no expiry (exp claim)")
 	case errors.Is(err, jwt.ErrTokenExpired):
-		return invalid(err, "token expired at "+stamp(c.ExpiresAt))
+		return invalid(err, n+" expired at "+stamp(c.ExpiresAt))
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
-		return invalid(err, "token not valid before "+stamp(c.NotBefore))
+		return invalid(err, n+" not valid before "+stamp(c.NotBefore))
 	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return invalid(err, "token issued in the future, at "+stamp(c.IssuedAt))
+		return invalid(err, n+" issued in the future, at "+stamp(c.IssuedAt))
 	case len(c.Audience) == 0 && errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return invalid(err, fmt.Sprintf("token has no audience; it must include %q", v.cfg.Audience))
+		return invalid(err, fmt.Sprintf("%s has no audience; it must include %q", n, v.cfg.Audience))
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return invalid(err, fmt.Sprintf("token audience %s does not include %q", clipList(c.Audience), v.cfg.Audience))
+		return invalid(err, fmt.Sprintf("%s audience %s does not include %q", n, clipList(c.Audience), v.cfg.Audience))
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer), v.cfg.Issuer != "" && c.Issuer == "":
-		return invalid(err, fmt.Sprintf("token issuer %q is not trusted (want %q)", clip(c.Issuer), v.cfg.Issuer))
+		return invalid(err, fmt.Sprintf("%s issuer %q is not trusted (want %q)", n, clip(c.Issuer), v.cfg.Issuer))
 	case errors.Is(err, jwt.ErrInvalidType):
-		return invalid(err, "malformed token: "+err.Error())
+		return invalid(err, "malformed "+n+": "+err.Error())
 	}
-	return invalid(err, "token is invalid")
+	return invalid(err, n+" is invalid")
 }
 
 // checkClaims applies warren's rules on top of the registered claims.
@@ -279,6 +298,10 @@ func (v *Verifier) checkClaims(c *Claims) error {
 		if err := ValidateClusterName(name); err != nil {
 			return invalid(nil, "malformed token: warren.clusters: "+err.Error())
 		}
+	}
+	if v.cfg.Audience == AudienceCaller && len(c.Warren.Clusters) > 1 && !v.cfg.AllowMultiCluster {
+		return invalid(nil, fmt.Sprintf("token names %d clusters %s; this gateway accepts caller tokens for one cluster only: issue one token per cluster, or start the gateway with --allow-multi-cluster-tokens",
+			len(c.Warren.Clusters), clipList(c.Warren.Clusters)))
 	}
 	if v.cfg.Audience == AudienceConnector {
 		if len(c.Warren.Clusters) != 1 {

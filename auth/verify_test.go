@@ -337,8 +337,12 @@ func TestIssueCallerClaims(t *testing.T) {
 		{Verbs: []string{"get", "list"}, APIGroups: []string{""}, Resources: []string{"pods"}, Namespaces: []string{"*"}},
 		{Verbs: []string{"create"}, APIGroups: []string{""}, Resources: []string{"pods/exec"}, Namespaces: []string{"payments"}, Names: []string{"api-7f9c"}},
 	}
-	tok := is.caller(t, func(o *IssueOptions) { o.Clusters = []string{"prod-eks", "stage"}; o.Rules = rules })
-	c, err := verifierAt(t, is.keys, AudienceCaller, t0, nil).Verify(tok)
+	tok := is.caller(t, func(o *IssueOptions) {
+		o.Clusters = []string{"prod-eks", "stage"}
+		o.MultiCluster = true
+		o.Rules = rules
+	})
+	c, err := verifierAt(t, is.keys, AudienceCaller, t0, func(c *VerifierConfig) { c.AllowMultiCluster = true }).Verify(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,6 +391,8 @@ func TestIssueErrors(t *testing.T) {
 		{"no rules", func(o *IssueOptions) { o.Rules = nil }, "at least one rule"},
 		{"bad rule", func(o *IssueOptions) { o.Rules = []Rule{{Verbs: []string{"fly"}, Resources: []string{"pods"}}} }, `unknown verb "fly"`},
 		{"zero ttl", func(o *IssueOptions) { o.TTL = 0 }, "lifetime must be positive"},
+		{"two clusters without asking", func(o *IssueOptions) { o.Clusters = []string{"a", "b"} },
+			"a token for 2 clusters works at each of them, so one leak reaches them all: issue one token per cluster, or ask for several explicitly (MultiCluster, --multi-cluster)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -403,6 +409,28 @@ func TestIssueErrors(t *testing.T) {
 	}
 	if _, err := is.key.IssueConnector("c", 0, t0); err == nil {
 		t.Error("connector token without a lifetime")
+	}
+}
+
+// TestMultiClusterTokens: a caller token for several clusters is refused unless the verifier accepts them; signed
+// by hand (as another issuer would), so that only the verifier's rule is tested.
+func TestMultiClusterTokens(t *testing.T) {
+	is := newIssuer(t)
+	c := baseClaims(AudienceCaller)
+	c.Warren.Clusters = []string{"prod", "staging"}
+	multi := signRaw(t, jwt.SigningMethodEdDSA, is.key.Key, c, map[string]any{"kid": is.key.KeyID})
+	_, err := verifierAt(t, is.keys, AudienceCaller, t0, nil).Verify(multi)
+	const want = `token names 2 clusters [prod staging]; this gateway accepts caller tokens for one cluster only: issue one token per cluster, or start the gateway with --allow-multi-cluster-tokens`
+	if err == nil || err.Error() != want || !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("multi-cluster token: %v\nwant %s", err, want)
+	}
+	got, err := verifierAt(t, is.keys, AudienceCaller, t0, func(c *VerifierConfig) { c.AllowMultiCluster = true }).Verify(multi)
+	if err != nil || !got.HasCluster("staging") {
+		t.Fatalf("with AllowMultiCluster: %+v, %v", got, err)
+	}
+	// One cluster is what every token is by default.
+	if _, err := verifierAt(t, is.keys, AudienceCaller, t0, nil).Verify(is.caller(t, nil)); err != nil {
+		t.Fatal(err)
 	}
 }
 
