@@ -21,31 +21,34 @@ const (
 // Record is one audit line. Optional fields are omitted from the JSON when empty. Seq and PrevHash are set by
 // Log.Write; whatever the caller puts there is overwritten.
 type Record struct {
-	Time        time.Time `json:"time"`      // written as RFC 3339 with nanoseconds, in UTC; zero means now
-	Component   string    `json:"component"` // ComponentGateway or ComponentConnector
-	RequestID   string    `json:"requestID"`
-	Cluster     string    `json:"cluster"`
-	Subject     string    `json:"subject,omitempty"`
-	TokenID     string    `json:"tokenID,omitempty"`
-	Issuer      string    `json:"issuer,omitempty"`
-	Method      string    `json:"method"`
-	Path        string    `json:"path"` // API path with query
-	Verb        string    `json:"verb"`
-	APIGroup    string    `json:"apiGroup,omitempty"`
-	Resource    string    `json:"resource,omitempty"`
-	Subresource string    `json:"subresource,omitempty"`
-	Namespace   string    `json:"namespace,omitempty"`
-	Name        string    `json:"name,omitempty"`
-	Decision    string    `json:"decision"`         // DecisionAllow or DecisionDeny
-	Reason      string    `json:"reason,omitempty"` // for a denial, the missing permission
-	Status      int       `json:"status"`
-	BytesIn     int64     `json:"bytesIn"`
-	BytesOut    int64     `json:"bytesOut"`
-	DurationMS  float64   `json:"durationMs"`
-	Command     []string  `json:"command,omitempty"` // exec: the command query parameters, in order (ExecDetails)
-	Container   string    `json:"container,omitempty"`
-	SourceIP    string    `json:"sourceIP,omitempty"`
-	UserAgent   string    `json:"userAgent,omitempty"`
+	Time      time.Time `json:"time"`      // written as RFC 3339 with nanoseconds, in UTC; zero means now
+	Component string    `json:"component"` // ComponentGateway or ComponentConnector
+	RequestID string    `json:"requestID"`
+	Cluster   string    `json:"cluster"`
+	Subject   string    `json:"subject,omitempty"`
+	TokenID   string    `json:"tokenID,omitempty"`
+	Issuer    string    `json:"issuer,omitempty"`
+	// AssertionID is, at the connector, the id (jti) of the gateway's assertion the request came with: the
+	// gateway's signed word for this exact request.
+	AssertionID string   `json:"assertionID,omitempty"`
+	Method      string   `json:"method"`
+	Path        string   `json:"path"` // API path with query
+	Verb        string   `json:"verb"`
+	APIGroup    string   `json:"apiGroup,omitempty"`
+	Resource    string   `json:"resource,omitempty"`
+	Subresource string   `json:"subresource,omitempty"`
+	Namespace   string   `json:"namespace,omitempty"`
+	Name        string   `json:"name,omitempty"`
+	Decision    string   `json:"decision"`         // DecisionAllow or DecisionDeny
+	Reason      string   `json:"reason,omitempty"` // for a denial, the missing permission
+	Status      int      `json:"status"`
+	BytesIn     int64    `json:"bytesIn"`
+	BytesOut    int64    `json:"bytesOut"`
+	DurationMS  float64  `json:"durationMs"`
+	Command     []string `json:"command,omitempty"` // exec: the command query parameters, in order (ExecDetails)
+	Container   string   `json:"container,omitempty"`
+	SourceIP    string   `json:"sourceIP,omitempty"`
+	UserAgent   string   `json:"userAgent,omitempty"`
 	// Suppressed, on a summary record, counts refusals that were not recorded one by one (see Suppressed).
 	Suppressed *Suppressed `json:"suppressed,omitempty"`
 	// Truncated names the fields Write clipped to MaxFieldBytes of JSON, each with its length in bytes before.

@@ -1,7 +1,9 @@
 package connector
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -23,7 +25,7 @@ const ImpersonatedUserPrefix = "warren:"
 const ImpersonatedTokenIDExtra = "warren-token-id"
 
 // clusterOfToken reads the cluster a connector token is bound to. The token is not verified here: the gateway
-// does that; the connector only needs the name to check that callers' tokens are for its cluster.
+// does that; the connector only needs the name to check that assertions are for its cluster.
 func clusterOfToken(token string) (string, error) {
 	var claims auth.Claims
 	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
@@ -46,10 +48,11 @@ func closeAfterRefusal(w http.ResponseWriter) {
 	rc.SetWriteDeadline(time.Now().Add(refusalTimeout))
 }
 
-// authorize is the connector's own check of every request, independent of the gateway's: the caller's token
-// verified with the connector's copy of the issuer keys, its rules, and the customer's ceiling. The gateway
-// cannot switch it off: no header it sends changes what is checked.
-func (c *Connector) authorize(next http.Handler) http.Handler {
+// authorize is the connector's own check of every request that arrives over the tunnel tunnelID, independent of
+// the gateway's: the gateway's assertion verified with the pinned keys, for this cluster, this tunnel and exactly
+// this request, never used before; the caller's rules in it; and the customer's ceiling. The gateway cannot switch
+// it off: no header it sends changes what is checked.
+func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requestID := r.Header.Get(wire.HeaderRequestID)
 		entry, w, r := auditrec.Begin(c.cfg.Audit, audit.ComponentConnector, c.cluster, requestID, w, r)
@@ -58,63 +61,74 @@ func (c *Connector) authorize(next http.Handler) http.Handler {
 				c.log.Error("cannot write the audit log", "request_id", requestID, "err", err)
 			}
 		}()
-		refuseRetry := func(code int, message string, retryAfter int) {
+		refuse := func(code int, message string, retryAfter int) {
 			entry.Deny(message)
 			closeAfterRefusal(w)
 			wire.WriteStatus(w, code, "connector: "+message, retryAfter)
 		}
-		refuse := func(code int, message string) { refuseRetry(code, message, 0) }
+		refuseAssertion := func(why string) {
+			entry.Deny("refused the gateway's assertion: " + why)
+			closeAfterRefusal(w)
+			wire.WriteStatus(w, http.StatusUnauthorized, "connector refused the gateway's assertion: "+why, 0)
+		}
 		if err := auditrec.Err(c.cfg.Audit); err != nil {
 			// Fail closed: what the connector cannot audit, it does not serve. (This refusal's own record is
 			// counted as lost, and the count written, once the log takes records again.)
-			refuseRetry(http.StatusServiceUnavailable, fmt.Sprintf("cannot write its audit log (%v); it refuses requests until it can", err), 5)
+			refuse(http.StatusServiceUnavailable, fmt.Sprintf("cannot write its audit log (%v); it refuses requests until it can", err), 5)
 			return
 		}
-		var claims *auth.Claims
-		if c.cfg.Callers != nil {
-			token := r.Header.Get(wire.HeaderCallerToken)
-			if token == "" {
-				refuse(http.StatusUnauthorized, "no caller token came with the request")
+		token := r.Header.Get(wire.HeaderAssertion)
+		if token == "" {
+			refuseAssertion("the request carries none (" + wire.HeaderAssertion + " header): every request must come with the gateway's signed assertion of it")
+			return
+		}
+		a, err := c.assertions.Verify(token)
+		if err != nil {
+			refuseAssertion(err.Error())
+			return
+		}
+		entry.Assertion(a.ID)
+		if err := a.Check(c.cluster, tunnelID, auth.RequestBinding(r, requestID)); err != nil {
+			refuseAssertion(err.Error())
+			return
+		}
+		// Last, so that only a genuine assertion of this very request takes a place in the cache.
+		if err := c.replays.Remember(c.assertions, a); err != nil {
+			var full *auth.ReplayCacheFullError
+			if errors.As(err, &full) {
+				wait := max(1, int(math.Ceil(full.RetryAfter.Seconds())))
+				c.log.Warn("replay cache full: refusing requests until assertion ids expire", "size", full.Size, "retry_in", wait)
+				refuse(http.StatusTooManyRequests, fmt.Sprintf("too many requests: %v; retry in %ds", err, wait), wait)
 				return
 			}
-			var err error
-			if claims, err = c.cfg.Callers.VerifyContext(r.Context(), token); err != nil {
-				entry.Deny("refused the caller token: " + err.Error())
-				closeAfterRefusal(w)
-				wire.WriteStatus(w, http.StatusUnauthorized, "connector refused the caller token: "+err.Error(), 0)
+			if errors.Is(err, auth.ErrReplayed) {
+				c.log.Warn("replayed assertion refused", "request_id", requestID, "assertion", a.ID)
+				refuseAssertion(fmt.Sprintf("assertion %q was used before: each is good for one request", a.ID))
 				return
 			}
-			entry.Caller(claims)
-			if !claims.HasCluster(c.cluster) {
-				refuse(http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, c.cluster))
-				return
-			}
-			d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling)
-			entry.Attributes(d.Attributes)
-			if !d.Allowed {
-				refuse(d.Status, d.Reason)
-				return
-			}
-		} else if c.cfg.Ceiling != nil {
-			a, err := auth.Classify(r, r.URL.Path)
-			entry.Attributes(a)
-			if err != nil {
-				refuse(http.StatusBadRequest, err.Error())
-				return
-			}
-			if ok, why := auth.AuthorizeImpersonation(c.cfg.Ceiling.Rules, r.Header); !ok {
-				refuse(http.StatusForbidden, "the cluster's policy does not allow impersonation: "+why)
-				return
-			}
-			if ok, why := c.cfg.Ceiling.Authorize(a); !ok {
-				refuse(http.StatusForbidden, "the cluster's policy does not allow it: "+why)
-				return
-			}
+			refuseAssertion(err.Error())
+			return
+		}
+		claims := a.CallerClaims()
+		entry.Caller(claims)
+		if c.cfg.Revoked != nil && claims.ID != "" && c.cfg.Revoked(claims.ID) {
+			refuse(http.StatusUnauthorized, fmt.Sprintf("the caller's token %q has been revoked", claims.ID), 0)
+			return
+		}
+		if now := c.now(); now.After(claims.ExpiresAt.Add(c.assertions.Leeway())) {
+			refuse(http.StatusUnauthorized, "the caller's token expired at "+claims.ExpiresAt.UTC().Format(time.RFC3339), 0)
+			return
+		}
+		d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling)
+		entry.Attributes(d.Attributes)
+		if !d.Allowed {
+			refuse(d.Status, d.Reason, 0)
+			return
 		}
 		if c.cfg.Impersonate {
 			for k := range r.Header {
-				if strings.HasPrefix(k, "Impersonate-") {
-					refuse(http.StatusForbidden, "this connector impersonates the caller itself; Impersonate-* headers are refused")
+				if strings.HasPrefix(http.CanonicalHeaderKey(k), "Impersonate-") {
+					refuse(http.StatusForbidden, "this connector impersonates the caller itself; Impersonate-* headers are refused", 0)
 					return
 				}
 			}

@@ -47,21 +47,34 @@ type Config struct {
 	Proxy func(*http.Request) (*url.URL, error)
 	// Kube reaches the API server: rest.InClusterConfig() in a pod, or a kubeconfig. Required.
 	Kube *rest.Config
-	// Callers, when set, verifies every caller token again (the gateway forwards it on wire.HeaderCallerToken) with
-	// the connector's own copy of the issuer keys, and the token's rules are checked again: a gateway that trusts a
-	// key it should not, or checks less than it should, cannot widen access.
-	Callers *auth.Verifier
+	// GatewayKeys are the gateway's public keys, pinned (several during a rotation). Every request must carry the
+	// gateway's assertion of it (wire.HeaderAssertion), signed by one of them, for this cluster, this tunnel and
+	// exactly this request, used once; the caller's rules in it are checked again, under the Ceiling, so a gateway
+	// that checks less than it should cannot widen access. Required.
+	GatewayKeys auth.KeySet
 	// Ceiling, when set, is the customer's policy: a request it does not allow is refused whatever the token says.
 	Ceiling *auth.Policy
+	// Revoked, when set, is asked about the caller token id (jti) of every request; true refuses the request, so
+	// a customer can shut out a token at its own connector.
+	Revoked func(jti string) bool
 	// Impersonate sends requests to the API server as the caller (Impersonate-User: warren:<sub>, the token's
-	// groups, and its id as Impersonate-Extra-warren-token-id), so Kubernetes RBAC and audit see who it was. It
-	// needs Callers.
+	// groups, and its id as Impersonate-Extra-warren-token-id), as the gateway's assertion names them, so that
+	// Kubernetes RBAC and audit see who it was.
 	Impersonate bool
 	// StripHeaders are more request headers that never reach the API server, besides wire.IdentityHeaders (which
 	// are always removed): the names of the cluster's --requestheader-username-headers, -group-headers,
 	// -uid-headers and -extra-headers-prefix when they are not the usual X-Remote-*. A name ending in "*" is a
 	// prefix; case does not matter.
 	StripHeaders []string
+	// ReplayCacheSize bounds the assertion ids remembered to refuse a second use; when it is full, requests get
+	// 429 until ids expire. Default auth.DefaultReplayCacheSize.
+	ReplayCacheSize int
+	// Leeway tolerates the error of the connector's estimate of the gateway's clock, and transit, on assertions'
+	// times. Default auth.DefaultLeeway.
+	Leeway time.Duration
+	// Now returns the time assertions are checked against; default: the gateway's time as its Date headers tell
+	// it. Tests move it.
+	Now func() time.Time
 	// Audit, when set, receives one record per request the connector serves or refuses.
 	Audit auditrec.Sink
 	// Cluster is the cluster this connector serves; default: the one its token is bound to.
@@ -103,9 +116,12 @@ type Connector struct {
 	// closeIdle closes the idle connections to the API server.
 	closeIdle func()
 
-	cluster   string
-	connected atomic.Bool
-	inflight  sync.WaitGroup // handlers serving requests from the tunnel
+	cluster    string
+	assertions *auth.AssertionVerifier
+	replays    *auth.ReplayCache
+	now        func() time.Time // Config.Now, or the gateway's time
+	connected  atomic.Bool
+	inflight   sync.WaitGroup // handlers serving requests from the tunnel
 }
 
 // New checks the configuration and prepares the transports; Run connects.
@@ -133,8 +149,19 @@ func New(cfg Config) (*Connector, error) {
 		cfg.IdleStreamTimeout = 120 * time.Second
 	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
-	if cfg.Impersonate && cfg.Callers == nil {
-		return nil, errors.New("connector: impersonation needs the issuer keys (Callers) to know who the caller is")
+	if cfg.GatewayKeys == nil {
+		return nil, errors.New("connector: GatewayKeys is required: the gateway's public key(s) that sign the assertion each request carries")
+	}
+	// Assertions are timed by the gateway's clock, as the connector knows it from the gateway's Date headers (the
+	// estimate its proofs of possession use too): their clocks need not agree, only the estimate within the leeway.
+	var c *Connector
+	now := cfg.Now
+	if now == nil {
+		now = func() time.Time { return c.gatewayNow() }
+	}
+	assertions, err := auth.NewAssertionVerifier(auth.AssertionVerifierConfig{Keys: cfg.GatewayKeys, Leeway: cfg.Leeway, Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("connector: %w", err)
 	}
 	for _, h := range cfg.StripHeaders {
 		if !wire.ValidHeaderPattern(h) {
@@ -181,11 +208,11 @@ func New(cfg Config) (*Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connector: %w", err)
 	}
-	c := &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster, closeIdle: closeIdle,
-		key: key, identity: identity, credChanged: make(chan struct{})}
+	c = &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster, closeIdle: closeIdle,
+		key: key, identity: identity, credChanged: make(chan struct{}),
+		upstream: upstream, assertions: assertions, replays: auth.NewReplayCache(cfg.ReplayCacheSize), now: now}
 	c.connectURL = httpForm(wsURL)
 	c.joinURL = strings.TrimSuffix(c.connectURL, wire.PathConnect) + wire.PathJoin
-	c.upstream = c.authorize(upstream)
 	return c, nil
 }
 
@@ -284,6 +311,8 @@ func describe(err error) string {
 		return "gateway refused the connector credential: joining again"
 	case errors.As(err, &he):
 		return "gateway refused the tunnel"
+	case errors.Is(err, errGatewayTooOld):
+		return "gateway too old for this connector: upgrade the gateway (it must sign assertions with --gateway-key)"
 	case errors.Is(err, errTunnelLost):
 		return "tunnel to the gateway lost, reconnecting"
 	case errors.Is(err, ErrPinMismatch):
@@ -300,7 +329,10 @@ func isCertError(err error) bool {
 	return errors.As(err, &unknown) || strings.Contains(err.Error(), "x509:") || strings.Contains(err.Error(), "tls:")
 }
 
-var errTunnelLost = errors.New("tunnel lost")
+var (
+	errTunnelLost    = errors.New("tunnel lost")
+	errGatewayTooOld = errors.New("the gateway named no tunnel session (" + wire.HeaderTunnelID + "): it is older than this connector and signs no assertions; upgrade the gateway first")
+)
 
 // connectAndServe dials one tunnel and serves it until it ends.
 func (c *Connector) connectAndServe(ctx context.Context) error {
@@ -331,12 +363,18 @@ func (c *Connector) connectAndServe(ctx context.Context) error {
 		}
 		return err
 	}
+	// The gateway names the session; the assertions it sends over it must name it too.
+	tunnelID := t.Header().Get(wire.HeaderTunnelID)
+	if tunnelID == "" {
+		t.Close()
+		return errGatewayTooOld
+	}
 	c.connected.Store(true)
 	defer c.connected.Store(false)
 	c.log.Info("connected to the gateway", "gateway", c.wsURL, "identity", c.identity, "credential", cred.id)
 
 	srv := &http.Server{
-		Handler:           c.track(c.upstream),
+		Handler:           c.track(c.authorize(tunnelID, c.upstream)),
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       c.cfg.IdleStreamTimeout,
 		MaxHeaderBytes:    1 << 20,

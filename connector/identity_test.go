@@ -97,7 +97,7 @@ func TestLearnClock(t *testing.T) {
 
 func TestJoinURLs(t *testing.T) {
 	c, err := New(Config{GatewayURL: "https://gw.example.com:8443/warren/", Token: func() (string, error) { return "", nil },
-		Cluster: "prod", Kube: restConfigForTest()})
+		Cluster: "prod", Kube: restConfigForTest(), GatewayKeys: newBenchKeys(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

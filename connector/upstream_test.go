@@ -33,7 +33,7 @@ func TestUpstreamStripsIdentityHeaders(t *testing.T) {
 		"Authorization": "Bearer caller-token", "X-Remote-User": "system:admin", "X-Remote-Group": "system:masters",
 		"X-Remote-Uid": "0", "X-Remote-Extra-Scopes": "*", "X-Forwarded-User": "admin", "X-Forwarded-For": "10.9.9.9",
 		"X-Real-Ip": "10.9.9.9", "Forwarded": "for=10.9.9.9", "X-Cluster-User": "admin", "X-Cluster-Extra-A": "b",
-		wire.HeaderCallerToken: "caller-token", "Accept": "application/json",
+		wire.HeaderAssertion: "an-assertion", wire.HeaderRequestID: "r1", "Accept": "application/json",
 	} {
 		req.Header.Set(k, v)
 	}

@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -109,16 +107,6 @@ func (c ConnectorConfig) withDefaults() ConnectorConfig {
 
 func (c ConnectorConfig) limits() limits {
 	return limits{maxIdentities: c.MaxIdentities, maxTunnels: c.MaxTunnelsPerIdentity, linger: c.IdentityLinger}
-}
-
-// ephemeralKey is the gateway's signing key when none is configured: credentials then die with the process, and
-// connectors join again after a restart.
-func ephemeralKey() (*auth.SigningKey, error) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: cannot generate a signing key: %w", err)
-	}
-	return auth.NewSigningKey(priv)
 }
 
 // connectorRefusal is one way a join or a tunnel is refused: the status, the message, and the metric's reason.
@@ -277,7 +265,9 @@ func (g *Gateway) limitRefusal(cluster, id string, err error) connectorRefusal {
 func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 	now := g.now()
 	w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
-	id := newID()
+	// The session's id is the gateway's, never the connector's: every assertion sent over this tunnel names it, and
+	// the connector learns it from the upgrade's answer, so that no other tunnel's connector accepts them.
+	id := newSessionID()
 	details := &audit.ConnectorDetails{Session: id, Name: label(r.Header.Get(wire.HeaderConnectorName)), Version: label(r.Header.Get(wire.HeaderConnectorVersion))}
 	// Refusals go through the audit's writer; the upgrade takes the plain one, so that the tunnel's connection is
 	// not read through the audit's byte counter, which would also keep net/http's buffers of the request alive for
@@ -373,6 +363,7 @@ func (g *Gateway) serveConnect(w http.ResponseWriter, r *http.Request) {
 		"join_token", cc.Join.ID, "session", id, "remote", r.RemoteAddr, "version", details.Version)
 	tcfg := g.cfg.Tunnel
 	tcfg.Logger = log
+	raw.Header().Set(wire.HeaderTunnelID, id)
 	t, err := tunnel.Upgrade(raw, r, tcfg)
 	if errors.Is(err, tunnel.ErrNotTunnel) {
 		refuse(connectorRefusal{http.StatusBadRequest, "not_tunnel", err.Error(), 0})

@@ -546,9 +546,9 @@ func TestConnectorRefusals(t *testing.T) {
 	}
 }
 
-// TestCredentialSurvivesAGatewayRestartWithItsKey: with a configured signing key, a restarted gateway takes a
-// connector's tunnel on its credential (the identity is taken up again); with none, the credential is refused and
-// the connector joins again.
+// TestCredentialSurvivesAGatewayRestartWithItsKey: a restarted gateway with the same signing key takes a
+// connector's tunnel on its credential (the identity is taken up again); with another key, the credential is refused
+// and the connector joins again.
 func TestCredentialSurvivesAGatewayRestartWithItsKey(t *testing.T) {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	key, _ := auth.NewSigningKey(priv)
@@ -564,7 +564,9 @@ func TestCredentialSurvivesAGatewayRestartWithItsKey(t *testing.T) {
 	if e2.g.ConnectorIdentities("prod") != 1 {
 		t.Fatalf("identities %d", e2.g.ConnectorIdentities("prod"))
 	}
-	e3 := e.restarted(nil) // no key: one of its own
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	otherKey, _ := auth.NewSigningKey(other)
+	e3 := e.restarted(func(c *gateway.Config) { c.SigningKey = otherKey })
 	rc.e = e3
 	_, err := rc.dial(jr.Credential, clock.Now())
 	if code, msg := refusal(t, err); code != http.StatusUnauthorized || !strings.HasPrefix(msg, fmt.Sprintf("invalid connector credential: connector credential is signed by key %q, not by this gateway's key", key.KeyID)) {
@@ -627,7 +629,7 @@ func (e *env) restarted(mod func(*gateway.Config)) *env {
 	}
 	callerKeys, _ := auth.LoadPublicKeys(filepath.Join(e.dir, auth.PublicKeyFile))
 	callers, _ := auth.NewVerifier(auth.VerifierConfig{Keys: callerKeys, Audience: auth.AudienceCaller})
-	cfg := gateway.Config{CallerVerifier: callers, ConnectorVerifier: cv, Audit: e2.audit, Clusters: []string{"prod"},
+	cfg := gateway.Config{CallerVerifier: callers, ConnectorVerifier: cv, SigningKey: e.gwKey, Audit: e2.audit, Clusters: []string{"prod"},
 		Logger: slogTo(e2.logs)}
 	cfg.Connectors.CheckInterval = 20 * time.Millisecond
 	if mod != nil {

@@ -34,8 +34,9 @@ type Config struct {
 	// MaxLifetime bounds join tokens; its Revoked list holds revoked join token ids and connector identity ids (key
 	// thumbprints). Required.
 	ConnectorVerifier *auth.Verifier
-	// SigningKey is the gateway's own Ed25519 key: it signs connector credentials. Nil: a key made for this process,
-	// so that a restarted gateway makes every connector join again (they do so at once, with their join token).
+	// SigningKey is the gateway's own Ed25519 key. It signs the assertion each request carries to its connector
+	// (auth.Assertion), which connectors verify with the public half they pin, and connector credentials. The
+	// caller's token never leaves the gateway. It must not be a caller issuer key. Required.
 	SigningKey *auth.SigningKey
 	// Connectors bounds and times connector identities and tunnels; zero fields take DefaultConnectorConfig's.
 	Connectors ConnectorConfig
@@ -128,6 +129,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.CallerVerifier == nil || cfg.ConnectorVerifier == nil {
 		return nil, errors.New("gateway: CallerVerifier and ConnectorVerifier are required")
 	}
+	if cfg.SigningKey == nil || len(cfg.SigningKey.Key) == 0 {
+		return nil, errors.New("gateway: SigningKey is required: it signs the assertion every request carries to its connector")
+	}
+	if cfg.CallerVerifier.TrustsKey(cfg.SigningKey.Key.Public()) {
+		return nil, errors.New("gateway: the signing key is also a trusted issuer of caller tokens: a stolen gateway key would then mint caller tokens; give the gateway a key of its own (warren keygen)")
+	}
 	for _, c := range cfg.Clusters {
 		if err := auth.ValidateClusterName(c); err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
@@ -157,12 +164,6 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Now = time.Now
 	}
 	key := cfg.SigningKey
-	if key == nil {
-		var err error
-		if key, err = ephemeralKey(); err != nil {
-			return nil, err
-		}
-	}
 	conn := cfg.Connectors.withDefaults()
 	g := &Gateway{
 		cfg:      cfg,
@@ -180,7 +181,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.door = newFrontDoor(cfg.FrontDoor, cfg.Logger, g.metrics)
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       rewrite,
-		Transport:     clusterTransport{},
+		Transport:     clusterTransport{key: cfg.SigningKey},
 		FlushInterval: -1, // watches and logs -f flow as they come
 		BufferPool:    newCopyBuffers(),
 		ErrorHandler:  g.proxyError,
@@ -299,6 +300,13 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	io.WriteString(w, "ok\n")
+}
+
+// newSessionID returns 128 random bits in hex: unique among all sessions a gateway ever holds.
+func newSessionID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func newID() string {

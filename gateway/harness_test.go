@@ -31,8 +31,10 @@ type env struct {
 	t        *testing.T
 	dir      string
 	issuer   *auth.SigningKey
-	keysFile string // the connector keys (--connector-keys)
-	revoked  string // the revocation list (--revoked-connectors)
+	gwKey    *auth.SigningKey // the gateway's own key (--gateway-key): signs credentials and assertions
+	gwPub    *auth.StaticKeys // its public half, as connectors pin it (--gateway-keys)
+	keysFile string           // the connector keys (--connector-keys)
+	revoked  string           // the revocation list (--revoked-connectors)
 	audit    *memAudit
 	logs     *syncBuffer
 	g        *gateway.Gateway
@@ -47,6 +49,16 @@ func newEnv(t *testing.T, mod func(*gateway.Config, *auth.VerifierConfig)) *env 
 	}
 	var err error
 	if e.issuer, err = auth.LoadSigningKey(filepath.Join(e.dir, auth.SigningKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	gwDir := filepath.Join(e.dir, "gateway-key")
+	if _, err := auth.GenerateKeyPair(gwDir); err != nil {
+		t.Fatal(err)
+	}
+	if e.gwKey, err = auth.LoadSigningKey(filepath.Join(gwDir, auth.SigningKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if e.gwPub, err = auth.LoadPublicKeys(filepath.Join(gwDir, auth.PublicKeyFile)); err != nil {
 		t.Fatal(err)
 	}
 	pub := filepath.Join(e.dir, auth.PublicKeyFile)
@@ -74,7 +86,7 @@ func newEnv(t *testing.T, mod func(*gateway.Config, *auth.VerifierConfig)) *env 
 		t.Fatal(err)
 	}
 	vc := auth.VerifierConfig{Keys: connKeys, Audience: auth.AudienceConnector, Revoked: list.Revoked}
-	cfg := gateway.Config{CallerVerifier: callers, Audit: e.audit, Clusters: []string{"prod"},
+	cfg := gateway.Config{CallerVerifier: callers, SigningKey: e.gwKey, Audit: e.audit, Clusters: []string{"prod"},
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if mod != nil {
 		mod(&cfg, &vc)
@@ -161,14 +173,15 @@ func (e *env) startConnector(name string, token func() (string, error), mod func
 	e.t.Cleanup(api.Close)
 	logs := &syncBuffer{}
 	cfg := connector.Config{
-		GatewayURL: e.srv.URL,
-		Token:      token,
-		Kube:       &rest.Config{Host: api.URL},
-		Cluster:    "prod",
-		Name:       name,
-		Version:    "test",
-		Backoff:    connector.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond},
-		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("connector", name),
+		GatewayURL:  e.srv.URL,
+		Token:       token,
+		Kube:        &rest.Config{Host: api.URL},
+		GatewayKeys: e.gwPub,
+		Cluster:     "prod",
+		Name:        name,
+		Version:     "test",
+		Backoff:     connector.Backoff{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond},
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("connector", name),
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -22,7 +22,6 @@ type route struct {
 	cluster   string
 	path      string // decoded API path, "/api/v1/pods"
 	rawPath   string // escaped form, when it differs
-	token     string
 	requestID string
 	claims    *auth.Claims
 	entry     *auditrec.Entry
@@ -127,7 +126,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		refuse(code, msg, 0)
 		return
 	}
-	rt := &route{cluster: cluster, path: rest, token: token, requestID: requestID, claims: claims, entry: entry, backends: b}
+	rt := &route{cluster: cluster, path: rest, requestID: requestID, claims: claims, entry: entry, backends: b}
 	if rawRest != rest {
 		rt.rawPath = rawRest
 	}
@@ -210,31 +209,42 @@ func rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Host = rt.cluster // a label only: the stream decides where the request goes
 	out.URL.Path, out.URL.RawPath = rt.path, rt.rawPath
 	out.Host = ""
-	// The caller's credentials stop here: the connector gets the token on a header of its own, to verify it again,
-	// and uses its own credentials towards the API server.
+	// The caller's credentials stop here: the connector gets an assertion of this one request instead
+	// (clusterTransport signs one per connector it tries), and uses its own credentials towards the API server.
 	out.Header.Del("Authorization")
 	wire.StripIdentityHeaders(out.Header, wire.IdentityHeaders)
 	wire.StripWarrenHeaders(out.Header)
-	out.Header.Set(wire.HeaderCallerToken, rt.token)
 	out.Header.Set(wire.HeaderRequestID, rt.requestID)
 }
 
 // clusterTransport sends a request over a stream of one of the cluster's connectors, in the order serveCluster
-// looked up (route.backends). When that fails before an answer came back, the request goes to the next tunnel if it
-// is safe to send again: always when the stream could not even be opened (nothing was sent), and for reads (GET,
-// HEAD without body or upgrade) when the connector died with the request in flight.
-type clusterTransport struct{}
+// looked up (route.backends), with an assertion signed for that connector's tunnel. When that fails before an
+// answer came back, the request goes to the next tunnel, with an assertion of its own, if it is safe to send again:
+// always when the stream could not even be opened (nothing was sent), and for reads (GET, HEAD without body or
+// upgrade) when the connector died with the request in flight.
+type clusterTransport struct {
+	key *auth.SigningKey
+}
 
-func (clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt := routeOf(req.Context())
 	var (
 		resp *http.Response
 		err  = errNoConnector
 		i    int
 	)
+	binding := auth.RequestBinding(req, rt.requestID)
 	for cs := range rt.backends.all {
 		i++
-		resp, err = cs.transport.RoundTrip(req)
+		assertion, serr := t.key.SignAssertion(auth.AssertionOptions{Caller: rt.claims, Cluster: rt.cluster, Session: cs.id, Request: binding})
+		if serr != nil {
+			return nil, &signError{serr}
+		}
+		// Each attempt gets a header map of its own: a failed attempt's writer may still be reading the last one.
+		attempt := *req
+		attempt.Header = req.Header.Clone()
+		attempt.Header.Set(wire.HeaderAssertion, assertion)
+		resp, err = cs.transport.RoundTrip(&attempt)
 		if err == nil || req.Context().Err() != nil || i == rt.backends.total || !resendable(req, err) {
 			return resp, err
 		}
@@ -242,6 +252,14 @@ func (clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return resp, err
 }
+
+// signError is a failure to sign an assertion: nothing was sent.
+type signError struct{ err error }
+
+func (e *signError) Error() string {
+	return "gateway cannot sign the request's assertion: " + e.err.Error()
+}
+func (e *signError) Unwrap() error { return e.err }
 
 func resendable(req *http.Request, err error) bool {
 	if req.Body != nil && req.Body != http.NoBody {
@@ -259,6 +277,13 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if r.Context().Err() != nil {
 		// The caller went away; there is nobody to answer.
 		g.log.Debug("caller left mid-request", "cluster", rt.cluster, "request_id", rt.requestID, "err", err)
+		return
+	}
+	var se *signError
+	if errors.As(err, &se) {
+		g.log.Error("cannot sign an assertion", "cluster", rt.cluster, "request_id", rt.requestID, "err", err)
+		rt.entry.Deny(se.Error())
+		wire.WriteStatus(w, http.StatusInternalServerError, se.Error(), 0)
 		return
 	}
 	if errors.Is(err, errNoConnector) || errors.Is(err, errUnknownCluster) {

@@ -19,7 +19,7 @@ import (
 
 // connectorSession is one live connector tunnel and the HTTP transport that pools streams over it.
 type connectorSession struct {
-	id          string
+	id          string // the session's id (wire.HeaderTunnelID): assertions sent over it name it
 	cluster     string
 	ident       *identity
 	credID      string // the credential it was opened with

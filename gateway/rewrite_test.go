@@ -17,7 +17,7 @@ import (
 
 // TestRewriteStripsIdentityHeaders: the request sent over the tunnel carries none of the caller's identity headers
 // (request-header authentication, forwarding proxies, warren's own), whatever their case, and not its
-// Authorization; only the caller token on warren's header, for the connector to verify.
+// Authorization, nor the caller's token in any other form: only the request id (clusterTransport adds the assertion).
 func TestRewriteStripsIdentityHeaders(t *testing.T) {
 	in := httptest.NewRequest("GET", "https://gw/clusters/prod/api/v1/pods", nil)
 	for k, v := range map[string]string{
@@ -28,11 +28,12 @@ func TestRewriteStripsIdentityHeaders(t *testing.T) {
 		in.Header.Set(k, v)
 	}
 	in.Header["x-remote-extra-acme"] = []string{"not canonical"}
-	rt := &route{cluster: "prod", path: "/api/v1/pods", token: "caller-token", requestID: "r1"}
+	rt := &route{cluster: "prod", path: "/api/v1/pods", requestID: "r1"}
 	in = in.WithContext(context.WithValue(in.Context(), routeKey{}, rt))
 	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
 	rewrite(pr)
-	want := http.Header{"Accept": {"application/json"}, wire.HeaderCallerToken: {"caller-token"}, wire.HeaderRequestID: {"r1"}}
+	in.Header.Set(wire.HeaderAssertion, "forged")
+	want := http.Header{"Accept": {"application/json"}, wire.HeaderRequestID: {"r1"}}
 	if len(pr.Out.Header) != len(want) {
 		t.Fatalf("headers sent on: %q, want %q", pr.Out.Header, want)
 	}
@@ -54,7 +55,7 @@ func TestReadyReportsReloadFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	var failure error
-	g, err := New(Config{CallerVerifier: v, ConnectorVerifier: v, Ready: func() error { return failure }})
+	g, err := New(Config{CallerVerifier: v, ConnectorVerifier: v, SigningKey: testSigningKey(t), Ready: func() error { return failure }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/net/http/httpguts"
 	"io"
 	"log/slog"
 	"net"
@@ -49,7 +50,14 @@ type Session struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// header is the gateway's 101 answer's header, on the connector's side; nil on the gateway's.
+	header http.Header
 }
+
+// Header returns, on the connector's side, the header of the gateway's answer to the upgrade (Upgrade sends the
+// header set on its ResponseWriter); nil on the gateway's side. The caller must not modify it.
+func (s *Session) Header() http.Header { return s.header }
 
 func newSession(conn *wsConn, gatewaySide bool, cfg Config) (*Session, error) {
 	s := &Session{
@@ -301,7 +309,9 @@ func (st *stream) CloseWrite() error { return st.Stream.Close() }
 
 // Upgrade turns a gateway-side HTTP request into a tunnel session. The caller authenticates the request first. When
 // the request is not a tunnel upgrade Upgrade returns ErrNotTunnel having written nothing, so that the caller
-// answers in its own format. Other handshake faults are answered here (400, 426), as WebSocket servers do.
+// answers in its own format. Other handshake faults are answered here (400, 426), as WebSocket servers do. Header
+// fields the caller set on w (valid names and values only) go with the 101 answer, for the connector's
+// Session.Header.
 func Upgrade(w http.ResponseWriter, r *http.Request, cfg Config) (*Session, error) {
 	cfg = cfg.withDefaults()
 	conn, err := upgradeConn(w, r, cfg)
@@ -345,8 +355,16 @@ func upgradeConn(w http.ResponseWriter, r *http.Request, cfg Config) (*wsConn, e
 		peeked, _ := brw.Reader.Peek(n)
 		buffered = append([]byte(nil), peeked...)
 	}
+	var extra strings.Builder
+	for k, vs := range w.Header() {
+		for _, v := range vs {
+			if httpguts.ValidHeaderFieldName(k) && httpguts.ValidHeaderFieldValue(v) {
+				extra.WriteString(k + ": " + v + "\r\n")
+			}
+		}
+	}
 	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		acceptKey(key) + "\r\nSec-WebSocket-Protocol: " + Subprotocol + "\r\n\r\n"
+		acceptKey(key) + "\r\nSec-WebSocket-Protocol: " + Subprotocol + "\r\n" + extra.String() + "\r\n"
 	nc.SetDeadline(time.Now().Add(cfg.WriteTimeout))
 	_, err = io.WriteString(nc, resp)
 	nc.SetDeadline(time.Time{})
@@ -410,15 +428,20 @@ func (e *HandshakeError) Error() string {
 // handshake goes through o.HTTPClient, so its TLS settings, pins and proxy apply; ctx bounds the handshake only.
 func Dial(ctx context.Context, url string, o DialOptions) (*Session, error) {
 	cfg := o.Config.withDefaults()
-	conn, err := dialConn(ctx, url, o, cfg)
+	conn, header, err := dialConn(ctx, url, o, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return newSession(conn, false, cfg)
+	s, err := newSession(conn, false, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.header = header
+	return s, nil
 }
 
 // dialConn is the client's WebSocket handshake.
-func dialConn(ctx context.Context, url string, o DialOptions, cfg Config) (*wsConn, error) {
+func dialConn(ctx context.Context, url string, o DialOptions, cfg Config) (*wsConn, http.Header, error) {
 	httpURL := url
 	switch {
 	case strings.HasPrefix(url, "wss://"):
@@ -426,11 +449,11 @@ func dialConn(ctx context.Context, url string, o DialOptions, cfg Config) (*wsCo
 	case strings.HasPrefix(url, "ws://"):
 		httpURL = "http://" + strings.TrimPrefix(url, "ws://")
 	default:
-		return nil, fmt.Errorf("failed to dial tunnel: URL %q must start with wss:// or ws://", url)
+		return nil, nil, fmt.Errorf("failed to dial tunnel: URL %q must start with wss:// or ws://", url)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, httpURL, nil)
 	if err != nil {
-		return nil, fmt.Errorf("failed to dial tunnel: %w", err)
+		return nil, nil, fmt.Errorf("failed to dial tunnel: %w", err)
 	}
 	if o.Header != nil {
 		req.Header = o.Header.Clone()
@@ -449,31 +472,31 @@ func dialConn(ctx context.Context, url string, o DialOptions, cfg Config) (*wsCo
 	defer closeIdle()
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("failed to dial tunnel: %w", err)
+		return nil, nil, fmt.Errorf("failed to dial tunnel: %w", err)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer resp.Body.Close()
-		return nil, handshakeError(resp)
+		return nil, nil, handshakeError(resp)
 	}
 	rwc, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
 		resp.Body.Close()
-		return nil, errors.New("failed to dial tunnel: the HTTP client cannot hand over an upgraded connection")
+		return nil, nil, errors.New("failed to dial tunnel: the HTTP client cannot hand over an upgraded connection")
 	}
 	if !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") || resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key) {
 		rwc.Close()
-		return nil, errors.New("failed to dial tunnel: the gateway's answer is not a WebSocket upgrade (a proxy in the way?)")
+		return nil, nil, errors.New("failed to dial tunnel: the gateway's answer is not a WebSocket upgrade (a proxy in the way?)")
 	}
 	if resp.Header.Get("Sec-WebSocket-Protocol") != Subprotocol {
 		rwc.Close()
-		return nil, fmt.Errorf("gateway did not agree to subprotocol %s: upgrade the gateway", Subprotocol)
+		return nil, nil, fmt.Errorf("gateway did not agree to subprotocol %s: upgrade the gateway", Subprotocol)
 	}
 	conn := newWSConn(rwc, nil, true, nil, nil, cfg.WriteTimeout)
 	if cc := dialed(); cc != nil {
 		conn.cork = cc
 		conn.local, conn.remote = cc.LocalAddr(), cc.RemoteAddr()
 	}
-	return conn, nil
+	return conn, resp.Header, nil
 }
 
 // ReadRefusal reads the gateway's reason from a refused request to its connector endpoints (the tunnel upgrade, a

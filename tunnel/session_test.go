@@ -31,6 +31,9 @@ func pair(t testing.TB, cfg Config, via func(addr string) string) (gatewaySide, 
 			http.Error(w, `{"kind":"Status","message":"connector token expired"}`, http.StatusUnauthorized)
 			return
 		}
+		w.Header().Set("Warren-Tunnel-Id", "t-1")
+		w.Header().Set("Bad\r\nHeader", "x")          // an invalid name is not sent
+		w.Header().Set("X-Split", "a\r\nInjected: 1") // nor a value that would split the answer
 		s, err := Upgrade(w, r, cfg)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -56,6 +59,9 @@ func pair(t testing.TB, cfg Config, via func(addr string) string) (gatewaySide, 
 	}
 	g := <-got
 	t.Cleanup(func() { g.Close(); c.Close() })
+	if h := c.Header(); h.Get("Warren-Tunnel-Id") != "t-1" || h.Get("Injected") != "" || h.Get("X-Split") != "" || g.Header() != nil {
+		t.Fatalf("the connector's view of the 101 answer's header: %v (gateway side %v)", h, g.Header())
+	}
 	return g, c
 }
 

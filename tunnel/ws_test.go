@@ -271,7 +271,7 @@ func TestInteroperatesWithAnotherWebSocketImplementation(t *testing.T) {
 			io.Copy(nc, nc) // echo until the client leaves; reading also answers pings
 		}))
 		defer srv.Close()
-		c, err := dialConn(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), DialOptions{}, Config{}.withDefaults())
+		c, _, err := dialConn(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), DialOptions{}, Config{}.withDefaults())
 		if err != nil {
 			t.Fatal(err)
 		}

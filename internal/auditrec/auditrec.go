@@ -82,6 +82,14 @@ func (e *Entry) Caller(c *auth.Claims) {
 	e.rec.Subject, e.rec.TokenID, e.rec.Issuer = c.Subject, c.ID, c.Issuer
 }
 
+// Assertion records the id of the gateway's assertion the connector accepted the request with.
+func (e *Entry) Assertion(id string) {
+	if e == nil {
+		return
+	}
+	e.rec.AssertionID = id
+}
+
 // Attributes records what the request is, in Kubernetes' terms; for exec and attach also the command and container.
 func (e *Entry) Attributes(a auth.Attributes) {
 	if e == nil {

@@ -15,9 +15,10 @@ import (
 // removes every inbound header with HeaderPrefix first.
 const (
 	HeaderPrefix = "Warren-"
-	// HeaderCallerToken carries the caller's JWT so that the connector can verify it again; the caller's
-	// Authorization header itself never leaves the gateway.
-	HeaderCallerToken = "Warren-Caller-Token"
+	// HeaderAssertion carries the gateway's signed assertion of the request (auth.Assertion): who the caller is,
+	// what it may do, and exactly which request, cluster and tunnel it is for. The caller's token itself never
+	// leaves the gateway.
+	HeaderAssertion = "Warren-Assertion"
 	// HeaderRequestID correlates the gateway's and the connector's logs and audit records.
 	HeaderRequestID = "Warren-Request-Id"
 	// HeaderConnectorName and HeaderConnectorVersion describe a connector on its tunnel upgrade request.
@@ -26,6 +27,9 @@ const (
 	// HeaderProof carries a connector's proof of possession of its key (RFC 9449's DPoP header) on /connect/join
 	// and /connect.
 	HeaderProof = "DPoP"
+	// HeaderTunnelID is the id the gateway gives each tunnel session (128 random bits, hex), in its answer to the
+	// connector's upgrade. Every assertion sent over the tunnel names it, so that no other connector accepts them.
+	HeaderTunnelID = "Warren-Tunnel-Id"
 )
 
 // Paths of the gateway's connector endpoints, under its base URL.
