@@ -25,8 +25,14 @@ import (
 
 const testToken = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJjb25uZWN0b3IifQ.c2lnbmF0dXJlLXRoYXQtbXVzdC1uZXZlci1sZWFr"
 
+// testGatewayKeys is a gateway's public key as the connector pins it.
+const testGatewayKeys = `-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAvbuLOUAVTPDUUGLWacTKRePJPXbgZRSwpr1EM5y94rc=
+-----END PUBLIC KEY-----
+`
+
 func validConfig() ScriptConfig {
-	return ScriptConfig{Gateway: "https://gateway.example.com:8443", Token: testToken, Kubeconfig: "/etc/warren/kubeconfig"}
+	return ScriptConfig{Gateway: "https://gateway.example.com:8443", Token: testToken, Kubeconfig: "/etc/warren/kubeconfig", GatewayKeysPEM: []byte(testGatewayKeys)}
 }
 
 func TestValidate(t *testing.T) {
@@ -56,6 +62,12 @@ func TestValidate(t *testing.T) {
 		{"bad user", func(c *ScriptConfig) { c.ServiceUser = "Robert'); DROP" }, "not a valid user name"},
 		{"bad digest", func(c *ScriptConfig) { c.Digests = map[string]string{"linux-amd64": "abc"} }, "not 64 hex digits"},
 		{"bad CA", func(c *ScriptConfig) { c.CAPEM = []byte("hello") }, "not a PEM certificate"},
+		{"no gateway keys", func(c *ScriptConfig) { c.GatewayKeysPEM = nil }, `the gateway's public keys are required, as PEM "PUBLIC KEY" blocks`},
+		{"a private key as gateway key", func(c *ScriptConfig) {
+			c.GatewayKeysPEM = []byte(testGatewayKeys + "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n")
+		}, `the gateway's public keys are required, as PEM "PUBLIC KEY" blocks`},
+		{"gateway keys ending the heredoc", func(c *ScriptConfig) { c.GatewayKeysPEM = []byte(testGatewayKeys + "WARREN_EOF\nreboot\n") },
+			`the gateway's public keys are required`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -129,7 +141,7 @@ case "$1" in
 version) echo v-test ;;
 connector)
   echo "args: $*"
-  echo "env: WARREN_GATEWAY=$WARREN_GATEWAY WARREN_TOKEN_FILE=$WARREN_TOKEN_FILE WARREN_KUBECONFIG=${WARREN_KUBECONFIG:-} WARREN_NAME=$WARREN_NAME"
+  echo "env: WARREN_GATEWAY=$WARREN_GATEWAY WARREN_TOKEN_FILE=$WARREN_TOKEN_FILE WARREN_KUBECONFIG=${WARREN_KUBECONFIG:-} WARREN_NAME=$WARREN_NAME WARREN_GATEWAY_KEYS=$WARREN_GATEWAY_KEYS"
   case "` + mode + `" in
   crash) echo 'level=ERROR msg="cannot load --kubeconfig"'; exit 1 ;;
   silent) echo 'level=WARN msg="cannot reach the gateway"' ;;
@@ -195,7 +207,7 @@ func newEnvPath(t *testing.T, bin []byte, wrap func(http.Handler) http.Handler, 
 }
 
 func (e *env) config() ScriptConfig {
-	return ScriptConfig{Gateway: e.gateway.URL, Token: testToken, CAPEM: e.caPEM, Kubeconfig: e.kc, ConnectWait: 5 * time.Second}
+	return ScriptConfig{Gateway: e.gateway.URL, Token: testToken, CAPEM: e.caPEM, Kubeconfig: e.kc, GatewayKeysPEM: []byte(testGatewayKeys), ConnectWait: 5 * time.Second}
 }
 
 func (e *env) run(t *testing.T, cfg ScriptConfig, timeout time.Duration) (string, []Result) {
@@ -251,6 +263,9 @@ func TestBootstrapInstalls(t *testing.T) {
 	if env, _ := os.ReadFile(filepath.Join(root, "etc/warren/connector.env")); !strings.Contains(string(env), "WARREN_STATE_DIR="+root+"/var/lib/warren-connector\n") {
 		t.Fatalf("connector.env lacks the state directory:\n%s", env)
 	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/warren/gateway-keys.pem")); string(b) != testGatewayKeys {
+		t.Fatalf("gateway keys file holds %q", b)
+	}
 	unit, _ := os.ReadFile(filepath.Join(root, "etc/systemd/system/warren-connector.service"))
 	for _, want := range []string{"ExecStart=" + root + "/usr/local/bin/warren connector --log-level=debug", "Restart=always",
 		"EnvironmentFile=" + root + "/etc/warren/connector.env", "NoNewPrivileges=yes"} {
@@ -260,7 +275,8 @@ func TestBootstrapInstalls(t *testing.T) {
 	}
 	log := e.fake.ServiceLog("i-1", ServiceName)
 	for _, want := range []string{"args: connector --log-level=debug", "WARREN_GATEWAY=" + e.gateway.URL,
-		"WARREN_TOKEN_FILE=" + root + "/etc/warren/connector.token", "WARREN_KUBECONFIG=" + e.kc, "WARREN_NAME=i-1"} {
+		"WARREN_TOKEN_FILE=" + root + "/etc/warren/connector.token", "WARREN_KUBECONFIG=" + e.kc, "WARREN_NAME=i-1",
+		"WARREN_GATEWAY_KEYS=" + root + "/etc/warren/gateway-keys.pem"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("service log lacks %q:\n%s", want, log)
 		}

@@ -44,6 +44,10 @@ type ScriptConfig struct {
 	TokenParameter string
 	// CAPEM is the CA that signed the gateway's certificate, for the download and the connector. Nil: system roots.
 	CAPEM []byte
+	// GatewayKeysPEM are the gateway's public keys (PEM "PUBLIC KEY" blocks: the signing.pub of its --gateway-key),
+	// installed for the connector's --gateway-keys: it serves only requests the gateway signed an assertion of.
+	// Required.
+	GatewayKeysPEM []byte
 	// Pins are SPKI pins (sha256:BASE64) of the gateway's certificate, for the connector; the script's download pins
 	// the leaf's key with curl when there is no CAPEM.
 	Pins []string
@@ -159,6 +163,9 @@ func (c *ScriptConfig) Validate() error {
 	if len(c.CAPEM) > 0 && (!strings.Contains(string(c.CAPEM), "-----BEGIN CERTIFICATE-----") || strings.Contains(string(c.CAPEM), heredocEnd)) {
 		bad("the gateway CA is not a PEM certificate")
 	}
+	if k := string(c.GatewayKeysPEM); !strings.Contains(k, "-----BEGIN PUBLIC KEY-----") || strings.Contains(k, "PRIVATE KEY") || strings.Contains(k, heredocEnd) {
+		bad("the gateway's public keys are required, as PEM \"PUBLIC KEY\" blocks (the signing.pub of the gateway's --gateway-key)")
+	}
 	return errors.Join(errs...)
 }
 
@@ -266,6 +273,10 @@ func Script(c ScriptConfig) (string, error) {
 		w(heredocEnd)
 		w(`chmod 0644 "$etc/gateway-ca.pem"`)
 	}
+	w(`cat >"$etc/gateway-keys.pem" <<'%s'`, heredocEnd)
+	b.WriteString(strings.TrimSpace(string(c.GatewayKeysPEM)) + "\n")
+	w(heredocEnd)
+	w(`chmod 0644 "$etc/gateway-keys.pem"`)
 	// The download. With a CA, curl or wget verifies the gateway against it; with pins only, curl pins the leaf's
 	// key; otherwise the system roots. Either way the digest check below is what guarantees the binary.
 	var curlTLS, wgetTLS string
@@ -382,6 +393,7 @@ func Script(c ScriptConfig) (string, error) {
 	w(`  echo "WARREN_GATEWAY=$gateway"`)
 	w(`  echo "WARREN_TOKEN_FILE=$etc/connector.token"`)
 	w(`  echo "WARREN_STATE_DIR=$state"`)
+	w(`  echo "WARREN_GATEWAY_KEYS=$etc/gateway-keys.pem"`)
 	if len(c.CAPEM) > 0 {
 		w(`  echo "WARREN_CA_FILE=$etc/gateway-ca.pem"`)
 	}

@@ -17,12 +17,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
+	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/bootstrap"
 	"github.com/warren-dev/warren/internal/download"
 )
 
 const bootstrapUsage = `usage: warren bootstrap ssm --region R --instance-id ID [--instance-id ID ...] --gateway https://HOST:PORT
-                            --token-file F (--kubeconfig PATH | --eks-cluster NAME) [--ca-file F] [--pin P] [--endpoint-url U]
+                            --token-file F --gateway-keys PUB (--kubeconfig PATH | --eks-cluster NAME) [--ca-file F] [--pin P] [--endpoint-url U]
 
 Installs the connector on EC2 instances inside a private VPC through AWS Systems Manager Run Command, for a cluster
 nobody can reach from outside yet (a private EKS endpoint). SendCommand (AWS-RunShellScript) runs a script on each
@@ -85,6 +86,7 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	tokenParam := fs.String("token-parameter", "", "name of an SSM SecureString parameter holding the connector token, read by the instances instead of sending it")
 	endpointURL := fs.String("endpoint-url", "", "SSM endpoint URL override (VPC endpoint, tests)")
 	caFile := fs.String("ca-file", "", "CA certificate(s) (PEM) that signed the gateway's certificate; installed on the instances")
+	gatewayKeys := fs.String("gateway-keys", "", "the gateway's public key(s), PEM files (signing.pub of its --gateway-key), comma-separated; installed for the connector's --gateway-keys")
 	pins := fs.String("pin", "", "SPKI pins of the gateway's certificate, sha256:BASE64, comma-separated (see warren connector --pin)")
 	proxy := fs.String("proxy", "", "HTTP CONNECT proxy the instances reach the gateway through, http://[user:password@]HOST:PORT")
 	kubeconfig := fs.String("kubeconfig", "", "path, on the instances, of the kubeconfig the connector uses")
@@ -116,6 +118,8 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 		return errors.New("missing --gateway: the gateway's URL as the instances reach it, e.g. --gateway https://gateway.example.com")
 	case (*tokenFile == "") == (*tokenParam == ""):
 		return errors.New("give --token-file (the connector token, from warren token connector) or --token-parameter (an SSM parameter holding it)")
+	case *gatewayKeys == "":
+		return errors.New("missing --gateway-keys: the gateway's public key(s) (signing.pub of its --gateway-key), which the connector pins to verify the gateway's assertion of each request")
 	case (*kubeconfig == "") == (*eksCluster == ""):
 		return errors.New("give --kubeconfig (a kubeconfig path on the instances) or --eks-cluster (reach EKS with the instance role)")
 	case *timeout <= 0:
@@ -145,6 +149,16 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 		if cfg.Token = strings.TrimSpace(string(b)); cfg.Token == "" {
 			return fmt.Errorf("--token-file %s is empty", *tokenFile)
 		}
+	}
+	for _, f := range splitList(*gatewayKeys) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("cannot read --gateway-keys: %v", err)
+		}
+		if _, err := auth.LoadPublicKeys(f); err != nil || !strings.Contains(string(b), "-----BEGIN PUBLIC KEY-----") {
+			return fmt.Errorf("--gateway-keys %s: want PEM public keys (signing.pub from warren keygen)", f)
+		}
+		cfg.GatewayKeysPEM = append(cfg.GatewayKeysPEM, b...)
 	}
 	var err error
 	if cfg.PinnedDigests, err = parsePinnedDigests(*pinned); err != nil {

@@ -26,12 +26,14 @@ import (
 	"github.com/warren-dev/warren/internal/auditrec"
 )
 
-const connectorUsage = `usage: warren connector --gateway https://HOST:PORT --token-file F [--state-dir DIR] [--ca-file F] [--kubeconfig F]
+const connectorUsage = `usage: warren connector --gateway https://HOST:PORT --token-file F --gateway-keys PUB[,PUB] [--state-dir DIR] [--ca-file F] [--kubeconfig F]
 
 Dials out to the gateway and serves the Kubernetes API of this cluster through the tunnel, with the connector's
 own credentials: the pod's service account by default, or --kubeconfig. It accepts no inbound connection (the
 optional --health-listen serves probes only). Its identity at the gateway is a key of its own (kept in --state-dir):
-it exchanges the join token of --token-file for short-lived credentials bound to that key, and renews them.
+it exchanges the join token of --token-file for short-lived credentials bound to that key, and renews them. Every
+request must carry the gateway's assertion of it, signed by a key of --gateway-keys; the caller's rules in it are
+checked again, under --policy.
 
 `
 
@@ -49,9 +51,14 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	region := fs.String("region", "", "AWS region of --eks-cluster")
 	endpointURL := fs.String("endpoint-url", "", "AWS endpoint URL override for EKS and STS (tests, VPC endpoints)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the API server; default: in-cluster service account")
-	callers := addCallerFlags(fs, "public keys that sign caller tokens: with them the connector verifies every caller token itself (comma-separated PEM or JWKS files)")
+	gatewayKeys := fs.String("gateway-keys", "", "the gateway's public keys (signing.pub of its --gateway-key; several during a rotation), comma-separated PEM or JWKS files, re-read when they change and on SIGHUP: every request must carry the gateway's assertion of it signed by one of them")
+	revoked := fs.String("revoked-tokens", "", "file of caller token ids (jti), one per line, whose requests this connector refuses; "+revokedHelp)
+	for _, name := range []string{"issuer-keys", "issuer-jwks-url", "algorithms", "max-token-lifetime"} {
+		fs.Var(removedFlag("--"+name+" was removed: the connector no longer sees caller tokens (the gateway keeps them); it verifies the gateway's assertion of each request with --gateway-keys, the gateway's public key(s)"),
+			name, "removed; see --gateway-keys")
+	}
 	policyFile := fs.String("policy", "", "the cluster's ceiling: a YAML file of rules; requests outside it are refused whatever the token says")
-	impersonate := fs.Bool("impersonate", false, "reach the API server as the caller (Impersonate-User warren:<sub>); needs --issuer-keys")
+	impersonate := fs.Bool("impersonate", false, "reach the API server as the caller (Impersonate-User warren:<sub>, the caller's groups), as the gateway's assertion names them")
 	stripHeaders := fs.String("strip-headers", "", "more request headers that never reach the API server, comma-separated, a trailing * for a prefix (X-Remote-*, X-Forwarded-*, X-Real-Ip and Forwarded always are): the cluster's --requestheader-*-headers names when they are not X-Remote-*")
 	auditLog := addAuditFlags(fs, "", "audit log of the requests the connector serves or refuses: hash-chained JSON lines (- for standard output); default: none")
 	name := fs.String("name", "", "this connector's name in the gateway's logs; default: host name")
@@ -70,6 +77,8 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		return errors.New("missing --gateway: the gateway's URL, e.g. --gateway https://gateway.example.com:443")
 	case *tokenFile == "":
 		return errors.New("missing --token-file: the file holding this connector's token (made by warren token connector)")
+	case *gatewayKeys == "":
+		return errors.New("missing --gateway-keys: the gateway's public key(s) (signing.pub of the key given to warren gateway --gateway-key): the connector serves only requests the gateway signed an assertion of")
 	}
 	readToken := func() (string, error) {
 		b, err := os.ReadFile(*tokenFile)
@@ -83,6 +92,10 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	}
 	if _, err := readToken(); err != nil {
 		return fmt.Errorf("cannot read the connector token: %v; check --token-file", err)
+	}
+	pinned, err := auth.NewKeyFiles(auth.DefaultCheckInterval, splitList(*gatewayKeys)...)
+	if err != nil {
+		return fmt.Errorf("--gateway-keys: %w", err)
 	}
 	var kube *rest.Config
 	if *eksCluster != "" {
@@ -101,15 +114,17 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	var callerVerifier *auth.Verifier
-	var reloads []func() error
+	reloads := []func() error{pinned.Reload}
 	mon := auth.NewMonitor(log)
-	if callers.set() {
-		if callerVerifier, reloads, err = callers.verifier(ctx, mon); err != nil {
-			return err
-		}
-	} else if *impersonate {
-		return errors.New("--impersonate needs --issuer-keys: the connector must verify the caller's token to know whom to impersonate")
+	mon.Watch("--gateway-keys", pinned.Check)
+	var revokedFn func(string) bool
+	rl, err := revocationList(*revoked, mon)
+	if err != nil {
+		return err
+	}
+	if rl != nil {
+		revokedFn = rl.Revoked
+		reloads = append(reloads, rl.Reload)
 	}
 	var ceiling *auth.Policy
 	if *policyFile != "" {
@@ -153,7 +168,8 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		Key:          key,
 		TLSConfig:    tlsCfg,
 		Kube:         kube,
-		Callers:      callerVerifier,
+		GatewayKeys:  pinned,
+		Revoked:      revokedFn,
 		Ceiling:      ceiling,
 		Impersonate:  *impersonate,
 		StripHeaders: splitList(*stripHeaders),
@@ -179,7 +195,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		defer srv.Close()
 	}
 	log.Info("connector starting", "gateway", *gatewayURL, "api_server", kube.Host, "version", version, "identity", c.Identity(),
-		"verifies_callers", callerVerifier != nil, "ceiling", *policyFile, "impersonate", *impersonate)
+		"gateway_keys", strings.Join(pinned.KeyIDs(), ","), "ceiling", *policyFile, "impersonate", *impersonate)
 	err = c.Run(ctx)
 	log.Info("connector stopped")
 	return err

@@ -25,10 +25,12 @@ import (
 	"github.com/warren-dev/warren/internal/limit"
 )
 
-const gatewayUsage = `usage: warren gateway --listen ADDR --tls-cert F --tls-key F --issuer-keys PUB[,PUB] --connector-keys PUB[,PUB]
+const gatewayUsage = `usage: warren gateway --listen ADDR --tls-cert F --tls-key F --gateway-key KEY --issuer-keys PUB[,PUB] --connector-keys PUB[,PUB]
 
 Serves the Kubernetes API of cluster C at https://ADDR/clusters/C/ and takes connectors at wss://ADDR/connect.
-Key files are PEM public keys or JWKS files; they are re-read when they change and on SIGHUP.
+Public key files are PEM public keys or JWKS files; they are re-read when they change and on SIGHUP. The caller's
+token never leaves the gateway: each request reaches its connector with an assertion signed by --gateway-key,
+whose public half connectors pin (warren connector --gateway-keys).
 
 `
 
@@ -40,7 +42,7 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	keyFile := fs.String("tls-key", "", "TLS private key (PEM) of the gateway")
 	callers := addCallerFlags(fs, "public keys that sign caller tokens: comma-separated PEM or JWKS files")
 	connectorKeys := fs.String("connector-keys", "", "public keys that sign connector (join) tokens, comma-separated files")
-	gatewayKey := fs.String("gateway-key", "", "the gateway's own Ed25519 private key (warren keygen's signing.key), which signs connector credentials; default: a key made at start, so that connectors join again after a restart")
+	gatewayKey := fs.String("gateway-key", "", "the gateway's own Ed25519 private key (signing.key of warren keygen --out DIR), read at start: it signs the assertion each request carries to its connector (connectors pin its public half with --gateway-keys) and connector credentials. Not an issuer key")
 	revokedConnectors := fs.String("revoked-connectors", "", "file of revoked connector join token ids (jti) and connector identities (key thumbprints), one per line; re-read when it changes, and live tunnels of what it lists end within 5 s")
 	maxConnectorLifetime := fs.Duration("max-connector-token-lifetime", 8760*time.Hour, "refuse connector (join) tokens valid for longer than this (exp - iat)")
 	cc := gateway.DefaultConnectorConfig()
@@ -84,6 +86,12 @@ func runGateway(args []string, _, stderr io.Writer) error {
 		return errors.New("missing --tls-cert or --tls-key: the gateway serves HTTPS only; give its certificate and key (PEM)")
 	case *connectorKeys == "":
 		return errors.New("missing --connector-keys: the public key(s) that sign connector tokens (signing.pub from warren keygen)")
+	case *gatewayKey == "":
+		return errors.New("missing --gateway-key: the gateway's own Ed25519 private key, which signs the assertion each request carries to its connector; make one with `warren keygen --out DIR` (DIR/signing.key here, DIR/signing.pub to the connectors' --gateway-keys)")
+	}
+	signingKey, err := auth.LoadSigningKey(*gatewayKey)
+	if err != nil {
+		return fmt.Errorf("--gateway-key: %w", err)
 	}
 	if door.TrustedProxies, err = gateway.ParseCIDRs(*trustedProxies); err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
@@ -121,14 +129,6 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	connectorVerifier, err := auth.NewVerifier(connCfg)
 	if err != nil {
 		return err
-	}
-	var signingKey *auth.SigningKey
-	if *gatewayKey != "" {
-		if signingKey, err = auth.LoadSigningKey(*gatewayKey); err != nil {
-			return fmt.Errorf("--gateway-key: %w", err)
-		}
-	} else {
-		log.Info("no --gateway-key: connector credentials are signed with a key made for this process; connectors join again after a restart")
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

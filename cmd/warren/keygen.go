@@ -18,7 +18,9 @@ func runKeygen(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: warren keygen --out DIR\n\n"+
 			"Writes DIR/signing.key (Ed25519, PKCS#8 PEM) and DIR/signing.pub (PKIX PEM) and prints the key id (kid).\n"+
-			"Give signing.pub to the gateway (--issuer-keys, --connector-keys) and connectors (--issuer-keys).\n\n")
+			"An issuer's key signs tokens: give its signing.pub to the gateway (--issuer-keys, --connector-keys).\n"+
+			"The gateway's own key is another pair: its signing.key is the gateway's --gateway-key, its signing.pub\n"+
+			"the connectors' --gateway-keys.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {

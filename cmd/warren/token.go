@@ -15,8 +15,9 @@ import (
 const envPrefix = "WARREN_"
 
 const tokenUsage = `usage:
-  warren token issue --key KEY --subject S --cluster C [--cluster C2 ...] --rule RULE [--rule ...] [--ttl 15m] [--issuer warren]
-      prints a caller token (audience "warren")
+  warren token issue --key KEY --subject S --cluster C [--cluster C2 ... --multi-cluster] --rule RULE [--rule ...] [--ttl 15m] [--issuer warren]
+      prints a caller token (audience "warren") for one cluster; several need --multi-cluster, and a gateway
+      started with --allow-multi-cluster-tokens
   warren token connector --key KEY --cluster C [--ttl 8760h]
       prints a connector's join token (audience "warren-connector", bound to cluster C): the connector exchanges it
       at the gateway for short-lived credentials bound to a key of its own, and renews them with it
@@ -50,7 +51,8 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 	subject := fs.String("subject", "", "who the token is for (sub claim), shown in audit logs")
 	var clusters, rules, groups stringList
 	fs.Var(&groups, "group", "a group of the caller, passed to Kubernetes by connectors that impersonate; repeat or comma-separate")
-	fs.Var(&clusters, "cluster", "cluster the token may reach; repeat or comma-separate for several")
+	fs.Var(&clusters, "cluster", "the cluster the token may reach; several (repeat or comma-separate) need --multi-cluster")
+	multi := fs.Bool("multi-cluster", false, "allow several --cluster: the token then works at each of them (and a leak reaches them all); gateways accept it only with --allow-multi-cluster-tokens")
 	fs.Var(&rules, "rule", "what the token may do, VERBS:RESOURCES[:NAMESPACES[:NAMES]]; repeat for several")
 	ttl := fs.Duration("ttl", 15*time.Minute, "token lifetime")
 	issuer := fs.String("issuer", auth.DefaultIssuer, "issuer (iss claim)")
@@ -73,7 +75,7 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 	case *ttl <= 0:
 		return fmt.Errorf("token issue: --ttl must be positive, e.g. --ttl 15m")
 	}
-	opts := auth.IssueOptions{Issuer: *issuer, Subject: *subject, TTL: *ttl}
+	opts := auth.IssueOptions{Issuer: *issuer, Subject: *subject, TTL: *ttl, MultiCluster: *multi}
 	for _, g := range groups {
 		opts.Groups = append(opts.Groups, splitList(g)...)
 	}
@@ -84,6 +86,10 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 				opts.Clusters = append(opts.Clusters, name)
 			}
 		}
+	}
+	if len(opts.Clusters) > 1 && !*multi {
+		return fmt.Errorf("token issue: %d clusters given (%s): a token for several clusters works at each of them, so one leak reaches them all; issue one token per cluster, or pass --multi-cluster to mean it (gateways accept such tokens only with --allow-multi-cluster-tokens)",
+			len(opts.Clusters), strings.Join(opts.Clusters, ", "))
 	}
 	for _, s := range rules {
 		r, err := auth.ParseRule(s)

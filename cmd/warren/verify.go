@@ -19,27 +19,48 @@ import (
 	"github.com/warren-dev/warren/tunnel"
 )
 
-// callerFlags are the flags that configure the verification of caller tokens; the gateway and the connector
-// share them, so that both points check tokens the same way.
+// callerFlags are the gateway's flags that configure the verification of caller tokens.
 type callerFlags struct {
-	keys        *string
-	jwksURL     *string
-	algorithms  *string
-	maxLifetime *time.Duration
-	revoked     *string
+	keys         *string
+	jwksURL      *string
+	algorithms   *string
+	maxLifetime  *time.Duration
+	revoked      *string
+	multiCluster *bool
 }
+
+// revokedHelp describes --revoked-tokens, at the gateway and at the connector.
+const revokedHelp = "re-read when it changes; must exist (empty to revoke nothing); if it disappears the ids read before stay revoked"
 
 func addCallerFlags(fs *flag.FlagSet, keysHelp string) *callerFlags {
 	return &callerFlags{
-		keys:        fs.String("issuer-keys", "", keysHelp),
-		jwksURL:     fs.String("issuer-jwks-url", "", "an https JWKS URL with more issuer keys, refetched for unknown key ids and hourly (redirects only to https on the same host)"),
-		algorithms:  fs.String("algorithms", auth.AlgEdDSA, "token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256"),
-		maxLifetime: fs.Duration("max-token-lifetime", 24*time.Hour, "refuse caller tokens valid for longer than this (exp - iat)"),
-		revoked:     fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; re-read when it changes; must exist (empty to revoke nothing); if it disappears the ids read before stay revoked"),
+		keys:         fs.String("issuer-keys", "", keysHelp),
+		jwksURL:      fs.String("issuer-jwks-url", "", "an https JWKS URL with more issuer keys, refetched for unknown key ids and hourly (redirects only to https on the same host)"),
+		algorithms:   fs.String("algorithms", auth.AlgEdDSA, "token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256"),
+		maxLifetime:  fs.Duration("max-token-lifetime", 24*time.Hour, "refuse caller tokens valid for longer than this (exp - iat)"),
+		revoked:      fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; "+revokedHelp),
+		multiCluster: fs.Bool("allow-multi-cluster-tokens", false, "accept caller tokens that name several clusters (by default a token must name one: a leaked token for several reaches them all)"),
 	}
 }
 
-func (f *callerFlags) set() bool { return *f.keys != "" || *f.jwksURL != "" }
+// removedFlag is a flag that no longer exists: setting it (or its WARREN_ variable) fails with why and what to use.
+type removedFlag string
+
+func (f removedFlag) String() string   { return "" }
+func (f removedFlag) Set(string) error { return errors.New(string(f)) }
+
+// revocationList loads a --revoked-tokens file and has mon watch it; "" means none.
+func revocationList(path string, mon *auth.Monitor) (*auth.RevocationList, error) {
+	if path == "" {
+		return nil, nil
+	}
+	rl, err := auth.NewRevocationList(path, auth.DefaultCheckInterval)
+	if err != nil {
+		return nil, fmt.Errorf("--revoked-tokens: %w", err)
+	}
+	mon.Watch("--revoked-tokens", rl.Check)
+	return rl, nil
+}
 
 // verifier builds the caller-token verifier and the functions that reload its files (for SIGHUP); mon watches
 // what it reloads.
@@ -68,19 +89,19 @@ func (f *callerFlags) verifier(ctx context.Context, mon *auth.Monitor) (*auth.Ve
 		return nil, nil, errors.New("missing --issuer-keys: the public key(s) that sign caller tokens (signing.pub from warren keygen)")
 	}
 	cfg := auth.VerifierConfig{
-		Keys:        sets,
-		Audience:    auth.AudienceCaller,
-		MaxLifetime: *f.maxLifetime,
-		Algorithms:  splitList(*f.algorithms),
+		Keys:              sets,
+		Audience:          auth.AudienceCaller,
+		MaxLifetime:       *f.maxLifetime,
+		Algorithms:        splitList(*f.algorithms),
+		AllowMultiCluster: *f.multiCluster,
 	}
-	if *f.revoked != "" {
-		rl, err := auth.NewRevocationList(*f.revoked, auth.DefaultCheckInterval)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--revoked-tokens: %w", err)
-		}
+	rl, err := revocationList(*f.revoked, mon)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rl != nil {
 		cfg.Revoked = rl.Revoked
 		reloads = append(reloads, rl.Reload)
-		mon.Watch("--revoked-tokens", rl.Check)
 	}
 	v, err := auth.NewVerifier(cfg)
 	if err != nil {
