@@ -159,7 +159,7 @@ func TestConnectorThroughAProxy(t *testing.T) {
 		proxy.aliases[name] = named.addr
 		caFile := writeFile(t, "root.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})))
 		tokenFile := writeFile(t, "connector.token", connectorToken(t, "prod"))
-		args := []string{"connector", "--gateway", "https://" + name, "--token-file", tokenFile, "--ca-file", caFile,
+		args := []string{"connector", "--gateway", "https://" + name, "--token-file", tokenFile, "--ca-file", caFile, "--gateway-keys", gatewayPubFile(),
 			"--kubeconfig", kube.ConnectorKubeconfig}
 		env := []string{"HTTPS_PROXY=" + proxy.url("svc-warren", "s3cr:et@").String()}
 		startProcessEnv(t, "connector", env, args...)

@@ -37,10 +37,13 @@ import (
 // kube is the control plane shared by every test of the package: it takes seconds to start.
 var kube *kubetest.Cluster
 
-// keys signs caller and connector tokens; keysDir holds signing.key and signing.pub.
+// keys signs caller and connector tokens; keysDir holds signing.key and signing.pub. gatewayKey is the gateway's
+// own key, which signs assertions; gatewayKeyDir holds it and the public half connectors pin.
 var (
-	keys    *auth.SigningKey
-	keysDir string
+	keys          *auth.SigningKey
+	keysDir       string
+	gatewayKey    *auth.SigningKey
+	gatewayKeyDir string
 	// kubeCacheDir keeps kubectl's discovery cache out of the home directory.
 	kubeCacheDir string
 )
@@ -71,6 +74,15 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	if keys, err = auth.LoadSigningKey(filepath.Join(keysDir, auth.SigningKeyFile)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	gatewayKeyDir = filepath.Join(dir, "gateway-key")
+	if _, err := auth.GenerateKeyPair(gatewayKeyDir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if gatewayKey, err = auth.LoadSigningKey(filepath.Join(gatewayKeyDir, auth.SigningKeyFile)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -148,6 +160,8 @@ type gatewayOpts struct {
 	cert              *tls.Certificate // default: httptest's certificate for 127.0.0.1
 	downloads         http.Handler     // serves GET /download/ (ssm_test.go)
 	maxStreamDuration time.Duration    // gateway.Config.MaxStreamDuration (stream_limits_test.go); 0: the default
+	signingKey        *auth.SigningKey // signs the assertions; default gatewayKey
+	allowMultiCluster bool             // accept caller tokens for several clusters
 }
 
 // startGatewayWith starts a gateway with options.
@@ -175,7 +189,8 @@ func (gs *gatewayServer) start(addr string) {
 	if gs.opts.extraCallerKeys != nil {
 		callerKeys = append(callerKeys, gs.opts.extraCallerKeys)
 	}
-	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: callerKeys, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour})
+	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: callerKeys, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour,
+		AllowMultiCluster: gs.opts.allowMultiCluster})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +200,11 @@ func (gs *gatewayServer) start(addr string) {
 	}
 	log, lb := newLogger(t, "gateway")
 	gs.log = lb
-	gs.g, err = gateway.New(gateway.Config{CallerVerifier: callers, ConnectorVerifier: connectors, Logger: log,
+	signing := gs.opts.signingKey
+	if signing == nil {
+		signing = gatewayKey
+	}
+	gs.g, err = gateway.New(gateway.Config{CallerVerifier: callers, ConnectorVerifier: connectors, SigningKey: signing, Logger: log,
 		Audit: gs.opts.audit, Limits: gs.opts.limits, MaxHeaderBytes: gs.opts.maxHeaderBytes,
 		Downloads: gs.opts.downloads, MaxStreamDuration: gs.opts.maxStreamDuration})
 	if err != nil {
@@ -266,13 +285,14 @@ type connectorOpts struct {
 	caFile string // default: the gateway's
 	name   string
 
-	verifyCallers bool        // verify caller tokens with the test issuer key (the connector's own copy)
-	tlsConfig     *tls.Config // default: trust caFile
-	proxy         func(*http.Request) (*url.URL, error)
-	ceiling       *auth.Policy // the customer's ceiling
-	impersonate   bool
-	audit         auditrec.Sink
-	kube          *rest.Config // default: kube.RestConfig(kubetest.UserConnector)
+	gatewayKeys auth.KeySet // the gateway keys the connector pins; default: gatewayKey's public half
+	now         func() time.Time
+	tlsConfig   *tls.Config // default: trust caFile
+	proxy       func(*http.Request) (*url.URL, error)
+	ceiling     *auth.Policy // the customer's ceiling
+	impersonate bool
+	audit       auditrec.Sink
+	kube        *rest.Config // default: kube.RestConfig(kubetest.UserConnector)
 }
 
 func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
@@ -293,15 +313,13 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 	if o.tlsConfig != nil {
 		tlsCfg = o.tlsConfig
 	}
-	var callers *auth.Verifier
-	if o.verifyCallers {
-		ks, err := auth.LoadPublicKeys(filepath.Join(keysDir, auth.PublicKeyFile))
+	pinned := o.gatewayKeys
+	if pinned == nil {
+		ks, err := auth.LoadPublicKeys(filepath.Join(gatewayKeyDir, auth.PublicKeyFile))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if callers, err = auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour}); err != nil {
-			t.Fatal(err)
-		}
+		pinned = ks
 	}
 	log, lb := newLogger(t, "connector "+o.name)
 	if o.kube == nil {
@@ -314,7 +332,8 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 		Proxy:       o.proxy,
 		Kube:        o.kube,
 		Cluster:     cluster, // so that bad tokens reach the gateway, which is what the tests check
-		Callers:     callers,
+		GatewayKeys: pinned,
+		Now:         o.now,
 		Ceiling:     o.ceiling,
 		Impersonate: o.impersonate,
 		Audit:       o.audit,
@@ -438,4 +457,23 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+}
+
+// gatewayKeyFile and gatewayPubFile are the gateway's key, for the binary's --gateway-key, and its public half, for
+// connectors' --gateway-keys.
+func gatewayKeyFile() string { return filepath.Join(gatewayKeyDir, auth.SigningKeyFile) }
+func gatewayPubFile() string { return filepath.Join(gatewayKeyDir, auth.PublicKeyFile) }
+
+// newSigningKey makes a key pair as `warren keygen` does and returns the key and its public key file.
+func newSigningKey(t *testing.T) (*auth.SigningKey, string) {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := auth.GenerateKeyPair(dir); err != nil {
+		t.Fatal(err)
+	}
+	k, err := auth.LoadSigningKey(filepath.Join(dir, auth.SigningKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, filepath.Join(dir, auth.PublicKeyFile)
 }

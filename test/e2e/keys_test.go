@@ -42,13 +42,13 @@ func TestBinaryReloadsKeysAndRevocations(t *testing.T) {
 
 	addr := freePort(t)
 	gw := startProcess(t, "gateway", "gateway", "--listen", addr, "--tls-cert", certFile, "--tls-key", keyFile,
-		"--issuer-keys", issuerFile, "--connector-keys", filepath.Join(keysDir, auth.PublicKeyFile),
+		"--issuer-keys", issuerFile, "--connector-keys", filepath.Join(keysDir, auth.PublicKeyFile), "--gateway-key", gatewayKeyFile(),
 		"--revoked-tokens", revoked, "--audit-log", filepath.Join(dir, "audit.jsonl"))
 	url := "https://" + addr
 	waitHealthy(t, url, lender.caFile, 20*time.Second)
 	lender.addr = addr
 	tokenFile := writeFile(t, "connector.token", connectorToken(t, "prod"))
-	startProcess(t, "connector", "connector", "--gateway", url, "--token-file", tokenFile, "--ca-file", lender.caFile,
+	startProcess(t, "connector", "connector", "--gateway", url, "--token-file", tokenFile, "--ca-file", lender.caFile, "--gateway-keys", gatewayPubFile(),
 		"--kubeconfig", kube.ConnectorKubeconfig)
 
 	old := callerToken(t, []string{"prod"}, allRules...)

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"github.com/warren-dev/warren/auth"
 	"io"
 	"net"
 	"net/http"
@@ -178,20 +177,16 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 	pub := filepath.Join(keysDir, "signing.pub")
 	addr, metricsAddr := freePort(t), freePort(t)
 	url := "https://" + addr
-	// The gateway's own key signs connector credentials: with it, connectors keep theirs across its restart.
-	gatewayKeyDir := t.TempDir()
-	if _, err := auth.GenerateKeyPair(gatewayKeyDir); err != nil {
-		t.Fatal(err)
-	}
+	// The gateway's own key signs assertions and connector credentials: with it, connectors keep theirs across its
+	// restart.
 	gatewayArgs := []string{"gateway", "--listen", addr, "--tls-cert", certFile, "--tls-key", keyFile,
-		"--issuer-keys", pub, "--connector-keys", pub, "--metrics-listen", metricsAddr,
-		"--gateway-key", filepath.Join(gatewayKeyDir, auth.SigningKeyFile)}
+		"--issuer-keys", pub, "--connector-keys", pub, "--metrics-listen", metricsAddr, "--gateway-key", gatewayKeyFile()}
 	gw := startProcess(t, "gateway", gatewayArgs...)
 	waitHealthy(t, url, lender.caFile, 20*time.Second)
 
 	tokenFile := writeFile(t, "connector.token", connectorToken(t, "prod")+"\n")
 	stateDir := filepath.Join(t.TempDir(), "state") // the connector's key: its identity across restarts
-	connectorArgs := []string{"connector", "--gateway", url, "--token-file", tokenFile, "--ca-file", lender.caFile,
+	connectorArgs := []string{"connector", "--gateway", url, "--token-file", tokenFile, "--ca-file", lender.caFile, "--gateway-keys", gatewayPubFile(),
 		"--kubeconfig", kube.ConnectorKubeconfig, "--name", "proc", "--state-dir", stateDir}
 	conn := startProcess(t, "connector", connectorArgs...)
 
@@ -286,7 +281,7 @@ func TestBinaryTwoConnectorsOneKilled(t *testing.T) {
 	gs := startGateway(t, "127.0.0.1:0")
 	tokenFile := writeFile(t, "connector.token", connectorToken(t, "prod"))
 	args := func(name string) []string {
-		return []string{"connector", "--gateway", gs.url(), "--token-file", tokenFile, "--ca-file", gs.caFile,
+		return []string{"connector", "--gateway", gs.url(), "--token-file", tokenFile, "--ca-file", gs.caFile, "--gateway-keys", gatewayPubFile(),
 			"--kubeconfig", kube.ConnectorKubeconfig, "--name", name}
 	}
 	a := startProcess(t, "connector a", args("a")...)

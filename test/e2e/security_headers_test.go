@@ -82,7 +82,7 @@ func TestCallerCannotAssertAnIdentity(t *testing.T) {
 	}
 
 	gs := startGateway(t, "127.0.0.1:0")
-	startConnector(t, gs, "prod", connectorOpts{name: "front-proxy", verifyCallers: true, kube: fp})
+	startConnector(t, gs, "prod", connectorOpts{name: "front-proxy", kube: fp})
 	gs.waitConnectors("prod", 1, 10*time.Second)
 	token := callerToken(t, []string{"prod"}, "create:selfsubjectreviews.authentication.k8s.io")
 	code, who = selfSubjectReview(t, rawClient(t, gs), gs.url()+"/clusters/prod", token, impersonatingHeaders)

@@ -99,7 +99,7 @@ rules:
 		t.Fatal(err)
 	}
 	gs := startGatewayWith(t, "127.0.0.1:0", gatewayOpts{})
-	startConnector(t, gs, "ceiling", connectorOpts{name: "ceiling", verifyCallers: true, ceiling: ceiling})
+	startConnector(t, gs, "ceiling", connectorOpts{name: "ceiling", ceiling: ceiling})
 	gs.waitConnectors("ceiling", 1, 10*time.Second)
 	cc := rawClient(t, gs)
 	granted := callerToken(t, []string{"ceiling"}, "get,create:nodes/proxy")
@@ -240,7 +240,7 @@ func proxyableKubelet(t *testing.T) (node, pod string) {
 func TestNamespacedWildcardLeavesTheNamespaceAlone(t *testing.T) {
 	ns := uniqueName("nsdel")
 	gs := startGateway(t, "127.0.0.1:0")
-	startConnector(t, gs, "prod", connectorOpts{name: "ns", verifyCallers: true})
+	startConnector(t, gs, "prod", connectorOpts{name: "ns"})
 	gs.waitConnectors("prod", 1, 10*time.Second)
 	admin := adminClient(t)
 	ctx := context.Background()

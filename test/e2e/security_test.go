@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -122,7 +121,7 @@ func TestAdversarialRequestsNeverReachTheAPIServer(t *testing.T) {
 	marker := fmt.Sprintf("adv%d", time.Now().UnixNano()%1e9)
 	nsA, nsB := marker+"-a", marker+"-b"
 	gs := startGateway(t, "127.0.0.1:0")
-	startConnector(t, gs, "prod", connectorOpts{name: "a", verifyCallers: true})
+	startConnector(t, gs, "prod", connectorOpts{name: "a"})
 	gs.waitConnectors("prod", 1, 10*time.Second)
 	c := rawClient(t, gs)
 	now := time.Now()
@@ -221,42 +220,44 @@ func TestAdversarialRequestsNeverReachTheAPIServer(t *testing.T) {
 	}
 }
 
-// TestTwoPointEnforcement: a gateway that trusts a key the connector does not (compromised or misconfigured) cannot
-// get a token signed by that key past the connector; a broad token stays under the connector's ceiling.
+// TestTwoPointEnforcement: the connector's check is "the gateway vouches for this exact request, within the
+// ceiling". A gateway signing with a key the connector does not pin (a stand-in, or a misconfiguration) gets
+// nothing past it; a gateway that trusts an issuer key it should not (compromised or misconfigured) still cannot
+// exceed the customer's ceiling; and a broad token stays under the ceiling.
 func TestTwoPointEnforcement(t *testing.T) {
 	marker := fmt.Sprintf("two%d", time.Now().UnixNano()%1e9)
-	dir := t.TempDir()
-	if _, err := auth.GenerateKeyPair(dir); err != nil {
-		t.Fatal(err)
-	}
-	rogue, err := auth.LoadSigningKey(filepath.Join(dir, auth.SigningKeyFile))
+	ceiling, err := auth.ParsePolicy([]byte("rules:\n- verbs: [get, list]\n  resources: [pods]\n  namespaces: [" + marker + "-a]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	broad := callerToken(t, []string{"prod"}, "*:*:*")
+	podsA := "/clusters/prod/api/v1/namespaces/" + marker + "-a/pods"
+
+	// A gateway whose assertion key the connector does not pin.
+	stranger, _ := newSigningKey(t)
+	impostor := startGatewayWith(t, "127.0.0.1:0", gatewayOpts{signingKey: stranger})
+	startConnector(t, impostor, "prod", connectorOpts{name: "strict", ceiling: ceiling})
+	impostor.waitConnectors("prod", 1, 10*time.Second)
+	got := send(t, rawClient(t, impostor), impostor, "GET", podsA, broad, nil)
+	if want := fmt.Sprintf("connector refused the gateway's assertion: assertion is signed by unknown key id %q", stranger.KeyID); got.code != 401 || got.message != want {
+		t.Fatalf("a gateway key the connector does not pin: %d %q\nwant 401 %q", got.code, got.message, want)
+	}
+
+	// A gateway that trusts a rogue issuer: the rogue's token passes the gateway, the ceiling still holds.
+	rogue, _ := newSigningKey(t)
 	rogueKeys, err := auth.NewStaticKeys(rogue.Key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := startGatewayWith(t, "127.0.0.1:0", gatewayOpts{extraCallerKeys: rogueKeys})
-	ceiling, err := auth.ParsePolicy([]byte("rules:\n- verbs: [get, list]\n  resources: [pods]\n  namespaces: [" + marker + "-a]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	startConnector(t, gs, "prod", connectorOpts{name: "strict", verifyCallers: true, ceiling: ceiling})
+	startConnector(t, gs, "prod", connectorOpts{name: "strict", ceiling: ceiling})
 	gs.waitConnectors("prod", 1, 10*time.Second)
 	c := rawClient(t, gs)
-
 	rogueToken, err := rogue.IssueCaller(auth.IssueOptions{Subject: "mallory", Clusters: []string{"prod"}, TTL: time.Hour,
 		Rules: []auth.Rule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, Namespaces: []string{"*"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := send(t, c, gs, "GET", "/clusters/prod/api/v1/namespaces/"+marker+"-a/pods", rogueToken, nil)
-	if got.code != 401 || !strings.HasPrefix(got.message, "connector refused the caller token: token is signed by unknown key id") {
-		t.Fatalf("token from a key only the gateway trusts: %d %q", got.code, got.message)
-	}
-
-	broad := callerToken(t, []string{"prod"}, "*:*:*")
 	for _, tc := range []struct{ path, message string }{
 		{"/api/v1/namespaces/" + marker + "-b/pods", `connector: the cluster's policy does not allow it: cannot list resource "pods" in API group "" in the namespace "` + marker + `-b"`},
 		{"/api/v1/namespaces/" + marker + "-a/secrets", `connector: the cluster's policy does not allow it: cannot list resource "secrets" in API group "" in the namespace "` + marker + `-a"`},
@@ -266,15 +267,17 @@ func TestTwoPointEnforcement(t *testing.T) {
 		if strings.Contains(tc.path, "/exec") {
 			method = "POST"
 		}
-		got := send(t, c, gs, method, "/clusters/prod"+tc.path, broad, nil)
-		if got.code != 403 || !strings.HasPrefix(got.message, tc.message) {
-			t.Errorf("%s under the ceiling: %d %q, want 403 %q", tc.path, got.code, got.message, tc.message)
+		for who, tok := range map[string]string{"rogue": rogueToken, "broad": broad} {
+			got := send(t, c, gs, method, "/clusters/prod"+tc.path, tok, nil)
+			if got.code != 403 || !strings.HasPrefix(got.message, tc.message) {
+				t.Errorf("%s token, %s under the ceiling: %d %q, want 403 %q", who, tc.path, got.code, got.message, tc.message)
+			}
 		}
 	}
 	neverSeen(t, marker)
 
 	// Within the ceiling the broad token works.
-	if got := send(t, c, gs, "GET", "/clusters/prod/api/v1/namespaces/"+marker+"-a/pods", broad, nil); got.code != 200 {
+	if got := send(t, c, gs, "GET", podsA, broad, nil); got.code != 200 {
 		t.Fatalf("within the ceiling: %d %q", got.code, got.message)
 	}
 }
@@ -283,7 +286,7 @@ func TestTwoPointEnforcement(t *testing.T) {
 func TestImpersonation(t *testing.T) {
 	ns := fmt.Sprintf("imp%d", time.Now().UnixNano()%1e9)
 	gs := startGateway(t, "127.0.0.1:0")
-	startConnector(t, gs, "prod", connectorOpts{name: "imp", verifyCallers: true, impersonate: true})
+	startConnector(t, gs, "prod", connectorOpts{name: "imp", impersonate: true})
 	gs.waitConnectors("prod", 1, 10*time.Second)
 	admin := clientset(t, kube.RestConfig(kubetest.UserAdmin))
 	ctx := context.Background()

@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/warren-dev/warren/auth"
 )
 
 func clientset(t *testing.T, cfg *rest.Config) *kubernetes.Clientset {
@@ -198,14 +200,20 @@ func TestRoutingErrors(t *testing.T) {
 	gs := startGateway(t, "127.0.0.1:0")
 	startConnector(t, gs, "prod", connectorOpts{name: "a"})
 	gs.waitConnectors("prod", 1, 10*time.Second)
-	all := callerToken(t, []string{"prod", "nope"}, allRules...)
+	all := callerToken(t, []string{"prod"}, allRules...)
+	nope := callerToken(t, []string{"nope"}, allRules...)
+	multi, err := keys.IssueCaller(auth.IssueOptions{Subject: "e2e-caller", Clusters: []string{"prod", "staging"}, MultiCluster: true,
+		Rules: []auth.Rule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}}}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name, path, token string
 		code              int
 		message           string
 	}{
-		{"unknown cluster", "/clusters/nope/api/v1/namespaces", all, 404,
+		{"unknown cluster", "/clusters/nope/api/v1/namespaces", nope, 404,
 			`unknown cluster "nope": no connector of it has connected to this gateway`},
 		{"cluster not in token", "/clusters/other/api/v1/namespaces", all, 403,
 			`token of "e2e-caller" does not grant access to cluster "other"`},
@@ -215,6 +223,8 @@ func TestRoutingErrors(t *testing.T) {
 			`invalid caller token: `},
 		{"connector token as caller", "/clusters/prod/api/v1/namespaces", connectorToken(t, "prod"), 401,
 			`invalid caller token: token audience [warren-connector] does not include "warren"`},
+		{"token for two clusters", "/clusters/prod/api/v1/namespaces", multi, 401,
+			`invalid caller token: token names 2 clusters [prod staging]; this gateway accepts caller tokens for one cluster only: issue one token per cluster, or start the gateway with --allow-multi-cluster-tokens`},
 		{"outside /clusters", "/api/v1/namespaces", all, 404,
 			`no such path "/api/v1/namespaces": the Kubernetes API of cluster C is at /clusters/C/`},
 	}
@@ -228,9 +238,17 @@ func TestRoutingErrors(t *testing.T) {
 	}
 
 	// client-go sees the Status as a typed error.
-	_, err := clientset(t, callerConfig(gs, "nope", all)).CoreV1().Namespaces().List(context.Background(), metav1.ListOptions{})
+	_, err = clientset(t, callerConfig(gs, "nope", nope)).CoreV1().Namespaces().List(context.Background(), metav1.ListOptions{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("client-go on unknown cluster: %v, want NotFound", err)
+	}
+
+	// A gateway configured to accept them takes the multi-cluster token.
+	lax := startGatewayWith(t, "127.0.0.1:0", gatewayOpts{allowMultiCluster: true})
+	startConnector(t, lax, "prod", connectorOpts{name: "a"})
+	lax.waitConnectors("prod", 1, 10*time.Second)
+	if code, st := status(t, lax, "/clusters/prod/api/v1/namespaces/default", multi); code != 200 {
+		t.Fatalf("multi-cluster token at a gateway that accepts them: %d %q", code, st.Message)
 	}
 }
 

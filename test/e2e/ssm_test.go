@@ -98,7 +98,7 @@ func TestSSMBootstrap(t *testing.T) {
 
 	start := time.Now()
 	out, code := runBootstrap(t, "--endpoint-url", fake.URL, "--region", "us-east-1",
-		"--instance-id", "i-1", "--instance-id", "i-2", "--gateway", gs.url(), "--token-file", tokenFile,
+		"--instance-id", "i-1", "--instance-id", "i-2", "--gateway", gs.url(), "--token-file", tokenFile, "--gateway-keys", gatewayPubFile(),
 		"--ca-file", gs.caFile, "--kubeconfig", kube.ConnectorKubeconfig, "--cluster-name", cluster,
 		"--timeout", "2m", "--connect-wait", "20s")
 	t.Logf("warren bootstrap ssm, %v, exit %d:\n%s", time.Since(start).Round(time.Millisecond), code, out)
@@ -173,7 +173,7 @@ func TestSSMBootstrapFailures(t *testing.T) {
 			fake := ssmInstances(t, "i-1", "i-2")
 			tokenFile := writeFile(t, "connector.token", connectorToken(t, "prod-ssm"))
 			args := append([]string{"--endpoint-url", fake.URL, "--region", "us-east-1", "--instance-id", "i-1,i-2",
-				"--token-file", tokenFile, "--ca-file", gs.caFile, "--kubeconfig", kube.ConnectorKubeconfig,
+				"--token-file", tokenFile, "--gateway-keys", gatewayPubFile(), "--ca-file", gs.caFile, "--kubeconfig", kube.ConnectorKubeconfig,
 				"--timeout", "1m", "--connect-wait", "5s"}, c.args(gs)...)
 			out, code := runBootstrap(t, args...)
 			t.Logf("exit %d:\n%s", code, out)
@@ -235,7 +235,7 @@ func TestSSMEKSConnector(t *testing.T) {
 
 	gs := startGateway(t, "127.0.0.1:0")
 	tokenFile := writeFile(t, "connector.token", connectorToken(t, cluster))
-	conn := startProcess(t, "connector --eks-cluster", "connector", "--gateway", gs.url(), "--token-file", tokenFile,
+	conn := startProcess(t, "connector --eks-cluster", "connector", "--gateway", gs.url(), "--token-file", tokenFile, "--gateway-keys", gatewayPubFile(),
 		"--ca-file", gs.caFile, "--eks-cluster", cluster, "--region", "us-east-1", "--endpoint-url", fake.URL, "--name", "eks")
 	gs.waitConnectors(cluster, 1, 30*time.Second)
 	if log := conn.log.String(); !strings.Contains(log, "api_server="+eksKube.URL) {

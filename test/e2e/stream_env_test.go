@@ -452,7 +452,7 @@ func newStreamEnvWith(t *testing.T, o gatewayOpts) *streamEnv {
 		o.audit = e.gwAudit
 	}
 	e.gs = startGatewayWith(t, "127.0.0.1:0", o)
-	e.conn = startConnector(t, e.gs, streamCluster, connectorOpts{name: "c", verifyCallers: true, audit: e.connAudit})
+	e.conn = startConnector(t, e.gs, streamCluster, connectorOpts{name: "c", audit: e.connAudit})
 	e.gs.waitConnectors(streamCluster, 1, 10*time.Second)
 	e.token = callerToken(t, []string{streamCluster}, streamRules...)
 	e.cfg = callerConfig(e.gs, streamCluster, e.token)
@@ -862,22 +862,65 @@ func pemCert(der []byte) []byte {
 
 // procsWith returns the pids of the processes whose command line contains marker.
 func procsWith(marker string) []int {
-	entries, _ := os.ReadDir("/proc")
 	var pids []int
+	for pid := range markedProcs(marker) {
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// shellsWith returns the pids of the processes whose command line contains marker and whose parent's does not. A
+// shell forks before it execs a command, and until the exec the child has the shell's command line: such a child
+// is not a session of its own.
+func shellsWith(marker string) []int {
+	marked := markedProcs(marker)
+	var pids []int
+	for pid, ppid := range marked {
+		if _, child := marked[ppid]; !child {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// markedProcs maps the processes whose command line contains marker to their parents.
+func markedProcs(marker string) map[int]int {
+	entries, _ := os.ReadDir("/proc")
+	parents := map[int]int{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
+		if err != nil || !bytes.Contains(b, []byte(marker)) {
 			continue
 		}
-		if bytes.Contains(b, []byte(marker)) {
-			pids = append(pids, pid)
-		}
+		parents[pid] = procParent(pid)
 	}
-	return pids
+	return parents
+}
+
+// procParent is the parent pid of pid (/proc/PID/stat), or -1.
+func procParent(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after its last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return -1
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return -1
+	}
+	return ppid
 }
 
 // procWchar is the number of bytes pid has written (/proc/PID/io wchar), or -1.

@@ -653,7 +653,7 @@ func TestStreamScale(t *testing.T) {
 			return true
 		})
 		allUp := time.Since(begin)
-		if live := len(procsWith(marker)); live != n {
+		if live := len(shellsWith(marker)); live != n {
 			t.Fatalf("%d remote shells alive, want %d", live, n)
 		}
 		peak := runtime.NumGoroutine()
