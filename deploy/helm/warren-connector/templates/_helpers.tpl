@@ -108,3 +108,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $extra }}{{ $items = append $items $extra }}{{ end }}
 {{- join "," $items }}
 {{- end }}
+
+{{/* The pinned gateway keys, as a JSON list; fails without them, or with the removed issuerKeys. */}}
+{{- define "warren-connector.gatewayKeys" -}}
+{{- if .Values.issuerKeys }}
+{{- fail "issuerKeys was removed: the connector no longer sees caller tokens (the gateway keeps them); set gatewayKeys to the gateway's public key (the signing.pub of its gatewayKey), whose assertion of each request the connector verifies" }}
+{{- end }}
+{{- if not .Values.gatewayKeys }}
+{{- fail "gatewayKeys is required: the gateway's public key(s), the signing.pub of its gatewayKey (`warren keygen`); the connector serves only requests the gateway signed an assertion of" }}
+{{- end }}
+{{- toJson .Values.gatewayKeys }}
+{{- end }}

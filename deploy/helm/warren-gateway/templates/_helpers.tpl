@@ -70,3 +70,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $dir := index . 0 }}
 {{- range $i, $_ := index . 1 }}{{ if $i }},{{ end }}{{ $dir }}/key-{{ $i }}.pem{{ end }}
 {{- end }}
+
+{{/* The gateway key's Secret name and key: the chart's own, or gatewayKey.existingSecret. Fails unless exactly one. */}}
+{{- define "warren-gateway.gatewayKeySecretName" -}}
+{{- $k := .Values.gatewayKey }}
+{{- if and $k.value $k.existingSecret }}
+{{- fail "set only one of gatewayKey.value and gatewayKey.existingSecret" }}
+{{- else if $k.existingSecret }}
+{{- $k.existingSecret }}
+{{- else if $k.value }}
+{{- printf "%s-gateway-key" (include "warren-gateway.fullname" .) }}
+{{- else }}
+{{- fail "gatewayKey.value or gatewayKey.existingSecret is required: the gateway's own Ed25519 key (signing.key from `warren keygen --out DIR`), which signs the assertion each request carries to its connector; give DIR/signing.pub to the connectors (gatewayKeys)" }}
+{{- end }}
+{{- end }}
+
+{{- define "warren-gateway.gatewayKeySecretKey" -}}
+{{- if .Values.gatewayKey.existingSecret }}{{ .Values.gatewayKey.existingSecretKey }}{{ else }}signing.key{{ end }}
+{{- end }}
