@@ -358,12 +358,11 @@ func runGateway(args []string) {
 	must(srv.ServeTLS(ln, "", ""))
 }
 
-// connectorConfig is a connector as deployed: it verifies caller tokens again, audits, and reaches the backend
-// with its own bearer token through client-go's transport.
+// connectorConfig is a connector as deployed: it verifies the gateway's assertion of every request with the
+// pinned gateway key, checks the caller's rules again, audits, and reaches the backend with its own bearer token
+// through client-go's transport.
 func connectorConfig(e env, gatewayAddr, name string) connector.Config {
-	keys, err := auth.LoadPublicKeys(e.path("signing.pub"))
-	must(err)
-	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: keys, Audience: auth.AudienceCaller})
+	pinned, err := auth.LoadPublicKeys(filepath.Join(e.dir, "gateway-key", auth.PublicKeyFile))
 	must(err)
 	token := e.read("connector.token")
 	return connector.Config{
@@ -376,12 +375,12 @@ func connectorConfig(e env, gatewayAddr, name string) connector.Config {
 			BearerToken:     "backend-token",
 			TLSClientConfig: rest.TLSClientConfig{CAFile: e.path("ca.pem")},
 		},
-		Callers: callers,
-		Audit:   audit.New(io.Discard),
-		Cluster: "bench",
-		Name:    name,
-		Version: "bench",
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		GatewayKeys: pinned,
+		Audit:       audit.New(io.Discard),
+		Cluster:     "bench",
+		Name:        name,
+		Version:     "bench",
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
 
@@ -489,7 +488,6 @@ func runStormConnectors(args []string) {
 	conns := make([]*connector.Connector, *n)
 	for i := range conns {
 		cfg := connectorConfig(e, *gw, fmt.Sprintf("storm-%d", i))
-		cfg.Callers = nil // not used here, and a verifier each costs memory for nothing
 		c, err := connector.New(cfg)
 		must(err)
 		conns[i] = c

@@ -35,13 +35,18 @@ done
 # shellcheck disable=SC1091
 . "$demo/kube/env"
 
+# Two key pairs: the issuer's signs caller and connector tokens; the gateway's own signs the assertion each request
+# carries to the connector, which pins its public half.
 "$warren" keygen --out "$demo/keys" >/dev/null
+"$warren" keygen --out "$demo/gateway-key" >/dev/null
 "$warren" gateway --listen "127.0.0.1:$port" --tls-cert "$demo/tls/tls.crt" --tls-key "$demo/tls/tls.key" \
-  --issuer-keys "$demo/keys/signing.pub" --connector-keys "$demo/keys/signing.pub" --clusters demo \
+  --issuer-keys "$demo/keys/signing.pub" --connector-keys "$demo/keys/signing.pub" \
+  --gateway-key "$demo/gateway-key/signing.key" --clusters demo \
   >"$demo/gateway.log" 2>&1 &
 pids+=($!)
 "$warren" token connector --key "$demo/keys/signing.key" --cluster demo >"$demo/connector.token"
 "$warren" connector --gateway "https://127.0.0.1:$port" --token-file "$demo/connector.token" \
+  --gateway-keys "$demo/gateway-key/signing.pub" \
   --ca-file "$demo/tls/ca.crt" --kubeconfig "$CONNECTOR_KUBECONFIG" --name demo-connector --state-dir "$demo/connector-state" \
   >"$demo/connector.log" 2>&1 &
 pids+=($!)
