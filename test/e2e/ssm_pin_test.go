@@ -50,7 +50,7 @@ func TestSSMBootstrapPinnedRelease(t *testing.T) {
 	bad := startGatewayWith(t, "127.0.0.1:0", gatewayOpts{downloads: download.New(evil, "")})
 	fake := ssmInstances(t, "i-1", "i-2")
 	tokenFile := writeFile(t, "connector.token", connectorToken(t, cluster))
-	common := []string{"--endpoint-url", fake.URL, "--region", "us-east-1", "--instance-id", "i-1,i-2", "--token-file", tokenFile,
+	common := []string{"--endpoint-url", fake.URL, "--region", "us-east-1", "--instance-id", "i-1,i-2", "--token-file", tokenFile, "--gateway-keys", gatewayPubFile(),
 		"--kubeconfig", kube.ConnectorKubeconfig, "--timeout", "2m", "--connect-wait", "20s", "--connector-sha256", pin}
 	out, code := runBootstrap(t, append(common, "--gateway", bad.url(), "--ca-file", bad.caFile)...)
 	if code != 1 || !strings.Contains(out, "warren bootstrap: the gateway serves warren-linux-amd64 with SHA-256 ") ||
