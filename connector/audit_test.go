@@ -3,7 +3,6 @@ package connector
 import (
 	"bufio"
 	"bytes"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
@@ -40,14 +41,46 @@ func (d *diskWriter) Write(p []byte) (int, error) {
 
 func (d *diskWriter) setFull(full bool) { d.mu.Lock(); d.full = full; d.mu.Unlock() }
 
-// auditedConnector is a Connector with an audit log whose upstream answers 200 and counts what reaches it.
-func auditedConnector(log *audit.Log) (http.Handler, *int) {
-	served := 0
-	c := &Connector{cfg: Config{Audit: log}, cluster: "prod", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	return c.authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		served++
+// auditedConnector is a Connector with an audit log whose upstream answers 200 and counts what reaches it. sign
+// adds to a request the gateway's assertion of it, for the tunnel the handler serves.
+func auditedConnector(t *testing.T, log *audit.Log) (h http.Handler, served *int, sign func(*http.Request) *http.Request) {
+	served = new(int)
+	key := newGatewayKey(t)
+	c := bareConnector(t, key, Config{Audit: log})
+	const tunnelID = "a0d17a0d17a0d17a0d17a0d17a0d17a0"
+	h = c.authorize(tunnelID, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		*served++
 		io.WriteString(w, "ok")
-	})), &served
+	}))
+	sign = func(r *http.Request) *http.Request {
+		if r.Header.Get(wire.HeaderRequestID) == "" {
+			r.Header.Set(wire.HeaderRequestID, fmt.Sprintf("req-%d", time.Now().UnixNano()))
+		}
+		who := caller("*:*:*")
+		who.ExpiresAt = jwt.NewNumericDate(time.Now().Add(time.Hour))
+		tok, err := key.key.SignAssertion(auth.AssertionOptions{Caller: who, Cluster: "prod", Session: tunnelID,
+			Request: auth.RequestBinding(r, r.Header.Get(wire.HeaderRequestID))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set(wire.HeaderAssertion, tok)
+		return r
+	}
+	return h, served, sign
+}
+
+// bareConnector is a Connector of cluster prod pinning key, without a tunnel: tests call its authorize directly.
+func bareConnector(t *testing.T, key gatewayKey, cfg Config) *Connector {
+	ks, err := auth.NewStaticKeys(key.key.Key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewAssertionVerifier(auth.AssertionVerifierConfig{Keys: ks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Connector{cfg: cfg, cluster: "prod", log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		assertions: v, replays: auth.NewReplayCache(0), now: time.Now}
 }
 
 func serve(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
@@ -69,8 +102,8 @@ func status(t *testing.T, rec *httptest.ResponseRecorder) string {
 func TestConnectorRefusesWhatItCannotAudit(t *testing.T) {
 	disk := &diskWriter{}
 	log := audit.New(disk)
-	h, served := auditedConnector(log)
-	get := func() *http.Request { return httptest.NewRequest("GET", "/api/v1/namespaces/payments/pods", nil) }
+	h, served, sign := auditedConnector(t, log)
+	get := func() *http.Request { return sign(httptest.NewRequest("GET", "/api/v1/namespaces/payments/pods", nil)) }
 
 	if rec := serve(h, get()); rec.Code != 200 || *served != 1 {
 		t.Fatalf("healthy log: %d, served %d", rec.Code, *served)
@@ -110,11 +143,11 @@ func TestConnectorRefusesWhatItCannotAudit(t *testing.T) {
 // was over the 4 MiB line bound and dropped while the request was served) is recorded, clipped, and says so.
 func TestConnectorAuditsAHugeHeader(t *testing.T) {
 	disk := &diskWriter{}
-	h, served := auditedConnector(audit.New(disk))
+	h, served, sign := auditedConnector(t, audit.New(disk))
 	r := httptest.NewRequest("GET", "/api/v1/namespaces/payments/secrets", nil)
 	r.Header.Set("User-Agent", strings.Repeat("\xff", 700<<10))
 	r.Header.Set(wire.HeaderRequestID, "req-huge")
-	if rec := serve(h, r); rec.Code != 200 || *served != 1 {
+	if rec := serve(h, sign(r)); rec.Code != 200 || *served != 1 {
 		t.Fatalf("%d, served %d", rec.Code, *served)
 	}
 	line := disk.buf.Bytes()
@@ -131,14 +164,8 @@ func TestConnectorAuditsAHugeHeader(t *testing.T) {
 // TestRefusalClosesTheStream: a refused request whose body never comes (a gateway holding the connector's
 // goroutines) gets its answer and loses its stream within the refusal timeout.
 func TestRefusalClosesTheStream(t *testing.T) {
-	_, priv, _ := ed25519.GenerateKey(nil)
-	ks, _ := auth.NewStaticKeys(priv.Public())
-	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceCaller})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &Connector{cfg: Config{Callers: callers}, cluster: "prod", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	s := httptest.NewServer(c.authorize(http.NotFoundHandler()))
+	c := bareConnector(t, newGatewayKey(t), Config{})
+	s := httptest.NewServer(c.authorize("a0d17a0d17a0d17a0d17a0d17a0d17a0", http.NotFoundHandler()))
 	defer s.Close()
 	conn, err := net.Dial("tcp", s.Listener.Addr().String())
 	if err != nil {

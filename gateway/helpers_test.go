@@ -12,9 +12,10 @@ import (
 	"github.com/warren-dev/warren/auth"
 )
 
-// testKeys signs caller and connector tokens that its verifiers accept.
+// testKeys signs caller and connector tokens that its verifiers accept; gateway is the gateway's own key.
 type testKeys struct {
 	sk                 *auth.SigningKey
+	gateway            *auth.SigningKey
 	callers, connector *auth.Verifier
 }
 
@@ -32,7 +33,15 @@ func newTestKeys(t testing.TB) testKeys {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := testKeys{sk: sk}
+	_, gwPriv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := auth.NewSigningKey(gwPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := testKeys{sk: sk, gateway: gw}
 	if k.callers, err = auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceCaller}); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +80,7 @@ func (k testKeys) connectorToken(t testing.TB, cluster string) string {
 // newTestGateway returns a Gateway for cluster "prod" (known, no connector), with cfg's fields set by edit.
 func newTestGateway(t testing.TB, k testKeys, edit func(*Config)) *Gateway {
 	t.Helper()
-	cfg := Config{CallerVerifier: k.callers, ConnectorVerifier: k.connector, Clusters: []string{"prod"}}
+	cfg := Config{CallerVerifier: k.callers, ConnectorVerifier: k.connector, SigningKey: k.gateway, Clusters: []string{"prod"}}
 	if edit != nil {
 		edit(&cfg)
 	}
