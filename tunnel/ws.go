@@ -7,6 +7,12 @@ package tunnel
 // write syscall per 4 KiB; yamux writes each frame's 12-byte header and its body separately, which a library turns
 // into two messages. Here a yamux data frame (header and body) goes out as one WebSocket frame, masked in 64 KiB
 // chunks, and an idle connection holds no buffer and no goroutine of its own.
+//
+// It is strict where RFC 6455 says "MUST": a peer that breaks the framing (reserved bits or opcodes, wrong masking,
+// a continuation with nothing to continue, a new message inside a fragmented one, a long or fragmented control
+// frame, a malformed Close) fails the connection with a Close of 1002 and the reason; a text message, which the
+// tunnel never carries, with 1003. spec.md has the whole wire contract; ws_autobahn_test.go the cases of the
+// Autobahn suite that apply.
 
 import (
 	"crypto/rand"
@@ -15,9 +21,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 const (
@@ -36,23 +44,47 @@ const (
 	// small data frames), so that they take no pooled buffer.
 	smallFrame = 256
 
+	// closeFrameTimeout bounds what Close spends on its Close frame (waiting for a write in progress, then its
+	// own): a peer that stopped reading gets no more of it, and the caller is not held for the write timeout.
+	closeFrameTimeout = time.Second
+
 	// yamux's frame header (spec.md): version, type, flags, stream id, length. Only data frames (type 0) are
 	// followed by a body, of the header's length.
 	yamuxHeaderSize = 12
 	yamuxTypeData   = 0
 )
 
+// Close status codes (RFC 6455 7.4.1).
+const (
+	closeNormal          = 1000
+	closeProtocolError   = 1002
+	closeUnsupportedData = 1003
+	// closeNoStatus is never sent: it stands for a Close frame without a payload, answered with one alike.
+	closeNoStatus = 1005
+)
+
 var (
-	errProtocol     = errors.New("websocket protocol error")
-	errWriteTimeout = errors.New("tunnel write timed out: the peer stopped reading")
-	errConnClosed   = fmt.Errorf("websocket closed: %w", net.ErrClosed)
+	errProtocol        = errors.New("websocket protocol error")
+	errWriteTimeout    = errors.New("tunnel write timed out: the peer stopped reading")
+	errConnClosed      = fmt.Errorf("websocket closed: %w", net.ErrClosed)
+	errConcurrentWrite = errors.New("tunnel: concurrent Write on the WebSocket connection (it has one writer, yamux's send loop)")
 )
 
 // chunkPool holds the buffers of large writes; an idle connection keeps none.
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize+14); return &b }}
 
-// wsConn is a WebSocket connection seen as a net.Conn carrying a byte stream. Read is for one goroutine at a time
-// (yamux's receive loop); Write, ping and pong may be called concurrently and are serialized.
+// wsConn is a WebSocket connection carrying one byte stream: the io.ReadWriteCloser yamux runs on, with the
+// addresses yamux reports (LocalAddr, RemoteAddr).
+//
+// Concurrency: Read has one caller at a time (yamux's receive loop), and so has Write (yamux's send loop, its only
+// caller: the header held back in pending relies on it, and a concurrent Write fails with errConcurrentWrite rather
+// than split a header from its body). ping and Close may be called from any goroutine. Every frame is written under
+// wmu. The reader never writes: the pong it owes goes out from a short-lived goroutine (pongLoop) and its Close
+// answer from Close, so a peer that stops reading can never stall the reading of what it sends (two readers each
+// blocked writing a pong to the other would deadlock once both send buffers are full).
+//
+// It is not a net.Conn and has no deadlines: yamux needs none (its streams have their own), every write is bounded
+// by timeout instead, and Close by closeFrameTimeout.
 type wsConn struct {
 	rwc     io.ReadWriteCloser
 	r       io.Reader // rwc, after bytes the handshake had already buffered
@@ -63,32 +95,51 @@ type wsConn struct {
 	timeout time.Duration
 
 	// Read side, owned by the reader.
-	rhdr      [14]byte
-	remaining uint64 // payload bytes left in the current data frame
-	rmasked   bool
-	rkey      [4]byte
-	rkeyPos   int
-	ctrl      [maxControlPayload]byte
+	rhdr       [14]byte
+	remaining  uint64 // payload bytes left in the current data frame
+	rmasked    bool
+	rkey       [4]byte
+	rkeyPos    int
+	fragmented bool  // a message has begun and not ended: only its continuations (and control frames) may come
+	rerr       error // sticky: after the peer's Close, a protocol error or a failed read nothing more is read
+	ctrl       [maxControlPayload]byte
 
-	// Write side, under wmu.
-	wmu      sync.Mutex
-	werr     error // sticky: a failed or timed-out write leaves the stream unusable
+	// Write side, under wmu: a channel of one token rather than a mutex, so that a writer waiting for it is durably
+	// blocked to testing/synctest, which drives the timers that bound a stuck write.
+	wmu      chan struct{}
+	werr     error // sticky: a failed or timed-out write, or Close, leaves the stream unusable
 	small    [smallFrame]byte
 	wtimer   *time.Timer // closes the connection when a write takes longer than timeout
 	timedOut atomic.Bool
+	// closing is set once the peer's Close arrived, the reader failed the connection, or Close began: from then on
+	// no frame goes out but Close's own (RFC 6455 5.5.1: no data after a Close).
+	closing atomic.Bool
 
 	// pending is a yamux data header whose body is the next Write: the two go out as one frame. Owned by the
-	// goroutine that calls Write (yamux's send loop).
+	// goroutine that calls Write (yamux's send loop); writing guards that there is only one.
 	pending    [yamuxHeaderSize]byte
 	hasPending bool
+	writing    atomic.Bool
 
-	onPong    func()
-	closeOnce sync.Once
-	onClose   func()
+	// What the reader leaves for others to send, under ctlMu (taken after wmu when both are held).
+	ctlMu       sync.Mutex
+	pong        [maxControlPayload]byte // payload of the latest ping not yet answered (RFC 6455 5.5.3)
+	pongLen     int
+	pongDue     bool
+	ponging     bool           // a pongLoop runs
+	ctlClosed   bool           // Close is waiting for pongLoop: none may start
+	pongers     sync.WaitGroup // the running pongLoop, waited for by Close
+	closeCode   uint16         // what Close sends: 0 for 1000, the peer's code echoed, or why the reader failed
+	closeReason string
+
+	onPong         func()
+	closeOnce      sync.Once
+	transportClose sync.Once
+	onClose        func()
 }
 
 func newWSConn(rwc io.ReadWriteCloser, buffered []byte, client bool, local, remote net.Addr, timeout time.Duration) *wsConn {
-	c := &wsConn{rwc: rwc, r: rwc, client: client, local: local, remote: remote, timeout: timeout}
+	c := &wsConn{rwc: rwc, r: rwc, client: client, local: local, remote: remote, timeout: timeout, wmu: make(chan struct{}, 1)}
 	if len(buffered) > 0 {
 		c.r = io.MultiReader(&onceReader{b: buffered}, rwc)
 	}
@@ -100,6 +151,7 @@ func newWSConn(rwc io.ReadWriteCloser, buffered []byte, client bool, local, remo
 	}
 	c.wtimer = time.AfterFunc(time.Hour, func() {
 		c.timedOut.Store(true)
+		c.closeTransport() // fails the write that is stuck, so that Close need not wait for it
 		c.Close()
 	})
 	c.wtimer.Stop()
@@ -121,10 +173,15 @@ func (o *onceReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Read returns payload bytes of data frames, answering pings and noting pongs on the way.
+// Read returns payload bytes of data frames, handing pings' answers over and noting pongs on the way. It returns
+// io.EOF once the peer sent a normal Close (1000, 1001 or none), and an error for any other.
 func (c *wsConn) Read(p []byte) (int, error) {
 	for c.remaining == 0 {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
 		if err := c.nextFrame(); err != nil {
+			c.rerr = err
 			return 0, err
 		}
 	}
@@ -151,10 +208,13 @@ func (c *wsConn) nextFrame() error {
 	fin, rsv, op := h[0]&0x80 != 0, h[0]&0x70, h[0]&0x0f
 	masked, n := h[1]&0x80 != 0, uint64(h[1]&0x7f)
 	if rsv != 0 {
-		return fmt.Errorf("%w: reserved bits set (no extension was negotiated)", errProtocol)
+		return c.fail(closeProtocolError, "reserved bits set (no extension was negotiated)")
 	}
 	if masked == c.client {
-		return fmt.Errorf("%w: frame masking is wrong for this side", errProtocol)
+		if c.client {
+			return c.fail(closeProtocolError, "masked frame from the server")
+		}
+		return c.fail(closeProtocolError, "unmasked frame from the client")
 	}
 	switch n {
 	case 126:
@@ -168,7 +228,7 @@ func (c *wsConn) nextFrame() error {
 		}
 		n = binary.BigEndian.Uint64(h[2:10])
 		if n>>63 != 0 {
-			return fmt.Errorf("%w: frame length overflows", errProtocol)
+			return c.fail(closeProtocolError, "frame length overflows")
 		}
 	}
 	c.rmasked, c.rkeyPos = masked, 0
@@ -178,12 +238,27 @@ func (c *wsConn) nextFrame() error {
 		}
 	}
 	switch op {
-	case opBinary, opContinuation:
-		c.remaining = n
+	case opBinary, opText:
+		if c.fragmented {
+			return c.fail(closeProtocolError, "a new message began inside a fragmented one")
+		}
+		if op == opText {
+			return c.fail(closeUnsupportedData, "text message: the tunnel carries binary messages only")
+		}
+		c.fragmented, c.remaining = !fin, n
+		return nil
+	case opContinuation:
+		if !c.fragmented {
+			return c.fail(closeProtocolError, "continuation frame with no message to continue")
+		}
+		c.fragmented, c.remaining = !fin, n
 		return nil
 	case opPing, opPong, opClose:
-		if n > maxControlPayload || !fin {
-			return fmt.Errorf("%w: control frame too long or fragmented", errProtocol)
+		if !fin {
+			return c.fail(closeProtocolError, "fragmented control frame")
+		}
+		if n > maxControlPayload {
+			return c.fail(closeProtocolError, "control frame longer than 125 bytes")
 		}
 		payload := c.ctrl[:n]
 		if _, err := io.ReadFull(c.r, payload); err != nil {
@@ -194,25 +269,112 @@ func (c *wsConn) nextFrame() error {
 		}
 		switch op {
 		case opPing:
-			return c.writeFrame(opPong, payload, nil)
+			c.owePong(payload)
 		case opPong:
 			if c.onPong != nil {
 				c.onPong()
 			}
-			return nil
 		default:
-			// The peer is leaving: answer as the protocol asks, and end the stream.
-			c.writeFrame(opClose, payload[:min(len(payload), 2)], nil)
-			return io.EOF
+			return c.peerClosed(payload)
 		}
+		return nil
 	default:
-		return fmt.Errorf("%w: unexpected opcode %d (the tunnel carries binary frames only)", errProtocol, op)
+		return c.fail(closeProtocolError, "reserved opcode "+strconv.Itoa(int(op)))
+	}
+}
+
+// fail fails the connection (RFC 6455 7.1.7): nothing more is read or sent but a Close with code and reason, which
+// Close sends (yamux closes the connection as soon as Read fails).
+func (c *wsConn) fail(code uint16, reason string) error {
+	c.decideClose(code, reason)
+	return fmt.Errorf("%w: %s", errProtocol, reason)
+}
+
+// peerClosed takes the peer's Close: Close echoes its code; a malformed one fails the connection instead.
+func (c *wsConn) peerClosed(payload []byte) error {
+	if len(payload) == 0 {
+		c.decideClose(closeNoStatus, "")
+		return io.EOF
+	}
+	if len(payload) == 1 {
+		return c.fail(closeProtocolError, "close frame with a 1-byte payload")
+	}
+	code, reason := binary.BigEndian.Uint16(payload), payload[2:]
+	if !validCloseCode(code) {
+		return c.fail(closeProtocolError, "invalid close code "+strconv.Itoa(int(code)))
+	}
+	if !utf8.Valid(reason) {
+		return c.fail(closeProtocolError, "close reason is not UTF-8")
+	}
+	c.decideClose(code, "")
+	if code == closeNormal || code == 1001 {
+		return io.EOF
+	}
+	return fmt.Errorf("websocket closed by the peer: %d %q", code, reason)
+}
+
+// validCloseCode reports whether a peer may send code (RFC 6455 7.4 and IANA's registry): 1000-1003 and 1007-1014
+// are defined, 3000-4999 belong to libraries and applications; 1004-1006 and 1015 must never be sent, the rest of
+// 0-2999 is unassigned, and 5000 and above undefined.
+func validCloseCode(code uint16) bool {
+	return code >= 1000 && code <= 1003 || code >= 1007 && code <= 1014 || code >= 3000 && code <= 4999
+}
+
+// decideClose sets the Close frame Close will send, unless one was decided already, and stops data going out.
+func (c *wsConn) decideClose(code uint16, reason string) {
+	c.ctlMu.Lock()
+	if c.closeCode == 0 {
+		c.closeCode, c.closeReason = code, reason
+	}
+	c.ctlMu.Unlock()
+	c.closing.Store(true)
+}
+
+// owePong leaves the answer to a ping for pongLoop, starting it unless it runs. Only the latest ping is owed an
+// answer (RFC 6455 5.5.3), so a peer's pings take one slot however many it sends.
+func (c *wsConn) owePong(payload []byte) {
+	c.ctlMu.Lock()
+	defer c.ctlMu.Unlock()
+	if c.ctlClosed {
+		return
+	}
+	c.pongLen = copy(c.pong[:], payload)
+	c.pongDue = true
+	if !c.ponging {
+		c.ponging = true
+		c.pongers.Add(1)
+		go c.pongLoop()
+	}
+}
+
+// pongLoop sends the pongs owed until none is; Close waits for it.
+func (c *wsConn) pongLoop() {
+	defer c.pongers.Done()
+	var payload [maxControlPayload]byte
+	for {
+		c.lockWrites()
+		c.ctlMu.Lock()
+		if !c.pongDue {
+			c.ponging = false
+			c.ctlMu.Unlock()
+			c.unlockWrites()
+			return
+		}
+		n := copy(payload[:], c.pong[:c.pongLen])
+		c.pongDue = false
+		c.ctlMu.Unlock()
+		c.writeLocked(opPong, payload[:n], nil) // a failure is sticky in werr: the next writer reports it
+		c.unlockWrites()
 	}
 }
 
 // Write sends p as the payload of binary frames. A yamux data header is held back and sent in one frame with the
-// body that follows it.
+// body that follows it. It has one caller at a time (see wsConn).
 func (c *wsConn) Write(p []byte) (int, error) {
+	if !c.writing.CompareAndSwap(false, true) {
+		return 0, errConcurrentWrite
+	}
+	defer c.writing.Store(false)
 	if c.hasPending {
 		c.hasPending = false
 		var err error
@@ -227,6 +389,9 @@ func (c *wsConn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if len(p) == yamuxHeaderSize && p[0] == 0 && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:12]) > 0 {
+		if c.closing.Load() {
+			return 0, errConnClosed
+		}
 		copy(c.pending[:], p)
 		c.hasPending = true
 		return len(p), nil
@@ -237,14 +402,39 @@ func (c *wsConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (c *wsConn) lockWrites()   { c.wmu <- struct{}{} }
+func (c *wsConn) unlockWrites() { <-c.wmu }
+
 // writeFrame sends one frame whose payload is a followed by b, under the write deadline.
 func (c *wsConn) writeFrame(op byte, a, b []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.lockWrites()
+	defer c.unlockWrites()
+	return c.writeLocked(op, a, b)
+}
+
+// writeLocked is writeFrame with wmu held. Once closing is set only the pongs owed may still go out (until Close
+// sends its own frame, which sets werr).
+func (c *wsConn) writeLocked(op byte, a, b []byte) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	if c.closing.Load() && op != opPong {
+		return errConnClosed
+	}
 	c.wtimer.Reset(c.timeout)
+	err := c.send(op, a, b)
+	c.wtimer.Stop()
+	if c.timedOut.Load() {
+		err = errWriteTimeout
+	}
+	if err != nil {
+		c.werr = err
+	}
+	return err
+}
+
+// send writes one frame, corked (the client under TLS) so that its TLS records leave in one write.
+func (c *wsConn) send(op byte, a, b []byte) error {
 	if c.cork != nil {
 		c.cork.cork()
 	}
@@ -253,13 +443,6 @@ func (c *wsConn) writeFrame(op byte, a, b []byte) error {
 		if uerr := c.cork.uncork(); err == nil {
 			err = uerr
 		}
-	}
-	c.wtimer.Stop()
-	if c.timedOut.Load() {
-		err = errWriteTimeout
-	}
-	if err != nil {
-		c.werr = err
 	}
 	return err
 }
@@ -356,17 +539,40 @@ func mask(key [4]byte, pos int, b []byte) int {
 // ping sends a WebSocket ping; the pong arrives through onPong.
 func (c *wsConn) ping() error { return c.writeFrame(opPing, nil, nil) }
 
-// Close drops the connection at once: yamux has already told the peer what it needed to, and a closing handshake
-// would hold the caller when the peer is gone.
+// Close sends a Close frame and drops the connection without waiting for the peer's answer: yamux has already told
+// the peer what it needed to, and a closing handshake would hold the caller when the peer is gone. The frame says
+// 1000, echoes the peer's Close, or gives the reason the reader failed the connection; a pong still owed goes first.
+// The frame is given up when it cannot go out within closeFrameTimeout. Close is idempotent.
 func (c *wsConn) Close() error {
 	c.closeOnce.Do(func() {
-		c.wtimer.Stop()
-		if c.cork != nil {
-			// Close the TCP connection first: a write blocked under the cork fails at once, and TLS does not wait
-			// to send its close alert behind it.
-			c.cork.Conn.Close()
+		c.closing.Store(true) // no Write or ping starts from now on
+		// A write stuck on a peer that stopped reading (or this Close's own) fails when the bound is up.
+		force := time.AfterFunc(closeFrameTimeout, c.closeTransport)
+		c.lockWrites()
+		if c.werr == nil {
+			c.ctlMu.Lock()
+			pong, code, reason := append([]byte(nil), c.pong[:c.pongLen]...), c.closeCode, c.closeReason
+			owed := c.pongDue
+			c.pongDue = false
+			c.ctlMu.Unlock()
+			err := error(nil)
+			if owed {
+				err = c.send(opPong, pong, nil)
+			}
+			if err == nil {
+				var buf [maxControlPayload]byte
+				c.send(opClose, closePayload(buf[:0], code, reason), nil)
+			}
+			c.werr = errConnClosed
 		}
-		c.rwc.Close()
+		c.unlockWrites()
+		force.Stop()
+		c.wtimer.Stop()
+		c.closeTransport()
+		c.ctlMu.Lock()
+		c.ctlClosed = true
+		c.ctlMu.Unlock()
+		c.pongers.Wait()
 		if c.onClose != nil {
 			c.onClose()
 		}
@@ -374,11 +580,39 @@ func (c *wsConn) Close() error {
 	return nil
 }
 
-func (c *wsConn) LocalAddr() net.Addr                { return c.local }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.remote }
-func (c *wsConn) SetDeadline(t time.Time) error      { return nil }
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return nil }
+// closePayload appends the payload of a Close frame with code and reason to b: none for closeNoStatus, and 1000
+// for code 0. reason is cut to fit in a control frame.
+func closePayload(b []byte, code uint16, reason string) []byte {
+	switch code {
+	case closeNoStatus:
+		return b
+	case 0:
+		code = closeNormal
+	}
+	b = binary.BigEndian.AppendUint16(b, code)
+	if len(reason) > maxControlPayload-2 {
+		reason = reason[:maxControlPayload-2]
+		for !utf8.ValidString(reason) {
+			reason = reason[:len(reason)-1]
+		}
+	}
+	return append(b, reason...)
+}
+
+// closeTransport closes the connection under the WebSocket, once.
+func (c *wsConn) closeTransport() {
+	c.transportClose.Do(func() {
+		if c.cork != nil {
+			// Close the TCP connection first: a write blocked under the cork fails at once, and TLS does not wait
+			// to send its close alert behind it.
+			c.cork.Conn.Close()
+		}
+		c.rwc.Close()
+	})
+}
+
+func (c *wsConn) LocalAddr() net.Addr  { return c.local }
+func (c *wsConn) RemoteAddr() net.Addr { return c.remote }
 
 type tunnelAddr string
 

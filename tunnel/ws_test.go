@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/coder/websocket"
@@ -164,6 +165,9 @@ func TestReaderHandlesControlAndFragments(t *testing.T) {
 	if err != nil || string(got) != "hello world" {
 		t.Fatalf("read %q, %v", got, err)
 	}
+	// The reader never writes: the pong goes out from a goroutine of its own, the answer to the Close from Close,
+	// which yamux calls as soon as Read ends.
+	server.Close()
 	ops, payloads := readFrames(t, answers.all(), false)
 	if len(ops) != 2 || ops[0] != opPong || string(payloads[0]) != "p1" || ops[1] != opClose {
 		t.Fatalf("answers: ops %v payloads %q, want pong p1 and close", ops, payloads)
@@ -294,6 +298,195 @@ func TestInteroperatesWithAnotherWebSocketImplementation(t *testing.T) {
 		case <-pong:
 		case <-time.After(5 * time.Second):
 			t.Fatal("no pong")
+		}
+	})
+}
+
+// stalledPeer is a peer that stopped reading: every Write blocks until the connection is closed. Its Read returns
+// what in holds, then blocks until closed too.
+type stalledPeer struct {
+	in     io.Reader
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newStalledPeer(in []byte) *stalledPeer {
+	return &stalledPeer{in: bytes.NewReader(in), closed: make(chan struct{})}
+}
+
+func (p *stalledPeer) Read(b []byte) (int, error) {
+	if n, err := p.in.Read(b); err == nil {
+		return n, nil
+	}
+	<-p.closed
+	return 0, net.ErrClosed
+}
+
+func (p *stalledPeer) Write(b []byte) (int, error) {
+	<-p.closed
+	return 0, net.ErrClosed
+}
+
+func (p *stalledPeer) Close() error {
+	p.once.Do(func() { close(p.closed) })
+	return nil
+}
+
+// TestCloseSendsACloseFrameAndNothingAfter: Close says goodbye with 1000 (RFC 6455 5.5.1), and no frame goes out
+// after it, data or control.
+func TestCloseSendsACloseFrameAndNothingAfter(t *testing.T) {
+	for _, client := range []bool{true, false} {
+		w := &recorder{}
+		c := newWSConn(w, nil, client, nil, nil, time.Second)
+		if _, err := c.Write([]byte("before")); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if _, err := c.Write([]byte("after")); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Write after Close = %v, want net.ErrClosed", err)
+		}
+		if _, err := c.Write(yamuxHeader(yamuxTypeData, 5)); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Write of a data header after Close = %v, want net.ErrClosed", err)
+		}
+		if err := c.ping(); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("ping after Close = %v, want net.ErrClosed", err)
+		}
+		ops, payloads := readFrames(t, w.all(), client)
+		if len(ops) != 2 || ops[0] != opBinary || ops[1] != opClose || !bytes.Equal(payloads[1], []byte{0x03, 0xe8}) {
+			t.Fatalf("client=%v: sent %v %q, want the data and a Close 1000", client, ops, payloads)
+		}
+	}
+}
+
+// TestNoDataAfterThePeersClose: once the peer's Close is read, nothing but the answer goes out, whatever yamux
+// still had to send.
+func TestNoDataAfterThePeersClose(t *testing.T) {
+	w := &recorder{}
+	going := closeFrame(1001, "shutting down").encode(false)
+	c := newWSConn(struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{bytes.NewReader(going), w, io.NopCloser(nil)}, nil, false, nil, nil, time.Second)
+	if n, err := c.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+		t.Fatalf("Read = %d, %v, want io.EOF", n, err)
+	}
+	if _, err := c.Write([]byte("late")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after the peer's Close = %v, want net.ErrClosed", err)
+	}
+	c.Close()
+	ops, payloads := readFrames(t, w.all(), false)
+	if len(ops) != 1 || ops[0] != opClose || !bytes.Equal(payloads[0], []byte{0x03, 0xe9}) {
+		t.Fatalf("sent %v %q, want only the Close answer 1001", ops, payloads)
+	}
+}
+
+// TestFailureCloseSaysWhy: a peer that breaks the protocol learns why from the Close's reason.
+func TestFailureCloseSaysWhy(t *testing.T) {
+	w := &recorder{}
+	c := newWSConn(struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{bytes.NewReader(continuation("x", true).encode(false)), w, io.NopCloser(nil)}, nil, false, nil, nil, time.Second)
+	_, err := c.Read(make([]byte, 10))
+	if !errors.Is(err, errProtocol) || err.Error() != "websocket protocol error: continuation frame with no message to continue" {
+		t.Fatalf("Read = %v", err)
+	}
+	c.Close()
+	_, payloads := readFrames(t, w.all(), false)
+	if want := "\x03\xeacontinuation frame with no message to continue"; len(payloads) != 1 || string(payloads[0]) != want {
+		t.Fatalf("sent %q, want Close %q", payloads, want)
+	}
+}
+
+// TestReaderNeverWaitsOnWrites: a peer that floods pings and reads nothing cannot stall the reader (and with it
+// yamux's receive loop) behind the pongs it is owed. Were the reader to write them itself, two ends doing so to each
+// other with full send buffers would deadlock.
+func TestReaderNeverWaitsOnWrites(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var in []byte
+		for range 100 {
+			in = append(in, control(opPing, "are you there").encode(false)...)
+		}
+		in = append(in, dataFrame("payload").encode(false)...)
+		peer := newStalledPeer(in)
+		c := newWSConn(peer, nil, false, nil, nil, 10*time.Second)
+		read := make(chan string, 1)
+		go func() {
+			buf := make([]byte, 16)
+			n, _ := c.Read(buf)
+			read <- string(buf[:n])
+		}()
+		synctest.Wait()
+		select {
+		case got := <-read:
+			if got != "payload" {
+				t.Errorf("read %q", got)
+			}
+		default:
+			c.Close()
+			t.Fatal("the reader is blocked: it waits on a write to a peer that does not read")
+		}
+		start := time.Now()
+		c.Close()
+		if d := time.Since(start); d != closeFrameTimeout {
+			t.Errorf("Close took %v with a pong stuck on the peer, want closeFrameTimeout (%v)", d, closeFrameTimeout)
+		}
+	})
+}
+
+// TestWriteTimesOutOnAStalledPeer: a write to a peer that stopped reading fails after the write timeout, and the
+// connection is closed at once, not closeFrameTimeout later.
+func TestWriteTimesOutOnAStalledPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		peer := newStalledPeer(nil)
+		c := newWSConn(peer, nil, true, nil, nil, 10*time.Second)
+		start := time.Now()
+		_, err := c.Write(make([]byte, 1000))
+		if !errors.Is(err, errWriteTimeout) {
+			t.Fatalf("Write = %v, want errWriteTimeout", err)
+		}
+		synctest.Wait() // the timer's Close
+		if d := time.Since(start); d != 10*time.Second {
+			t.Errorf("Write failed after %v, want the write timeout, 10s", d)
+		}
+		select {
+		case <-peer.closed:
+		default:
+			t.Error("the connection is still open after the write timed out")
+		}
+		if _, err := c.Write([]byte("x")); !errors.Is(err, errWriteTimeout) {
+			t.Errorf("Write after the timeout = %v, want errWriteTimeout (sticky)", err)
+		}
+		c.Close()
+	})
+}
+
+// TestCloseGivesUpOnAPeerThatStoppedReading: Close holds its caller at most closeFrameTimeout for its Close frame.
+func TestCloseGivesUpOnAPeerThatStoppedReading(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		peer := newStalledPeer(nil)
+		c := newWSConn(peer, nil, false, nil, nil, time.Minute)
+		start := time.Now()
+		c.Close()
+		if d := time.Since(start); d != closeFrameTimeout {
+			t.Errorf("Close took %v, want closeFrameTimeout (%v)", d, closeFrameTimeout)
+		}
+	})
+}
+
+// TestWriteHasOneCaller: Write is yamux's send loop's alone (a held-back header waits for its body); a second,
+// concurrent caller is refused rather than let in between the two.
+func TestWriteHasOneCaller(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		peer := newStalledPeer(nil)
+		c := newWSConn(peer, nil, true, nil, nil, time.Minute)
+		defer c.Close()
+		go c.Write([]byte("blocked on the peer"))
+		synctest.Wait()
+		if _, err := c.Write([]byte("second writer")); !errors.Is(err, errConcurrentWrite) {
+			t.Fatalf("concurrent Write = %v, want errConcurrentWrite", err)
 		}
 	})
 }
