@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -263,6 +264,60 @@ func TestInteroperatesWithAnotherWebSocketImplementation(t *testing.T) {
 			t.Fatal("the tunnel server read different bytes")
 		}
 	})
+
+	// The closing handshake both ways: a text message is refused with 1003, a Close is answered with its code.
+	for _, tc := range []struct {
+		name  string
+		peer  func(ctx context.Context, ws *websocket.Conn) error
+		check func(err error) string
+	}{
+		{"coder client sends text", func(ctx context.Context, ws *websocket.Conn) error {
+			if err := ws.Write(ctx, websocket.MessageText, []byte("hello")); err != nil {
+				return err
+			}
+			_, _, err := ws.Read(ctx)
+			return err
+		}, func(err error) string {
+			if websocket.CloseStatus(err) != websocket.StatusUnsupportedData || !strings.Contains(err.Error(), "binary messages only") {
+				return fmt.Sprintf("coder read %v, want close 1003 saying binary messages only", err)
+			}
+			return ""
+		}},
+		{"coder client closes", func(ctx context.Context, ws *websocket.Conn) error {
+			return ws.Close(websocket.StatusGoingAway, "bye")
+		}, func(err error) string {
+			if err != nil {
+				return fmt.Sprintf("coder's closing handshake: %v, want it answered", err)
+			}
+			return ""
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			served := make(chan error, 1)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := upgradeConn(w, r, Config{}.withDefaults())
+				if err != nil {
+					served <- err
+					return
+				}
+				_, err = io.ReadAll(c)
+				c.Close() // as yamux does once Read fails
+				served <- err
+			}))
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{Subprotocols: []string{Subprotocol}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.CloseNow()
+			if msg := tc.check(tc.peer(ctx, ws)); msg != "" {
+				t.Error(msg)
+			}
+			<-served
+		})
+	}
 
 	t.Run("tunnel client, coder server", func(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
