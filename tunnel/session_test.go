@@ -9,9 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,12 +19,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// pair starts a real TLS server whose handler upgrades to a tunnel, dials it, and returns both ends.
-// The gateway end opens streams, the connector end accepts them.
-func pair(t testing.TB, cfg Config, via func(addr string) string) (gatewaySide, connectorSide *Session) {
-	t.Helper()
-	got := make(chan *Session, 1)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// tunnelHandler is the gateway's side in these tests: it refuses a request without the connector's token (401 with
+// a reason and Retry-After, as the gateway does), upgrades the others and hands the session over.
+func tunnelHandler(cfg Config, got chan<- *Session) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer good" {
 			w.Header().Set("Retry-After", "7")
 			http.Error(w, `{"kind":"Status","message":"connector token expired"}`, http.StatusUnauthorized)
@@ -40,18 +37,25 @@ func pair(t testing.TB, cfg Config, via func(addr string) string) (gatewaySide, 
 			return
 		}
 		got <- s
-	}))
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	addr := srv.Listener.Addr().String()
-	if via != nil {
-		addr = via(addr)
-	}
+	})
+}
+
+// pairOver starts a gateway end on tr, dials it, and returns both ends. The gateway end opens streams, the
+// connector end accepts them.
+func pairOver(t testing.TB, tr transport, cfg Config) (gatewaySide, connectorSide *Session) {
+	t.Helper()
+	got := make(chan *Session, 1)
+	base, client := tr.serve(t, tunnelHandler(cfg, got))
+	return dialPair(t, base, client, cfg, got)
+}
+
+func dialPair(t testing.TB, base string, client *http.Client, cfg Config, got <-chan *Session) (gatewaySide, connectorSide *Session) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := Dial(ctx, "wss://"+addr+"/connect", DialOptions{
+	c, err := Dial(ctx, base+"/connect", DialOptions{
 		Header:     http.Header{"Authorization": {"Bearer good"}},
-		HTTPClient: srv.Client(),
+		HTTPClient: client,
 		Config:     cfg,
 	})
 	if err != nil {
@@ -63,6 +67,18 @@ func pair(t testing.TB, cfg Config, via func(addr string) string) (gatewaySide, 
 		t.Fatalf("the connector's view of the 101 answer's header: %v (gateway side %v)", h, g.Header())
 	}
 	return g, c
+}
+
+// pair is pairOver TLS, through via when given (a proxy in the path: it gets the server's address and returns its
+// own).
+func pair(t testing.TB, cfg Config, via func(addr string) string) (gatewaySide, connectorSide *Session) {
+	t.Helper()
+	if via == nil {
+		return pairOver(t, transport{"tls", serveTLS}, cfg)
+	}
+	got := make(chan *Session, 1)
+	base, client := serveTLS(t, tunnelHandler(cfg, got))
+	return dialPair(t, "wss://"+via(base[len("wss://"):]), client, cfg, got)
 }
 
 // echo serves every accepted stream by copying it back, until the session ends.
@@ -87,110 +103,114 @@ func echo(t *testing.T, s *Session) {
 	}()
 }
 
+// waitFor polls cond until it holds, failing the test after 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after 5 s for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestStreamsCarryBytesBothWays(t *testing.T) {
-	g, c := pair(t, Config{}, nil)
-	echo(t, c)
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		// The echo must be read back within CloseTimeout of CloseWrite (see stream.CloseWrite): more than the default
+		// 5 s on a loaded machine under -race.
+		g, c := pairOver(t, tr, Config{CloseTimeout: time.Minute})
+		echo(t, c)
 
-	payload := make([]byte, 8<<20)
-	rand.Read(payload)
-	want := sha256.Sum256(payload)
+		payload := make([]byte, 8<<20)
+		rand.Read(payload)
+		want := sha256.Sum256(payload)
 
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := g.Open(context.Background())
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer st.Close()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
 			go func() {
-				st.Write(payload)
-				st.(interface{ CloseWrite() error }).CloseWrite()
+				defer wg.Done()
+				st, err := g.Open(context.Background())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				wrote := make(chan struct{})
+				defer func() {
+					st.Close() // fails the writer's Write if the reader stopped early
+					<-wrote
+				}()
+				go func() {
+					defer close(wrote)
+					// In pieces of 1 MiB, large frames still: a single write of it all would be one yamux frame of up
+					// to the window, which must go out within WriteTimeout behind the other streams' (yamux's
+					// ConnectionWriteTimeout), too short under -race on a loaded machine.
+					for rest := payload; len(rest) > 0; rest = rest[min(len(rest), 1<<20):] {
+						if _, err := st.Write(rest[:min(len(rest), 1<<20)]); err != nil {
+							t.Error(err)
+							break
+						}
+					}
+					st.(interface{ CloseWrite() error }).CloseWrite()
+				}()
+				h := sha256.New()
+				if _, err := io.Copy(h, st); err != nil {
+					t.Error(err)
+				}
+				if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
+					t.Errorf("echoed bytes differ: sha256 %x, want %x", got, want)
+				}
 			}()
-			h := sha256.New()
-			if _, err := io.Copy(h, st); err != nil {
-				t.Error(err)
-			}
-			if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
-				t.Errorf("echoed bytes differ: sha256 %x, want %x", got, want)
-			}
-		}()
-	}
-	wg.Wait()
-}
-
-func TestRefusedHandshakeCarriesReason(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Retry-After", "7")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"connector token expired at 2026-01-01T00:00:00Z","code":401}`)
-	}))
-	defer srv.Close()
-	_, err := Dial(context.Background(), strings.Replace(srv.URL, "https", "wss", 1)+"/connect", DialOptions{HTTPClient: srv.Client()})
-	var he *HandshakeError
-	if !errors.As(err, &he) {
-		t.Fatalf("Dial error = %v, want a *HandshakeError", err)
-	}
-	if he.StatusCode != 401 || he.Message != "connector token expired at 2026-01-01T00:00:00Z" || he.RetryAfter != 7*time.Second {
-		t.Fatalf("HandshakeError = %+v", he)
-	}
-}
-
-func TestUpgradeRefusesPlainRequests(t *testing.T) {
-	r := httptest.NewRequest("GET", "/connect", nil)
-	w := httptest.NewRecorder()
-	if _, err := Upgrade(w, r, Config{}); !errors.Is(err, ErrNotTunnel) {
-		t.Fatalf("Upgrade error = %v, want ErrNotTunnel", err)
-	}
-	if w.Body.Len() != 0 || w.Code != 200 {
-		t.Fatalf("Upgrade wrote %d %q; it must leave the answer to the caller", w.Code, w.Body.String())
-	}
+		}
+		wg.Wait()
+	})
 }
 
 func TestOpenWaitsForAFreeSlot(t *testing.T) {
-	g, c := pair(t, Config{MaxStreams: 2}, nil)
-	echo(t, c)
-	ctx := context.Background()
-	a, err := g.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := g.Open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if _, err := g.Open(short); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("third Open with 2 slots = %v, want DeadlineExceeded", err)
-	}
-	a.Close()
-	third, err := g.Open(ctx)
-	if err != nil {
-		t.Fatalf("Open after a Close: %v", err)
-	}
-	third.Close()
-	b.Close()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		g, c := pairOver(t, tr, Config{MaxStreams: 2})
+		echo(t, c)
+		ctx := context.Background()
+		a, err := g.Open(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := g.Open(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		if _, err := g.Open(short); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("third Open with 2 slots = %v, want DeadlineExceeded", err)
+		}
+		a.Close()
+		third, err := g.Open(ctx)
+		if err != nil {
+			t.Fatalf("Open after a Close: %v", err)
+		}
+		third.Close()
+		b.Close()
+	})
 }
 
 func TestClosedSessionRefusesOpen(t *testing.T) {
-	g, c := pair(t, Config{}, nil)
-	c.Close()
-	select {
-	case <-g.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("gateway side did not notice the connector closing")
-	}
-	if _, err := g.Open(context.Background()); !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Open on ended session = %v, want ErrClosed", err)
-	}
-	if err := g.Close(); err != nil {
-		t.Fatalf("Close after the peer left = %v", err)
-	}
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		g, c := pairOver(t, tr, Config{})
+		c.Close()
+		select {
+		case <-g.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("gateway side did not notice the connector closing")
+		}
+		if _, err := g.Open(context.Background()); !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Open on ended session = %v, want ErrClosed", err)
+		}
+		if err := g.Close(); err != nil {
+			t.Fatalf("Close after the peer left = %v", err)
+		}
+	})
 }
 
 // TestStalledPeerIsNoticed black-holes the TCP path (no FIN, no RST) and checks that
@@ -219,7 +239,7 @@ type freezingProxy struct {
 
 func (p *freezingProxy) freeze() { close(p.frozen) }
 
-func (p *freezingProxy) start(t *testing.T, target string) string {
+func (p *freezingProxy) start(t testing.TB, target string) string {
 	p.frozen = make(chan struct{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -279,60 +299,71 @@ func (p *freezingProxy) start(t *testing.T, target string) string {
 // TestCloseIsAFullClose: closing a stream fails a Read blocked on it at once, and a peer that keeps writing into it
 // (nobody reads any more) is stopped by a reset within CloseTimeout instead of blocking on the spent window.
 func TestCloseIsAFullClose(t *testing.T) {
-	g, c := pair(t, Config{CloseTimeout: 200 * time.Millisecond, StreamWindow: 256 << 10}, nil)
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		s, err := c.Accept()
-		if err == nil {
-			accepted <- s
-		}
-	}()
-	st, err := g.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Write([]byte("hello"))
-	peer := <-accepted
-	defer peer.Close()
-
-	// The reader reads a little, then stalls (a caller that stopped reading), then goes on after Close.
-	stall := make(chan struct{})
-	readErr := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 16)
-		st.Read(buf)
-		<-stall
-		for {
-			if _, err := st.Read(buf); err != nil {
-				readErr <- err
-				return
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		const window = 256 << 10
+		g, c := pairOver(t, tr, Config{CloseTimeout: 200 * time.Millisecond, StreamWindow: window})
+		accepted := make(chan net.Conn, 1)
+		go func() {
+			s, err := c.Accept()
+			if err == nil {
+				accepted <- s
 			}
+		}()
+		st, err := g.Open(context.Background())
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	peer.Write([]byte("x")) // the first Read returns this
-	writeErr := make(chan error, 1)
-	go func() {
-		// Far more than the window: blocks once the window is spent, since the gateway side stops reading.
-		_, err := peer.Write(make([]byte, 8<<20))
-		writeErr <- err
-	}()
-	time.Sleep(50 * time.Millisecond) // let the writer fill the window
-	st.Close()
-	close(stall)
-	select {
-	case err := <-readErr:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+		st.Write([]byte("hello"))
+		peer := <-accepted
+		defer peer.Close()
+
+		// The reader reads a little, then stalls (a caller that stopped reading), then goes on after Close.
+		stall := make(chan struct{})
+		readErr := make(chan error, 1)
+		go func() {
+			buf := make([]byte, 16)
+			st.Read(buf)
+			<-stall
+			for {
+				if _, err := st.Read(buf); err != nil {
+					readErr <- err
+					return
+				}
+			}
+		}()
+		peer.Write([]byte("x")) // the first Read returns this
+		var written atomic.Int64
+		writeErr := make(chan error, 1)
+		go func() {
+			// Far more than the window: blocks once the window is spent, since the gateway side stops reading.
+			chunk := make([]byte, 16<<10)
+			for range (8 << 20) / len(chunk) {
+				if _, err := peer.Write(chunk); err != nil {
+					writeErr <- err
+					return
+				}
+				written.Add(int64(len(chunk)))
+			}
+			writeErr <- nil
+		}()
+		waitFor(t, "the writer to spend most of the window", func() bool { return written.Load() >= window*3/4 })
+		st.Close()
+		close(stall)
+		select {
+		case err := <-readErr:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("a Read blocked on the stream was not woken by Close")
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("a Read blocked on the stream was not woken by Close")
-	}
-	select {
-	case err := <-writeErr:
-		if err == nil {
-			t.Fatal("the peer's write into a closed stream succeeded")
+		select {
+		case err := <-writeErr:
+			if err == nil {
+				t.Fatal("the peer's write into a closed stream succeeded")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the peer is still blocked writing into a stream closed 5 s ago")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the peer is still blocked writing into a stream closed 5 s ago")
-	}
+	})
 }

@@ -45,5 +45,7 @@ func (st *stream) Close() error {
 }
 
 // CloseWrite half-closes the stream: the peer reads EOF, and can still write. httputil.ReverseProxy uses it when
-// one side of an upgraded connection finishes.
+// one side of an upgraded connection finishes. The read side lasts Config.CloseTimeout at most: yamux's close
+// timeout applies to a half-closed stream too, after which it resets the stream, and Read returns what was
+// buffered, then io.EOF.
 func (st *stream) CloseWrite() error { return st.Stream.Close() }
