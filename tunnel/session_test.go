@@ -103,6 +103,25 @@ func echo(t *testing.T, s *Session) {
 	}()
 }
 
+// openStream opens a stream from the gateway side g, accepts it on the connector side c, and returns both ends;
+// the stream is established (a first write went through).
+func openStream(t *testing.T, g, c *Session) (gatewayEnd, connectorEnd net.Conn) {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		s, err := c.Accept()
+		if err == nil {
+			accepted <- s
+		}
+	}()
+	st, err := g.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte("hello"))
+	return st, <-accepted
+}
+
 // waitFor polls cond until it holds, failing the test after 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -302,19 +321,7 @@ func TestCloseIsAFullClose(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr transport) {
 		const window = 256 << 10
 		g, c := pairOver(t, tr, Config{CloseTimeout: 200 * time.Millisecond, StreamWindow: window})
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			s, err := c.Accept()
-			if err == nil {
-				accepted <- s
-			}
-		}()
-		st, err := g.Open(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Write([]byte("hello"))
-		peer := <-accepted
+		st, peer := openStream(t, g, c)
 		defer peer.Close()
 
 		// The reader reads a little, then stalls (a caller that stopped reading), then goes on after Close.

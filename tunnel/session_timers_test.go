@@ -195,19 +195,7 @@ func TestHealthyIdleSessionStaysUp(t *testing.T) {
 func TestCloseTimeoutResetsAPeerStillWriting(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		g, c, _, _, _ := memPair(t, Config{StreamWindow: 256 << 10})
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			s, err := c.Accept()
-			if err == nil {
-				accepted <- s
-			}
-		}()
-		st, err := g.Open(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Write([]byte("hello"))
-		peer := <-accepted
+		st, peer := openStream(t, g, c)
 		defer peer.Close()
 		writeErr := make(chan error, 1)
 		go func() {
@@ -217,7 +205,7 @@ func TestCloseTimeoutResetsAPeerStillWriting(t *testing.T) {
 		synctest.Wait() // the writer is blocked on the spent window
 		closed := time.Now()
 		st.Close()
-		err = <-writeErr
+		err := <-writeErr
 		if err == nil {
 			t.Fatal("the peer's write into a closed stream succeeded")
 		}
