@@ -59,7 +59,7 @@ const (
 	closeNormal          = 1000
 	closeProtocolError   = 1002
 	closeUnsupportedData = 1003
-	// closeNoStatus is never sent: it stands for a Close frame without a payload, answered with one alike.
+	// closeNoStatus is never sent: it stands for a Close frame without a payload, answered with an empty one.
 	closeNoStatus = 1005
 )
 
@@ -112,7 +112,7 @@ type wsConn struct {
 	wtimer   *time.Timer // closes the connection when a write takes longer than timeout
 	timedOut atomic.Bool
 	// closing is set once the peer's Close arrived, the reader failed the connection, or Close began: from then on
-	// no frame goes out but Close's own (RFC 6455 5.5.1: no data after a Close).
+	// no data or ping goes out, only the pongs owed and Close's own frame (RFC 6455 5.5.1: no data after a Close).
 	closing atomic.Bool
 
 	// pending is a yamux data header whose body is the next Write: the two go out as one frame. Owned by the
