@@ -172,7 +172,9 @@ func (v *Verifier) Recheck(c *Claims) error { return v.recheck(c, true, true) }
 // connector took from elsewhere than a token it verified are still checked for revocation. The gateway and the
 // connector call it on every token with open streams once per check interval; it checks no signature. Call
 // Refresh first to see file changes at once.
-func (v *Verifier) RecheckStream(c *Claims, expiry bool) error { return v.recheck(c, expiry, c != nil && c.KeyID != "") }
+func (v *Verifier) RecheckStream(c *Claims, expiry bool) error {
+	return v.recheck(c, expiry, c != nil && c.KeyID != "")
+}
 
 func (v *Verifier) recheck(c *Claims, expiry, key bool) error {
 	if c == nil {

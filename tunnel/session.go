@@ -249,6 +249,9 @@ func (l *drainListener) Close() error {
 // Addr returns the session's local address.
 func (s *Session) Addr() net.Addr { return s.mux.Addr() }
 
+// MaxStreams returns the bound on the streams open at once (Config.MaxStreams, defaults applied).
+func (s *Session) MaxStreams() int { return s.cfg.MaxStreams }
+
 // NumStreams returns the number of streams open now.
 func (s *Session) NumStreams() int { return s.mux.NumStreams() }
 

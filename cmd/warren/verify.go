@@ -27,19 +27,27 @@ type callerFlags struct {
 	maxLifetime  *time.Duration
 	revoked      *string
 	multiCluster *bool
+	// disconnectExpired ends open streams when their token expires (revocation and a key rotated out always do).
+	disconnectExpired *bool
 }
 
 // revokedHelp describes --revoked-tokens, at the gateway and at the connector.
-const revokedHelp = "re-read when it changes; must exist (empty to revoke nothing); if it disappears the ids read before stay revoked"
+const revokedHelp = "re-read when it changes; must exist (empty to revoke nothing); if it disappears the ids read before stay revoked; " +
+	"the open streams (exec, attach, port-forward, watch, logs -f) of a token added to it end within 5s"
+
+// disconnectExpiredHelp describes --disconnect-expired-tokens, at the gateway and at the connector.
+const disconnectExpiredHelp = "also end open streams (exec, attach, port-forward, watch, logs -f) when their caller token expires; " +
+	"by default a stream lasts beyond its token's expiry (a token is checked when a request starts), so that a long exec or acquisition outlives a short token"
 
 func addCallerFlags(fs *flag.FlagSet, keysHelp string) *callerFlags {
 	return &callerFlags{
-		keys:         fs.String("issuer-keys", "", keysHelp),
-		jwksURL:      fs.String("issuer-jwks-url", "", "an https JWKS URL with more issuer keys, refetched for unknown key ids and hourly (redirects only to https on the same host)"),
-		algorithms:   fs.String("algorithms", auth.AlgEdDSA, "token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256"),
-		maxLifetime:  fs.Duration("max-token-lifetime", 24*time.Hour, "refuse caller tokens valid for longer than this (exp - iat)"),
-		revoked:      fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; "+revokedHelp),
-		multiCluster: fs.Bool("allow-multi-cluster-tokens", false, "accept caller tokens that name several clusters (by default a token must name one: a leaked token for several reaches them all)"),
+		keys:              fs.String("issuer-keys", "", keysHelp),
+		jwksURL:           fs.String("issuer-jwks-url", "", "an https JWKS URL with more issuer keys, refetched for unknown key ids and hourly (redirects only to https on the same host)"),
+		algorithms:        fs.String("algorithms", auth.AlgEdDSA, "token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256"),
+		maxLifetime:       fs.Duration("max-token-lifetime", 24*time.Hour, "refuse caller tokens valid for longer than this (exp - iat)"),
+		revoked:           fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; "+revokedHelp),
+		multiCluster:      fs.Bool("allow-multi-cluster-tokens", false, "accept caller tokens that name several clusters (by default a token must name one: a leaked token for several reaches them all)"),
+		disconnectExpired: fs.Bool("disconnect-expired-tokens", false, disconnectExpiredHelp),
 	}
 }
 
@@ -67,6 +75,7 @@ func revocationList(path string, mon *auth.Monitor) (*auth.RevocationList, error
 func (f *callerFlags) verifier(ctx context.Context, mon *auth.Monitor) (*auth.Verifier, []func() error, error) {
 	var sets auth.KeySets
 	var reloads []func() error
+	var sources []auth.Refresher // what open streams' re-checks look at afresh
 	if *f.keys != "" {
 		kf, err := auth.NewKeyFiles(auth.DefaultCheckInterval, splitList(*f.keys)...)
 		if err != nil {
@@ -75,6 +84,7 @@ func (f *callerFlags) verifier(ctx context.Context, mon *auth.Monitor) (*auth.Ve
 		sets = append(sets, kf)
 		reloads = append(reloads, kf.Reload)
 		mon.Watch("--issuer-keys", kf.Check)
+		sources = append(sources, kf)
 	}
 	if *f.jwksURL != "" {
 		remote, err := auth.NewRemoteJWKS(ctx, *f.jwksURL, nil)
@@ -102,7 +112,9 @@ func (f *callerFlags) verifier(ctx context.Context, mon *auth.Monitor) (*auth.Ve
 	if rl != nil {
 		cfg.Revoked = rl.Revoked
 		reloads = append(reloads, rl.Reload)
+		sources = append(sources, rl)
 	}
+	cfg.Sources = sources
 	v, err := auth.NewVerifier(cfg)
 	if err != nil {
 		return nil, nil, err
