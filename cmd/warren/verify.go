@@ -212,6 +212,7 @@ func (f *auditFlags) open(component string) (*audit.Log, error) {
 type tunnelFlags struct {
 	ping, keepalive, writeTimeout *time.Duration
 	window                        *uint
+	windowBudget                  *int64
 	maxStreams                    *int
 }
 
@@ -221,6 +222,7 @@ func addTunnelFlags(fs *flag.FlagSet) *tunnelFlags {
 		keepalive:    fs.Duration("keepalive-interval", 10*time.Second, "yamux keepalive period of the tunnel"),
 		writeTimeout: fs.Duration("write-timeout", 10*time.Second, "bound on every tunnel write and keepalive answer"),
 		window:       fs.Uint("stream-window", 0, "largest yamux receive window of one stream, bytes (throughput per stream <= window / RTT); 0: the tunnel's default, 16 MiB"),
+		windowBudget: fs.Int64("window-budget", 0, "bytes of receive window all streams of one tunnel may grow to beyond their first 256 KiB each (what a peer may send ahead of readers that stopped); 0: the tunnel's default, 64 MiB"),
 		maxStreams:   fs.Int("max-streams", 1024, "streams open at once on one tunnel"),
 	}
 }
@@ -231,6 +233,7 @@ func (f *tunnelFlags) config() tunnel.Config {
 		KeepAliveInterval: *f.keepalive,
 		WriteTimeout:      *f.writeTimeout,
 		StreamWindow:      uint32(*f.window),
+		WindowBudget:      *f.windowBudget,
 		MaxStreams:        *f.maxStreams,
 	}
 }
