@@ -400,13 +400,16 @@ func (e *env) revoke(path string, ids ...string) time.Time {
 }
 
 // get sends a GET through the gateway.
-func (e *env) get(token, path string) (*http.Response, error) {
+func (e *env) get(token, path string) (*http.Response, error) { return client.Do(e.request(token, path)) }
+
+// request is a GET of path on the cluster through the gateway, with token.
+func (e *env) request(token, path string) *http.Request {
 	req, err := http.NewRequest(http.MethodGet, e.gwSrv.URL+"/clusters/"+cluster+path, nil)
 	if err != nil {
-		return nil, err
+		e.t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	return client.Do(req)
+	return req
 }
 
 // client sends each request on a connection of its own, so that one held stream does not queue another.
@@ -489,8 +492,9 @@ func (s *wsSession) frame() (op byte, payload []byte, err error) {
 	return h[0] & 0x0f, payload, err
 }
 
-// closing reads frames until the server's closing frame and returns its code and reason.
+// closing reads frames until the server's closing frame and returns its code and reason; it gives up after 20 s.
 func (s *wsSession) closing() (code int, reason string, err error) {
+	s.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
 		op, payload, err := s.frame()
 		if err != nil {

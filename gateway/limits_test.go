@@ -54,6 +54,12 @@ func TestEveryBooleanSpellingIsAStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if second.StatusCode != http.StatusTooManyRequests {
+			second.Body.Close()
+			t.Errorf("%s: second stream of the token: %d, want 429", p, second.StatusCode)
+			resp.Body.Close()
+			continue
+		}
 		code, msg, retry := status(t, second)
 		if code != http.StatusTooManyRequests || msg != "too many concurrent streams (watch, exec, attach, port-forward, logs, proxy) for this token (at most 1 at once)" || retry != "5" {
 			t.Errorf("%s: second stream of the token: %d %q (Retry-After %q), want 429", p, code, msg, retry)
@@ -131,9 +137,9 @@ func TestInflightCapCountsEveryRequest(t *testing.T) {
 		}()
 	}
 	eventually(t, 10*time.Second, "two lists held at the API server", func() bool { return api.listsHeld.Load() == 2 })
-	resp, err := e.get(tok, "/api/v1/namespaces/ns/pods")
+	resp, err := (&http.Client{Transport: client.Transport, Timeout: 10 * time.Second}).Do(e.request(tok, "/api/v1/namespaces/ns/pods"))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("third request in flight: %v, want 429 at once", err)
 	}
 	code, msg, retry := status(t, resp)
 	if code != http.StatusTooManyRequests || msg != "too many requests in flight for this token (at most 2 at once); retry when some have ended" || retry != "1" {

@@ -220,7 +220,9 @@ func TestStreamExpiredTokens(t *testing.T) {
 				tok, _ := tokenFor(t, 8*time.Second, streamRules...)
 				e.useToken(t, tok)
 				start := time.Now()
-				res := e.runExec(context.Background(), t, kind, pod, []string{"sleep", "3600"}, nil)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the token is long expired by then
+				defer cancel()
+				res := e.runExec(ctx, t, kind, pod, []string{"sleep", "3600"}, nil)
 				t.Logf("%s: the exec ended %v after it started (token valid for 8s from before): %v", kind.name, time.Since(start).Round(time.Millisecond), res.err)
 				prefix := map[string]string{
 					"spdy":      "warren: the token expired at ",
