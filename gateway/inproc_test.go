@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"k8s.io/client-go/rest"
 
 	"github.com/warren-dev/warren/audit"
@@ -33,34 +32,20 @@ import (
 	"github.com/warren-dev/warren/tunnel"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// (The package's TestMain, in main_test.go, checks that no goroutine outlives the tests.)
 
 const cluster = "prod"
 
 // callerRules are what the in-process callers may do: watch config maps, read pods and their logs, exec.
 var callerRules = []string{"get,list,watch:configmaps,pods", "get:pods/log", "create:pods/exec"}
 
-// memAudit keeps audit records for assertions.
-type memAudit struct {
-	mu   sync.Mutex
-	recs []audit.Record
-}
-
-func (m *memAudit) Write(r audit.Record) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.recs = append(m.recs, r)
-	return nil
-}
-
-// wait returns the first record that matches, waiting for it: a stream's record is written when it has ended.
-func (m *memAudit) wait(t *testing.T, what string, match func(audit.Record) bool) audit.Record {
+// waitRecord returns the first record of m that matches, waiting for it: a stream's record is written when it
+// has ended. (memAudit is harness_test.go's.)
+func waitRecord(t *testing.T, m *memAudit, what string, match func(audit.Record) bool) audit.Record {
 	t.Helper()
 	var rec audit.Record
-	eventually(t, 15*time.Second, "audit record of "+what, func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		for _, r := range m.recs {
+	waitUntil(t, 15*time.Second, "audit record of "+what, func() bool {
+		for _, r := range m.records() {
 			if match(r) {
 				rec = r
 				return true
@@ -71,7 +56,8 @@ func (m *memAudit) wait(t *testing.T, what string, match func(audit.Record) bool
 	return rec
 }
 
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+// waitUntil polls cond until it holds or within has passed.
+func waitUntil(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -175,8 +161,8 @@ func (f *fakeAPI) exec(w http.ResponseWriter, r *http.Request) {
 	io.Copy(io.Discard, conn)
 }
 
-// env is a gateway and a connector for cluster "prod" over a real tunnel, and the stand-in behind them.
-type env struct {
+// proxyEnv is a gateway and a connector for cluster "prod" over a real tunnel, and the stand-in behind them.
+type proxyEnv struct {
 	t   testing.TB
 	key *auth.SigningKey
 	api *fakeAPI
@@ -192,7 +178,7 @@ type env struct {
 	stopConnector   func()
 }
 
-type envOpts struct {
+type proxyEnvOpts struct {
 	gwInterval, connInterval time.Duration // stream re-check intervals; default 100 ms
 	disconnectExpired        bool
 	leeway                   time.Duration // of both verifiers; default none (-1)
@@ -231,7 +217,7 @@ func newLogger(t testing.TB, name string) (*slog.Logger, *logBuffer) {
 	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
 }
 
-func newEnv(t testing.TB, o envOpts) *env {
+func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := auth.GenerateKeyPair(dir); err != nil {
@@ -241,13 +227,16 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, key: key, keysPath: filepath.Join(dir, "callers.pub"), gwRevoked: filepath.Join(dir, "revoked"),
+	e := &proxyEnv{t: t, key: key, keysPath: filepath.Join(dir, "callers.pub"), gwRevoked: filepath.Join(dir, "revoked"),
 		gwAudit: &memAudit{}, connAudit: &memAudit{}}
 	e.connRevoked = e.gwRevoked
 	if o.separateRevocations {
 		e.connRevoked = filepath.Join(dir, "connector-revoked")
 	}
-	copyFile(t, filepath.Join(dir, auth.PublicKeyFile), e.keysPath)
+	for _, p := range []string{e.gwRevoked, e.connRevoked} {
+		writeFile(t, p, nil) // a revocation list must exist (empty: nothing revoked)
+	}
+	copyFileBumped(t, filepath.Join(dir, auth.PublicKeyFile), e.keysPath)
 	if o.gwInterval == 0 {
 		o.gwInterval = 100 * time.Millisecond
 	}
@@ -323,7 +312,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		e.gwSrv.Close()
 		e.gw.Close()
 	})
-	eventually(t, 10*time.Second, "the connector's tunnel", func() bool { return e.gw.Connectors(cluster) == 1 })
+	waitUntil(t, 10*time.Second, "the connector's tunnel", func() bool { return e.gw.Connectors(cluster) == 1 })
 	return e
 }
 
@@ -346,7 +335,8 @@ func callerVerifier(t testing.TB, keysPath, revokedPath string, leeway time.Dura
 	return v
 }
 
-func copyFile(t testing.TB, from, to string) {
+// copyFileBumped copies a file as writeFile writes one.
+func copyFileBumped(t testing.TB, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	if err != nil {
@@ -370,7 +360,7 @@ func writeFile(t testing.TB, path string, data []byte) {
 }
 
 // token issues a caller token for cluster prod with callerRules, valid for ttl, and returns it with its id.
-func (e *env) token(ttl time.Duration) (token, id string) {
+func (e *proxyEnv) token(ttl time.Duration) (token, id string) {
 	e.t.Helper()
 	var rules []auth.Rule
 	for _, s := range callerRules {
@@ -384,7 +374,9 @@ func (e *env) token(ttl time.Duration) (token, id string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c, err := callerVerifier(e.t, e.keysPath, filepath.Join(e.t.TempDir(), "none"), -1).Verify(tok)
+	none := filepath.Join(e.t.TempDir(), "none")
+	writeFile(e.t, none, nil)
+	c, err := callerVerifier(e.t, e.keysPath, none, -1).Verify(tok)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -392,7 +384,7 @@ func (e *env) token(ttl time.Duration) (token, id string) {
 }
 
 // revoke adds token ids to a revocation list file.
-func (e *env) revoke(path string, ids ...string) time.Time {
+func (e *proxyEnv) revoke(path string, ids ...string) time.Time {
 	e.t.Helper()
 	old, _ := os.ReadFile(path)
 	writeFile(e.t, path, append(old, []byte(strings.Join(ids, "\n")+"\n")...))
@@ -400,10 +392,12 @@ func (e *env) revoke(path string, ids ...string) time.Time {
 }
 
 // get sends a GET through the gateway.
-func (e *env) get(token, path string) (*http.Response, error) { return client.Do(e.request(token, path)) }
+func (e *proxyEnv) get(token, path string) (*http.Response, error) {
+	return client.Do(e.request(token, path))
+}
 
 // request is a GET of path on the cluster through the gateway, with token.
-func (e *env) request(token, path string) *http.Request {
+func (e *proxyEnv) request(token, path string) *http.Request {
 	req, err := http.NewRequest(http.MethodGet, e.gwSrv.URL+"/clusters/"+cluster+path, nil)
 	if err != nil {
 		e.t.Fatal(err)
@@ -416,7 +410,7 @@ func (e *env) request(token, path string) *http.Request {
 var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // openStream starts a long request and reads its first line.
-func (e *env) openStream(token, path string) (*http.Response, *bufio.Reader) {
+func (e *proxyEnv) openStream(token, path string) (*http.Response, *bufio.Reader) {
 	e.t.Helper()
 	resp, err := e.get(token, path)
 	if err != nil {
@@ -440,7 +434,7 @@ type wsSession struct {
 	br   *bufio.Reader
 }
 
-func (e *env) openExec(token string) *wsSession {
+func (e *proxyEnv) openExec(token string) *wsSession {
 	e.t.Helper()
 	conn, err := net.Dial("tcp", e.gwSrv.Listener.Addr().String())
 	if err != nil {

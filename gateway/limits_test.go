@@ -34,7 +34,7 @@ func status(t *testing.T, resp *http.Response) (code int, message, retryAfter st
 // every log as long-running). On the old code only follow=true counted: the second stream of each other spelling
 // was let through.
 func TestEveryBooleanSpellingIsAStream(t *testing.T) {
-	e := newEnv(t, envOpts{limits: limit.New(limit.Config{TokenStreams: 1})})
+	e := newProxyEnv(t, proxyEnvOpts{limits: limit.New(limit.Config{TokenStreams: 1})})
 	paths := []string{
 		"/api/v1/namespaces/ns/pods/p/log?follow=1",
 		"/api/v1/namespaces/ns/pods/p/log?follow=yes",
@@ -74,7 +74,7 @@ func TestEveryBooleanSpellingIsAStream(t *testing.T) {
 // caller's request hung.
 func TestOneTokenCannotExhaustATunnel(t *testing.T) {
 	const maxStreams = 16
-	e := newEnv(t, envOpts{tunnel: tunnel.Config{MaxStreams: maxStreams},
+	e := newProxyEnv(t, proxyEnvOpts{tunnel: tunnel.Config{MaxStreams: maxStreams},
 		limits: limit.New(limit.Config{TokenStreams: 1000, TokenInflight: 1000})})
 	hog, _ := e.token(time.Hour)
 	held := 0
@@ -122,7 +122,7 @@ func TestOneTokenCannotExhaustATunnel(t *testing.T) {
 func TestInflightCapCountsEveryRequest(t *testing.T) {
 	api := newFakeAPI(t)
 	api.holdLists = make(chan struct{})
-	e := newEnv(t, envOpts{api: api, limits: limit.New(limit.Config{TokenInflight: 2})})
+	e := newProxyEnv(t, proxyEnvOpts{api: api, limits: limit.New(limit.Config{TokenInflight: 2})})
 	tok, _ := e.token(time.Hour)
 	answered := make(chan int, 2)
 	for range 2 {
@@ -136,7 +136,7 @@ func TestInflightCapCountsEveryRequest(t *testing.T) {
 			answered <- resp.StatusCode
 		}()
 	}
-	eventually(t, 10*time.Second, "two lists held at the API server", func() bool { return api.listsHeld.Load() == 2 })
+	waitUntil(t, 10*time.Second, "two lists held at the API server", func() bool { return api.listsHeld.Load() == 2 })
 	resp, err := (&http.Client{Transport: client.Transport, Timeout: 10 * time.Second}).Do(e.request(tok, "/api/v1/namespaces/ns/pods"))
 	if err != nil {
 		t.Fatalf("third request in flight: %v, want 429 at once", err)

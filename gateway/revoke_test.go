@@ -22,7 +22,7 @@ func endedWith(path, reason string) func(audit.Record) bool {
 // re-checks are off here, so that the gateway's are what is tested; TestRevocationAtTheConnector tests those.) On
 // the old code the streams ran until the maximum stream length (12 h).
 func TestRevocationEndsOpenStreams(t *testing.T) {
-	e := newEnv(t, envOpts{connInterval: time.Hour})
+	e := newProxyEnv(t, proxyEnvOpts{connInterval: time.Hour})
 	tok, id := e.token(time.Hour)
 	other, _ := e.token(time.Hour)
 
@@ -51,7 +51,7 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 	}()
 
 	revokedAt := e.revoke(e.gwRevoked, id)
-	reason := `the token "` + id + `" was revoked`
+	reason := `token "` + id + `" has been revoked`
 	for range 3 {
 		select {
 		case r := <-results:
@@ -71,9 +71,9 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/configmaps", "/log", "/exec"} {
-		e.gwAudit.wait(t, "gateway "+path, endedWith(path, reason))
+		waitRecord(t, e.gwAudit, "gateway "+path, endedWith(path, reason))
 	}
-	eventually(t, 5*time.Second, "the API server's side of the streams ends", func() bool { return e.api.streams.Load() == 1 })
+	waitUntil(t, 5*time.Second, "the API server's side of the streams ends", func() bool { return e.api.streams.Load() == 1 })
 
 	// The other token's watch is still open, and the revoked token is refused from now on.
 	otherDone := make(chan error, 1)
@@ -99,7 +99,7 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 // client is still told why: the gateway checks the token again when the cluster's side ends a session.
 func TestRevocationAtTheConnector(t *testing.T) {
 	t.Run("gateway-unaware", func(t *testing.T) {
-		e := newEnv(t, envOpts{separateRevocations: true})
+		e := newProxyEnv(t, proxyEnvOpts{separateRevocations: true})
 		tok, id := e.token(time.Hour)
 		_, watch := e.openStream(tok, "/api/v1/namespaces/ns/configmaps?watch=yes")
 		exec := e.openExec(tok)
@@ -119,34 +119,34 @@ func TestRevocationAtTheConnector(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("watch still open 10s after the connector's revocation")
 		}
-		reason := `the token "` + id + `" was revoked`
-		e.connAudit.wait(t, "connector exec", endedWith("/exec", reason))
-		e.connAudit.wait(t, "connector watch", endedWith("/configmaps", reason))
+		reason := `token "` + id + `" has been revoked`
+		waitRecord(t, e.connAudit, "connector exec", endedWith("/exec", reason))
+		waitRecord(t, e.connAudit, "connector watch", endedWith("/configmaps", reason))
 	})
 	t.Run("connector-first", func(t *testing.T) {
-		e := newEnv(t, envOpts{gwInterval: time.Hour})
+		e := newProxyEnv(t, proxyEnvOpts{gwInterval: time.Hour})
 		tok, id := e.token(time.Hour)
 		exec := e.openExec(tok)
 		e.revoke(e.gwRevoked, id)
 		code, why, err := exec.closing()
-		if want := `warren: the token "` + id + `" was revoked`; err != nil || code != 1008 || why != want {
+		if want := `warren: token "` + id + `" has been revoked`; err != nil || code != 1008 || why != want {
 			t.Fatalf("exec: %d %q %v; want 1008 %q", code, why, err, want)
 		}
-		e.gwAudit.wait(t, "gateway exec", endedWith("/exec", `the token "`+id+`" was revoked`))
+		waitRecord(t, e.gwAudit, "gateway exec", endedWith("/exec", `token "`+id+`" has been revoked`))
 	})
 }
 
 // TestKeyRotatedOutEndsOpenStreams: the issuer's key removed from the key files ends its tokens' streams, with the
 // reason.
 func TestKeyRotatedOutEndsOpenStreams(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newProxyEnv(t, proxyEnvOpts{})
 	tok, _ := e.token(time.Hour)
 	exec := e.openExec(tok)
 	_, watch := e.openStream(tok, "/api/v1/watch/namespaces/ns/configmaps")
-	other := newEnv(t, envOpts{}) // another issuer's key replaces this one
-	copyFile(t, other.keysPath, e.keysPath)
+	other := newProxyEnv(t, proxyEnvOpts{}) // another issuer's key replaces this one
+	copyFileBumped(t, other.keysPath, e.keysPath)
 	code, why, err := exec.closing()
-	want := `warren: the key that signed the token ("` + e.key.KeyID + `") is no longer trusted`
+	want := `warren: token is signed by key id "` + e.key.KeyID + `", which is no longer trusted`
 	if err != nil || code != 1008 || why != want {
 		t.Fatalf("exec: %d %q %v; want 1008 %q", code, why, err, want)
 	}
@@ -160,25 +160,25 @@ func TestKeyRotatedOutEndsOpenStreams(t *testing.T) {
 func TestExpiredTokensStreams(t *testing.T) {
 	const ttl = 2 * time.Second
 	t.Run("disconnect", func(t *testing.T) {
-		e := newEnv(t, envOpts{disconnectExpired: true})
+		e := newProxyEnv(t, proxyEnvOpts{disconnectExpired: true})
 		tok, _ := e.token(ttl)
 		start := time.Now()
 		exec := e.openExec(tok)
 		_, follow := e.openStream(tok, "/api/v1/namespaces/ns/pods/p/log?follow=")
 		code, why, err := exec.closing()
 		t.Logf("exec ended %v after it started, with a %v token", time.Since(start).Round(time.Millisecond), ttl)
-		if err != nil || code != 1008 || !strings.HasPrefix(why, "warren: the token expired at ") {
+		if err != nil || code != 1008 || !strings.HasPrefix(why, "warren: token expired at ") {
 			t.Fatalf("exec: %d %q %v; want 1008 and the expiry", code, why, err)
 		}
 		if _, err := io.Copy(io.Discard, follow); err != nil {
 			t.Fatalf("logs -f: %v, want a clean end", err)
 		}
-		e.gwAudit.wait(t, "exec", func(r audit.Record) bool {
-			return strings.Contains(r.Path, "/exec") && strings.HasPrefix(r.Reason, "ended: the token expired at ")
+		waitRecord(t, e.gwAudit, "exec", func(r audit.Record) bool {
+			return strings.Contains(r.Path, "/exec") && strings.HasPrefix(r.Reason, "ended: token expired at ")
 		})
 	})
 	t.Run("default", func(t *testing.T) {
-		e := newEnv(t, envOpts{})
+		e := newProxyEnv(t, proxyEnvOpts{})
 		tok, _ := e.token(ttl)
 		exec := e.openExec(tok)
 		time.Sleep(ttl + 2*time.Second) // past the expiry: the point is that nothing happens

@@ -16,7 +16,7 @@ import (
 // small, so that the gateway's writes block soon once nobody reads. (Reading it makes no sense: with a receive
 // buffer below the loopback MSS, TCP advertises no window until the reader has drained half the buffer, and
 // crawls on zero-window probes.)
-func (e *env) stalledGet(t testing.TB, token, path string) net.Conn {
+func (e *proxyEnv) stalledGet(t testing.TB, token, path string) net.Conn {
 	t.Helper()
 	conn := e.rawGet(t, token, path)
 	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
@@ -24,7 +24,7 @@ func (e *env) stalledGet(t testing.TB, token, path string) net.Conn {
 }
 
 // rawGet sends GET path through the gateway on a raw connection of its own and returns it.
-func (e *env) rawGet(t testing.TB, token, path string) net.Conn {
+func (e *proxyEnv) rawGet(t testing.TB, token, path string) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", e.gwSrv.Listener.Addr().String())
 	if err != nil {
@@ -43,13 +43,13 @@ func TestIdleWriteTimeoutEndsStalledRequests(t *testing.T) {
 	const idle = 500 * time.Millisecond
 	api := newFakeAPI(t)
 	api.execFlood = true
-	e := newEnv(t, envOpts{api: api, idleWrite: idle})
+	e := newProxyEnv(t, proxyEnvOpts{api: api, idleWrite: idle})
 	tok, _ := e.token(time.Hour)
 	note := fmt.Sprintf("ended: the caller read nothing for %v (idle write timeout)", idle)
 
 	start := time.Now()
 	e.stalledGet(t, tok, "/openapi/v2")
-	rec := e.gwAudit.wait(t, "stalled /openapi/v2", func(r audit.Record) bool { return r.Path == "/clusters/prod/openapi/v2" })
+	rec := waitRecord(t, e.gwAudit, "stalled /openapi/v2", func(r audit.Record) bool { return r.Path == "/clusters/prod/openapi/v2" })
 	t.Logf("stalled GET /openapi/v2 ended after %v (%d bytes out), idle write timeout %v", time.Since(start).Round(time.Millisecond), rec.BytesOut, idle)
 	if rec.Reason != note || rec.Decision != audit.DecisionAllow {
 		t.Fatalf("record %+v, want reason %q", rec, note)
@@ -60,18 +60,18 @@ func TestIdleWriteTimeoutEndsStalledRequests(t *testing.T) {
 
 	exec := e.openExec(tok) // reads the first frame, then nothing more
 	start = time.Now()
-	rec = e.gwAudit.wait(t, "stalled exec", func(r audit.Record) bool { return strings.HasSuffix(r.Path, "/exec?command=sh&stdout=true") })
+	rec = waitRecord(t, e.gwAudit, "stalled exec", func(r audit.Record) bool { return strings.HasSuffix(r.Path, "/exec?command=sh&stdout=true") })
 	t.Logf("stalled exec ended after %v (%d bytes out)", time.Since(start).Round(time.Millisecond), rec.BytesOut)
 	if rec.Reason != note {
 		t.Fatalf("exec record reason %q, want %q", rec.Reason, note)
 	}
 	exec.conn.Close()
-	eventually(t, 10*time.Second, "the API server's side of the exec ends", func() bool { return api.streams.Load() == 0 })
+	waitUntil(t, 10*time.Second, "the API server's side of the exec ends", func() bool { return api.streams.Load() == 0 })
 
 	// A reader that keeps reading, however slowly, keeps its request: each chunk gets the timeout afresh.
 	slow := newFakeAPI(t)
 	slow.openAPIBytes = 256 << 10
-	e2 := newEnv(t, envOpts{api: slow, idleWrite: idle})
+	e2 := newProxyEnv(t, proxyEnvOpts{api: slow, idleWrite: idle})
 	tok2, _ := e2.token(time.Hour)
 	resp, err := e2.get(tok2, "/openapi/v2")
 	if err != nil {
@@ -110,7 +110,7 @@ func BenchmarkStalledReaders(b *testing.B) {
 			const readers = 16
 			for b.Loop() {
 				api := newFakeAPI(b)
-				e := newEnv(b, envOpts{api: api, idleWrite: time.Hour})
+				e := newProxyEnv(b, proxyEnvOpts{api: api, idleWrite: time.Hour})
 				tok, _ := e.token(time.Hour)
 				runtime.GC()
 				var before runtime.MemStats

@@ -32,7 +32,7 @@ type Token struct {
 
 // Ended is the cause (context.Cause) of the context of a stream the Registry ended.
 type Ended struct {
-	// Reason is one sentence for the caller and the audit log: `the token "4be1…" was revoked`.
+	// Reason is one sentence for the caller and the audit log: `token "4be1…" has been revoked`.
 	Reason string
 	// Err is Check's error.
 	Err error

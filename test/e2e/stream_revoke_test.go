@@ -80,6 +80,9 @@ type ended struct {
 // why; and the token is refused from then on. On the old code all of them ran on (until the 12 h maximum).
 func TestStreamRevocationEndsStreams(t *testing.T) {
 	revoked := filepath.Join(t.TempDir(), "revoked-tokens")
+	if err := os.WriteFile(revoked, nil, 0o644); err != nil { // it must exist; empty revokes nothing
+		t.Fatal(err)
+	}
 	e := newStreamEnvWith(t, gatewayOpts{revoked: revoked})
 	tok, id := tokenFor(t, time.Hour, revokeRules...)
 	e.useToken(t, tok)
@@ -162,7 +165,7 @@ func TestStreamRevocationEndsStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	revokedAt := time.Now()
-	reason := `warren: the token "` + id + `" was revoked`
+	reason := `warren: token "` + id + `" has been revoked`
 	want := map[string]func(error) bool{
 		"exec spdy": func(err error) bool { return err != nil && err.Error() == reason },
 		"exec websocket": func(err error) bool {
@@ -225,8 +228,8 @@ func TestStreamExpiredTokens(t *testing.T) {
 				res := e.runExec(ctx, t, kind, pod, []string{"sleep", "3600"}, nil)
 				t.Logf("%s: the exec ended %v after it started (token valid for 8s from before): %v", kind.name, time.Since(start).Round(time.Millisecond), res.err)
 				prefix := map[string]string{
-					"spdy":      "warren: the token expired at ",
-					"websocket": "error reading from error stream: next reader: websocket: close 1008 (policy violation): warren: the token expired at ",
+					"spdy":      "warren: token expired at ",
+					"websocket": "error reading from error stream: next reader: websocket: close 1008 (policy violation): warren: token expired at ",
 				}[kind.name]
 				if res.err == nil || !strings.HasPrefix(res.err.Error(), prefix) {
 					t.Fatalf("exec ended with %v, want %q…", res.err, prefix)
