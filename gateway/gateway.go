@@ -246,7 +246,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.serveCluster(w, r)
 		return
 	}
-	if r.URL.Path != "/connect" { // a tunnel bounds its own writes
+	if r.URL.Path != wire.PathConnect { // a tunnel bounds its own writes
 		iw := newIdleWriter(w, g.cfg.IdleWriteTimeout)
 		defer iw.finish()
 		w = iw
