@@ -237,8 +237,9 @@ func TestWindowBudgetBoundsTheSession(t *testing.T) {
 	t.Logf("budget %d KiB: peak %d KiB used", b.max>>10, peak>>10)
 }
 
-// TestNoGrowthWithoutRTT: before the first Ping there is no round trip to compare with: windows stay at 256 KiB.
-func TestNoGrowthWithoutRTT(t *testing.T) {
+// TestNoGrowthForASlowReader: a reader that drains its stream slower than half a window per minTuneEpoch (here
+// 32 KiB every 50 ms: 128 KiB take 200 ms) keeps the initial window, even before any round trip was measured.
+func TestNoGrowthForASlowReader(t *testing.T) {
 	client, server := tcpSessions(t, tuned(16<<20, true, nil))
 	st, _ := client.OpenStream()
 	st.Write([]byte("x"))
@@ -248,13 +249,19 @@ func TestNoGrowthWithoutRTT(t *testing.T) {
 	}
 	go func() {
 		buf := make([]byte, 64<<10)
-		for range 256 {
+		for range 16 { // 1 MiB
 			peer.Write(buf)
 		}
 		peer.Close()
 	}()
-	io.Copy(io.Discard, st)
+	buf := make([]byte, 32<<10)
+	for {
+		if _, err := io.ReadFull(st, buf); err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the slow reader's pace: this is what is tested, not a wait
+	}
 	if w := st.window(); w != initialStreamWindow {
-		t.Fatalf("window %d without an RTT, want %d", w, initialStreamWindow)
+		t.Fatalf("window %d for a reader of 640 KB/s, want %d", w, initialStreamWindow)
 	}
 }

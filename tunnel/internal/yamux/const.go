@@ -3,6 +3,7 @@ package yamux
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // NetError implements net.Error
@@ -123,6 +124,10 @@ const (
 const (
 	// initialStreamWindow is the initial stream window size
 	initialStreamWindow uint32 = 256 * 1024
+
+	// minTuneEpoch (warren): a reader that consumes half its window faster than this gets a larger window, whatever
+	// the round trip. A reader that stopped, or reads under about 1.3 MB/s, keeps the initial window.
+	minTuneEpoch = 100 * time.Millisecond
 )
 
 const (

@@ -32,7 +32,7 @@ type Config struct {
 
 	// AutoTuneWindow (warren): a stream's receive window starts at the protocol's initial 256 KiB instead of
 	// MaxStreamWindowSize, and doubles, up to MaxStreamWindowSize, when its reader consumed half of it within four
-	// round trips (Session.RTT, measured by Ping; no growth before the first Ping). A stream gets the window its
+	// round trips (Session.RTT, measured by Ping) or within 100 ms, whichever is longer. A stream gets the window its
 	// throughput needs, and one whose reader stopped holds no more than the window it had.
 	AutoTuneWindow bool
 

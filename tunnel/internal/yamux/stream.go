@@ -301,10 +301,16 @@ func (s *Stream) sendWindowUpdate() error {
 	}
 
 	// (warren) The reader consumed half the window since the last update: if that took less than four round
-	// trips, the window, not the reader, limits the stream; double it, within the budget.
+	// trips (or than minTuneEpoch: a round trip measured on a quiet link says nothing of a busy machine's
+	// scheduling, which makes a fast reader bursty), the window, not the reader, limits the stream; double it,
+	// within the budget.
 	if s.session.config.AutoTuneWindow && flags == 0 {
 		now := time.Now()
-		if rtt := s.session.RTT(); rtt > 0 && now.Sub(s.epochStart) < 4*rtt && max < s.session.config.MaxStreamWindowSize {
+		epoch := 4 * s.session.RTT()
+		if epoch < minTuneEpoch {
+			epoch = minTuneEpoch
+		}
+		if now.Sub(s.epochStart) < epoch && max < s.session.config.MaxStreamWindowSize {
 			grow := min(max, s.session.config.MaxStreamWindowSize-max)
 			if s.reserve(grow) {
 				s.maxWindow += grow
