@@ -174,7 +174,7 @@ type proxyEnv struct {
 	gwSrv           *httptest.Server
 	gwAudit         *memAudit
 	connAudit       *memAudit
-	gwLog, connLogs *logBuffer
+	gwLog, connLogs *syncBuffer
 	stopConnector   func()
 }
 
@@ -189,26 +189,9 @@ type proxyEnvOpts struct {
 	api                      *fakeAPI
 }
 
-// logBuffer collects a component's logs, shown when the test fails.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newLogger(t testing.TB, name string) (*slog.Logger, *logBuffer) {
-	lb := &logBuffer{}
+// newLogger is a component's logger; its logs are shown when the test fails. (syncBuffer is harness_test.go's.)
+func newLogger(t testing.TB, name string) (*slog.Logger, *syncBuffer) {
+	lb := &syncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s logs:\n%s", name, lb.String())

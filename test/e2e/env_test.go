@@ -411,6 +411,12 @@ func connectorToken(t *testing.T, cluster string) string {
 // callerToken issues a caller token for the clusters with rules in the `warren token issue --rule` form.
 func callerToken(t *testing.T, clusters []string, rules ...string) string {
 	t.Helper()
+	return callerTokenFor(t, clusters, time.Hour, rules...)
+}
+
+// callerTokenFor is callerToken valid for ttl.
+func callerTokenFor(t *testing.T, clusters []string, ttl time.Duration, rules ...string) string {
+	t.Helper()
 	var parsed []auth.Rule
 	for _, r := range rules {
 		pr, err := auth.ParseRule(r)
@@ -419,7 +425,7 @@ func callerToken(t *testing.T, clusters []string, rules ...string) string {
 		}
 		parsed = append(parsed, pr)
 	}
-	tok, err := keys.IssueCaller(auth.IssueOptions{Subject: "e2e-caller", Clusters: clusters, Rules: parsed, TTL: time.Hour})
+	tok, err := keys.IssueCaller(auth.IssueOptions{Subject: "e2e-caller", Clusters: clusters, Rules: parsed, TTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,18 +43,7 @@ func (e *streamEnv) useToken(t *testing.T, token string) {
 // tokenFor issues a caller token for the stream cluster with rules, valid for ttl, and returns it with its id.
 func tokenFor(t *testing.T, ttl time.Duration, rules ...string) (token, id string) {
 	t.Helper()
-	var parsed []auth.Rule
-	for _, r := range rules {
-		pr, err := auth.ParseRule(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		parsed = append(parsed, pr)
-	}
-	tok, err := keys.IssueCaller(auth.IssueOptions{Subject: "e2e-caller", Clusters: []string{streamCluster}, Rules: parsed, TTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := callerTokenFor(t, []string{streamCluster}, ttl, rules...)
 	ks, err := auth.LoadPublicKeys(filepath.Join(keysDir, auth.PublicKeyFile))
 	if err != nil {
 		t.Fatal(err)
