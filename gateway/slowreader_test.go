@@ -68,10 +68,13 @@ func TestIdleWriteTimeoutEndsStalledRequests(t *testing.T) {
 	exec.conn.Close()
 	waitUntil(t, 10*time.Second, "the API server's side of the exec ends", func() bool { return api.streams.Load() == 0 })
 
-	// A reader that keeps reading, however slowly, keeps its request: each chunk gets the timeout afresh.
+	// A reader that keeps reading, however slowly, keeps its request: each chunk gets the timeout afresh. (A timeout
+	// of 2 s here, so that a loaded machine's scheduling does not pass for a stalled reader: a 32 KiB chunk takes
+	// 400 ms at this pace.)
+	const slowIdle = 2 * time.Second
 	slow := newFakeAPI(t)
 	slow.openAPIBytes = 256 << 10
-	e2 := newProxyEnv(t, proxyEnvOpts{api: slow, idleWrite: idle})
+	e2 := newProxyEnv(t, proxyEnvOpts{api: slow, idleWrite: slowIdle})
 	tok2, _ := e2.token(time.Hour)
 	resp, err := e2.get(tok2, "/openapi/v2")
 	if err != nil {
@@ -89,7 +92,7 @@ func TestIdleWriteTimeoutEndsStalledRequests(t *testing.T) {
 			}
 			break
 		}
-		time.Sleep(idle / 5) // 16 KiB per 100 ms, slower than the whole answer could take within one timeout
+		time.Sleep(200 * time.Millisecond) // 16 KiB per 200 ms: the whole answer takes 3.2 s, more than a timeout
 	}
 }
 
