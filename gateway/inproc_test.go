@@ -242,11 +242,25 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The gateway's own key, which signs its assertions of each request; the connector pins it.
+	gwDir := filepath.Join(dir, "gateway-key")
+	if _, err := auth.GenerateKeyPair(gwDir); err != nil {
+		t.Fatal(err)
+	}
+	gwKey, err := auth.LoadSigningKey(filepath.Join(gwDir, auth.SigningKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwPub, err := auth.LoadPublicKeys(filepath.Join(gwDir, auth.PublicKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	gwLog, lb := newLogger(t, "gateway")
 	e.gwLog = lb
 	e.gw, err = gateway.New(gateway.Config{
 		CallerVerifier:          callerVerifier(t, e.keysPath, e.gwRevoked, o.leeway),
 		ConnectorVerifier:       connVerifier,
+		SigningKey:              gwKey,
 		Audit:                   e.gwAudit,
 		Limits:                  o.limits,
 		Tunnel:                  o.tunnel,
@@ -266,11 +280,20 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	}
 	connLog, clb := newLogger(t, "connector")
 	e.connLogs = clb
+	// The connector's own revocation list: it re-checks open streams on the caller's token id and expiry as the
+	// gateway's assertion gave them.
+	connList, err := auth.NewRevocationList(e.connRevoked, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := connector.New(connector.Config{
 		GatewayURL:              e.gwSrv.URL,
 		Token:                   func() (string, error) { return connToken, nil },
 		Kube:                    &rest.Config{Host: e.api.srv.URL},
-		Callers:                 callerVerifier(t, e.keysPath, e.connRevoked, o.leeway),
+		GatewayKeys:             gwPub,
+		Revoked:                 connList.Revoked,
+		RefreshRevoked:          connList.Refresh,
+		Leeway:                  o.leeway,
 		Audit:                   e.connAudit,
 		DisconnectExpiredTokens: o.disconnectExpired,
 		StreamCheckInterval:     o.connInterval,

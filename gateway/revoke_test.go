@@ -119,7 +119,7 @@ func TestRevocationAtTheConnector(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("watch still open 10s after the connector's revocation")
 		}
-		reason := `token "` + id + `" has been revoked`
+		reason := `the caller's token "` + id + `" has been revoked`
 		waitRecord(t, e.connAudit, "connector exec", endedWith("/exec", reason))
 		waitRecord(t, e.connAudit, "connector watch", endedWith("/configmaps", reason))
 	})

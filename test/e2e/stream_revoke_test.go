@@ -238,13 +238,14 @@ func TestStreamExpiredTokens(t *testing.T) {
 			t.Fatal(err)
 		}
 		stdin, stdinW := io.Pipe()
+		defer stdinW.Close() // also ends a write of the goroutines below that nobody read
 		out := &watchWriter{want: "after expiry\n", seen: make(chan struct{})}
 		done := make(chan error, 1)
 		go func() {
 			done <- ex.StreamWithContext(context.Background(), remotecommand.StreamOptions{Stdin: stdin, Stdout: out, Stderr: io.Discard})
 		}()
 		issued := time.Now()
-		fmt.Fprintln(stdinW, "before expiry")
+		go fmt.Fprintln(stdinW, "before expiry") // returns once the session read it
 		eventually(t, 30*time.Second, "the exec echoes", func() bool { return strings.Contains(out.String(), "before expiry\n") })
 		time.Sleep(time.Until(issued.Add(ttl + 3*time.Second))) // past the expiry and several re-checks: nothing must happen
 		select {
@@ -252,7 +253,7 @@ func TestStreamExpiredTokens(t *testing.T) {
 			t.Fatalf("the exec of an expired token ended without --disconnect-expired-tokens: %v", err)
 		default:
 		}
-		fmt.Fprintln(stdinW, "after expiry")
+		go fmt.Fprintln(stdinW, "after expiry")
 		select {
 		case <-out.seen:
 		case err := <-done:
@@ -265,8 +266,13 @@ func TestStreamExpiredTokens(t *testing.T) {
 			t.Fatalf("a new request with the expired token: %v", err)
 		}
 		stdinW.Close()
-		if err := <-done; err != nil {
-			t.Fatalf("exec after stdin closed: %v", err)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("exec after stdin closed: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the exec did not end within 30s of its stdin closing")
 		}
 	})
 }
