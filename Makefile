@@ -36,11 +36,13 @@ test: kube lint
 
 # The long suite: exec sessions and port-forwards (client-go SPDY and WebSocket, kubectl) idle for 5 minutes
 # (WARREN_E2E_IDLE=10m to change) must stay up and still work; 19,000 slow unauthenticated connections against the
-# gateway's front door (its goroutines and memory in the log). About 7 minutes.
+# gateway's front door (its goroutines and memory in the log); and upstream yamux's own tests on warren's fork
+# (tunnel/internal/yamux). About 8 minutes.
 .PHONY: test-long
 test-long: kube
 	WARREN_E2E_LONG=1 $(GO) test -count=1 -v -parallel 8 -run Long -timeout 30m ./test/e2e
 	WARREN_E2E_LONG=1 $(GO) test -count=1 -v -run Long -timeout 10m ./gateway
+	WARREN_YAMUX_LONG=1 $(GO) test -count=1 -tags yamuxupstream ./tunnel/internal/yamux
 
 # Without the end-to-end suite: no kube-apiserver needed.
 test-short: lint

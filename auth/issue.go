@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"crypto"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -31,6 +32,17 @@ type Claims struct {
 	Warren Scope `json:"warren"`
 	// KeyID is the "kid" of the key that signed the token, set by Verify (not a claim).
 	KeyID string `json:"-"`
+
+	// key is the key that verified the token under KeyID, set by Verify: Recheck asks whether it is still trusted.
+	key crypto.PublicKey
+}
+
+// Expiry returns when the token expires, the zero time if it has no expiry.
+func (c *Claims) Expiry() time.Time {
+	if c == nil || c.ExpiresAt == nil {
+		return time.Time{}
+	}
+	return c.ExpiresAt.Time
 }
 
 // HasCluster reports whether the token grants access to the named cluster.

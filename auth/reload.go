@@ -90,6 +90,18 @@ func (k *KeyFiles) Key(kid string) (crypto.PublicKey, bool) {
 	return key, ok
 }
 
+// Refresh looks at the files now, whatever CheckInterval says, and re-reads them if they changed. On error the
+// previous keys stay in use.
+func (k *KeyFiles) Refresh() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.lastCheck = k.now()
+	if stampFiles(k.paths).equal(k.stamps) {
+		return k.err
+	}
+	return k.reloadLocked()
+}
+
 // Reload re-reads the files now. On error the previous keys stay in use.
 func (k *KeyFiles) Reload() error {
 	k.mu.Lock()
@@ -133,6 +145,19 @@ func (k *KeyFiles) KeyIDs() []string {
 
 // KeySets looks a key id up in each set in turn.
 type KeySets []KeySet
+
+// Refresh refreshes the sets that are Refreshers and returns the first error.
+func (s KeySets) Refresh() error {
+	var first error
+	for _, ks := range s {
+		if r, ok := ks.(Refresher); ok {
+			if err := r.Refresh(); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
 
 // Key implements KeySet.
 func (s KeySets) Key(kid string) (crypto.PublicKey, bool) {
@@ -367,6 +392,17 @@ func (l *RevocationList) Revoked(jti string) bool {
 	}
 	_, ok := l.ids[jti]
 	return ok
+}
+
+// Refresh looks at the file now, whatever the check interval says, and re-reads it if it changed.
+func (l *RevocationList) Refresh() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lastCheck = l.now()
+	if stampFiles([]string{l.path}).equal(l.stamp) {
+		return l.err
+	}
+	return l.reloadLocked()
 }
 
 // Reload re-reads the file now.

@@ -59,6 +59,15 @@ type VerifierConfig struct {
 	// AllowMultiCluster accepts caller tokens that name several clusters. By default a caller token must name
 	// exactly one: a token for several clusters works at each of them, so one leak reaches them all.
 	AllowMultiCluster bool
+	// Sources are the reloading files behind Keys and Revoked (KeyFiles, RevocationList). Refresh makes them look
+	// at their files now, whatever their own check interval. Optional.
+	Sources []Refresher
+}
+
+// Refresher is a reloading source of keys or revocations. Refresh looks at its files now and reads them again if
+// they changed; on error it keeps what it had.
+type Refresher interface {
+	Refresh() error
 }
 
 // Verifier checks tokens: signature by a known key with an allowed algorithm, audience, time claims, and the shape
@@ -146,23 +155,39 @@ func (v *Verifier) VerifyContext(ctx context.Context, token string) (*Claims, er
 	kid, _ := tok.Header["kid"].(string)
 	claims.KeyID = kid
 	if key, ok := keyContext(ctx, v.cfg.Keys, kid); ok {
+		claims.key = key
 		v.cache.put(sum, cachedToken{claims: claims, kid: kid, key: key})
 	}
 	return claims, nil
 }
 
 // Recheck tells whether a token verified earlier still holds now: not expired (with the leeway), its signing key
-// (c.KeyID) still trusted, its id not revoked. The gateway re-checks live connectors' join tokens with it. Errors
-// match ErrInvalidToken and read as one sentence.
-func (v *Verifier) Recheck(c *Claims) error {
+// (c.KeyID) still trusted, and the very key that verified it when Verify did (a different key put under the same
+// id does not keep it alive), its id not revoked. The gateway re-checks live connectors' join tokens with it.
+// Errors match ErrInvalidToken and read as one sentence.
+func (v *Verifier) Recheck(c *Claims) error { return v.recheck(c, true, true) }
+
+// RecheckStream is Recheck for the token of an open stream (exec, port-forward, watch, logs -f): expiry only when
+// expiry is set (--disconnect-expired-tokens), and the key only when the claims name one, so that claims a
+// connector took from elsewhere than a token it verified are still checked for revocation. The gateway and the
+// connector call it on every token with open streams once per check interval; it checks no signature. Call
+// Refresh first to see file changes at once.
+func (v *Verifier) RecheckStream(c *Claims, expiry bool) error {
+	return v.recheck(c, expiry, c != nil && c.KeyID != "")
+}
+
+func (v *Verifier) recheck(c *Claims, expiry, key bool) error {
 	if c == nil {
 		return invalid(nil, "no token")
 	}
-	if c.ExpiresAt == nil || v.now().After(c.ExpiresAt.Time.Add(v.leeway)) {
+	if expiry && (c.ExpiresAt == nil || v.now().After(c.ExpiresAt.Time.Add(v.leeway))) {
 		return invalid(jwt.ErrTokenExpired, "token expired at "+stamp(c.ExpiresAt))
 	}
-	if _, ok := v.cfg.Keys.Key(c.KeyID); !ok {
-		return invalid(ErrUntrustedKey, fmt.Sprintf("token is signed by key id %q, which is no longer trusted", clip(c.KeyID)))
+	if key {
+		k, ok := v.cfg.Keys.Key(c.KeyID)
+		if eq, comparable := k.(interface{ Equal(crypto.PublicKey) bool }); !ok || (c.key != nil && (!comparable || !eq.Equal(c.key))) {
+			return invalid(ErrUntrustedKey, fmt.Sprintf("token is signed by key id %q, which is no longer trusted", clip(c.KeyID)))
+		}
 	}
 	if v.Revoked(c.ID) {
 		return invalid(ErrRevoked, fmt.Sprintf("token %q has been revoked", clip(c.ID)))
@@ -174,6 +199,17 @@ func (v *Verifier) Recheck(c *Claims) error {
 // Besides token ids, the gateway looks connector identities up in the connectors' list.
 func (v *Verifier) Revoked(id string) bool {
 	return v.cfg.Revoked != nil && v.cfg.Revoked(id)
+}
+
+// Refresh makes the reloading sources (VerifierConfig.Sources) look at their files now, and returns the first error.
+func (v *Verifier) Refresh() error {
+	var first error
+	for _, s := range v.cfg.Sources {
+		if err := s.Refresh(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // keyFunc runs after the algorithm passed the allowlist and before the signature is checked.

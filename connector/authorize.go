@@ -13,6 +13,7 @@ import (
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
+	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 )
 
@@ -124,6 +125,22 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 		if !d.Allowed {
 			refuse(d.Status, d.Reason, 0)
 			return
+		}
+		if auth.LongRunning(r, d.Attributes) {
+			// Re-checked while it runs, on the caller's token id and expiry as asserted: a token revoked at this
+			// connector (or, with DisconnectExpiredTokens, expired) meanwhile ends the stream here, whatever the
+			// gateway does.
+			ctx, untrack := c.streams.Track(r.Context(), callerStreamToken(claims))
+			defer untrack()
+			defer func() {
+				if e := streams.EndedBy(ctx); e != nil {
+					entry.Note("ended: " + e.Reason)
+				}
+			}()
+			if auth.Follows(r, d.Attributes) {
+				ctx = streams.WithCleanEnd(ctx, endedByConnector)
+			}
+			r = r.WithContext(ctx)
 		}
 		if c.cfg.Impersonate {
 			for k := range r.Header {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
+	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -75,6 +76,17 @@ type Config struct {
 	// Now returns the time assertions are checked against; default: the gateway's time as its Date headers tell
 	// it. Tests move it.
 	Now func() time.Time
+	// DisconnectExpiredTokens ends open streams when their caller token expires (as the gateway's assertion gave
+	// its expiry, judged by the gateway's clock with Leeway), as they end when Revoked comes to list it. Default
+	// false: a token is checked when a request starts.
+	DisconnectExpiredTokens bool
+	// RefreshRevoked, when set, makes the revocation list behind Revoked look at its file now
+	// (auth.RevocationList.Refresh): the re-checks of open streams call it before each round, so that a token added
+	// to the list loses its streams within one StreamCheckInterval.
+	RefreshRevoked func() error
+	// StreamCheckInterval is how often the caller tokens of open streams are re-checked. Default
+	// auth.DefaultCheckInterval.
+	StreamCheckInterval time.Duration
 	// Audit, when set, receives one record per request the connector serves or refuses.
 	Audit auditrec.Sink
 	// Cluster is the cluster this connector serves; default: the one its token is bound to.
@@ -121,7 +133,8 @@ type Connector struct {
 	replays    *auth.ReplayCache
 	now        func() time.Time // Config.Now, or the gateway's time
 	connected  atomic.Bool
-	inflight   sync.WaitGroup // handlers serving requests from the tunnel
+	inflight   sync.WaitGroup    // handlers serving requests from the tunnel
+	streams    *streams.Registry // long-running requests by caller token, re-checked while they run
 }
 
 // New checks the configuration and prepares the transports; Run connects.
@@ -213,6 +226,7 @@ func New(cfg Config) (*Connector, error) {
 		upstream: upstream, assertions: assertions, replays: auth.NewReplayCache(cfg.ReplayCacheSize), now: now}
 	c.connectURL = httpForm(wsURL)
 	c.joinURL = strings.TrimSuffix(c.connectURL, wire.PathConnect) + wire.PathJoin
+	c.streams = c.newStreamRegistry()
 	return c, nil
 }
 
@@ -248,6 +262,7 @@ func (c *Connector) Connected() bool { return c.connected.Load() }
 // Run keeps a tunnel to the gateway until ctx is done, reconnecting with backoff. Then it drains (see
 // Config.DrainTimeout) and returns nil once every request it was serving has ended.
 func (c *Connector) Run(ctx context.Context) error {
+	defer c.streams.Close() // last: once every handler has ended
 	defer c.dialer.CloseIdleConnections()
 	defer c.inflight.Wait()
 	rctx, stopRenewing := context.WithCancel(ctx)

@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 )
 
@@ -67,10 +68,11 @@ func newUpstream(kc *rest.Config, strip []string, log *slog.Logger) (http.Handle
 			wire.StripIdentityHeaders(pr.Out.Header, strip)
 			wire.StripWarrenHeaders(pr.Out.Header)
 		},
-		Transport:     upgradeAware{regular: upgrade, upgrade: upgrade},
-		FlushInterval: -1,
-		BufferPool:    newCopyBuffers(),
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Transport:      upgradeAware{regular: upgrade, upgrade: upgrade},
+		ModifyResponse: streams.ModifyResponse, // watches and follows ended for their token end cleanly
+		FlushInterval:  -1,
+		BufferPool:     newCopyBuffers(),
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the gateway side went away

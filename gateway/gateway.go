@@ -21,6 +21,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -56,9 +57,19 @@ type Config struct {
 	Limits *limit.Limiter
 	// MaxHeaderBytes bounds a request's headers; larger ones get 431. Default 64 KiB.
 	MaxHeaderBytes int
-	// MaxStreamDuration ends long-lived requests (exec, attach, port-forward, watch, logs -f) after this long.
-	// Default 12 h.
+	// MaxStreamDuration ends long-running requests (exec, attach, port-forward, watch, logs, proxy) after this
+	// long. Default 12 h.
 	MaxStreamDuration time.Duration
+	// DisconnectExpiredTokens ends open streams when their token expires, as they end when it is revoked or its
+	// signing key is no longer trusted. Default false: a token is checked when a request starts, and a long exec or
+	// acquisition outlives a short token (revoke the token to end its streams).
+	DisconnectExpiredTokens bool
+	// StreamCheckInterval is how often the tokens of open streams are re-checked. Default
+	// auth.DefaultCheckInterval (how often revocation lists and key files are looked at).
+	StreamCheckInterval time.Duration
+	// IdleWriteTimeout ends a request whose caller has not taken any of what the gateway writes to it for this
+	// long (a chunk of 32 KiB at most per timeout), upgraded sessions included. Default 60 s.
+	IdleWriteTimeout time.Duration
 	// Metrics, when set, receives the gateway's Prometheus series.
 	Metrics prometheus.Registerer
 	// Ready, when set, is asked by every GET /readyz: an error answers 503 with it. The gateway keeps serving
@@ -84,7 +95,11 @@ func DefaultConfig() Config {
 	return Config{
 		MaxHeaderBytes:    64 << 10,
 		MaxStreamDuration: 12 * time.Hour,
-		Transport:         TransportConfig{MaxIdleStreams: 64, IdleStreamTimeout: 90 * time.Second},
+		// Long enough for a caller paused by a slow network or a terminal on hold, short enough that a caller who
+		// stopped reading on purpose does not hold its request, and what the tunnel buffered for it, for long.
+		IdleWriteTimeout:    60 * time.Second,
+		StreamCheckInterval: auth.DefaultCheckInterval,
+		Transport:           TransportConfig{MaxIdleStreams: 64, IdleStreamTimeout: 90 * time.Second},
 		RefusalAudit: RefusalAuditConfig{Rate: 5, Burst: 50, AuthenticatedRate: 20, AuthenticatedBurst: 200, GlobalRate: 200,
 			GlobalBurst: 2000, MaxSources: 10000, FlushInterval: time.Minute, UnauthenticatedFieldBytes: 4 << 10},
 		FrontDoor: FrontDoorConfig{MaxUnauthenticated: 4096, MaxUnauthenticatedPerSource: 256, HeaderTimeout: 10 * time.Second,
@@ -116,6 +131,7 @@ type Gateway struct {
 	refusals *refusalAudit
 	door     *frontDoor
 	mux      *http.ServeMux
+	streams  *streams.Registry // long-running requests by caller token, re-checked while they run
 
 	mu       sync.Mutex
 	closed   bool
@@ -150,6 +166,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = d.MaxHeaderBytes
 	}
+	if cfg.IdleWriteTimeout <= 0 {
+		cfg.IdleWriteTimeout = d.IdleWriteTimeout
+	}
 	if cfg.Transport.MaxIdleStreams <= 0 {
 		cfg.Transport.MaxIdleStreams = d.Transport.MaxIdleStreams
 	}
@@ -179,13 +198,15 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.audit = g.refusals
 	g.door = newFrontDoor(cfg.FrontDoor, cfg.Logger, g.metrics)
+	g.streams = g.newStreamRegistry()
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:       rewrite,
-		Transport:     clusterTransport{key: cfg.SigningKey},
-		FlushInterval: -1, // watches and logs -f flow as they come
-		BufferPool:    newCopyBuffers(),
-		ErrorHandler:  g.proxyError,
-		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		Rewrite:        rewrite,
+		Transport:      clusterTransport{key: cfg.SigningKey, limits: cfg.Limits},
+		ModifyResponse: streams.ModifyResponse, // watches and follows the gateway ends, end cleanly
+		FlushInterval:  -1,                     // watches and logs -f flow as they come
+		BufferPool:     newCopyBuffers(),
+		ErrorHandler:   g.proxyError,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	g.mux = http.NewServeMux()
 	g.mux.HandleFunc("GET "+wire.PathConnect, g.serveConnect)
@@ -225,6 +246,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.serveCluster(w, r)
 		return
 	}
+	if r.URL.Path != wire.PathConnect { // a tunnel bounds its own writes
+		iw := newIdleWriter(w, g.cfg.IdleWriteTimeout)
+		defer iw.finish()
+		w = iw
+	}
 	g.mux.ServeHTTP(w, r)
 }
 
@@ -251,6 +277,7 @@ func (g *Gateway) Close() error {
 	// Requests whose tunnel is gone end at once; one stuck writing to its caller is not waited for past this.
 	waitAtMost(&g.requests, closeRequestsTimeout)
 	g.refusals.Close() // the summaries of refusals counted so far
+	g.streams.Close()
 	return nil
 }
 

@@ -13,6 +13,8 @@ import (
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
+	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -41,7 +43,9 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 	requestID := newID()
 	cluster, rawRest, ok := splitClusterPath(r.URL.EscapedPath())
 	start := time.Now()
-	entry, w, r := auditrec.Begin(g.audit, audit.ComponentGateway, cluster, requestID, w, r)
+	iw := newIdleWriter(w, g.cfg.IdleWriteTimeout)
+	defer iw.finish()
+	entry, w, r := auditrec.Begin(g.audit, audit.ComponentGateway, cluster, requestID, iw, r)
 	defer func() {
 		code, denied := entry.Outcome()
 		label := "-" // only clusters the gateway knows become label values: the path is the caller's to choose
@@ -51,6 +55,12 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		g.metrics.request(label, code, !denied, time.Since(start))
 		if err := entry.End(g.audit); err != nil {
 			g.log.Error("cannot write the audit log", "request_id", requestID, "err", err)
+		}
+	}()
+	defer func() {
+		if iw.timedOut.Load() {
+			g.log.Info("request ended: the caller stopped reading", "request_id", requestID, "idle_write_timeout", g.cfg.IdleWriteTimeout.String())
+			entry.Note(fmt.Sprintf("ended: the caller read nothing for %v (idle write timeout)", g.cfg.IdleWriteTimeout))
 		}
 	}()
 	refuse := func(code int, message string, retryAfter int) {
@@ -105,17 +115,23 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		refuse(d.Status, d.Reason, 0)
 		return
 	}
-	long := longLived(r, d.Attributes)
-	if g.cfg.Limits != nil {
-		if ok, wait, which := g.cfg.Limits.Allow(limitKey(claims), cluster); !ok {
+	long := auth.LongRunning(r, d.Attributes)
+	if l := g.cfg.Limits; l != nil {
+		if ok, wait, which := l.Allow(limitKey(claims), cluster); !ok {
 			refuse(http.StatusTooManyRequests, fmt.Sprintf("too many requests for this %s; retry in %v", which, wait), int(wait/time.Second))
 			return
 		}
+		release, ok := l.AcquireRequest(limitKey(claims))
+		defer release()
+		if !ok {
+			refuse(http.StatusTooManyRequests, fmt.Sprintf("too many requests in flight for this token (at most %d at once); retry when some have ended", l.Config().TokenInflight), 1)
+			return
+		}
 		if long {
-			release, ok := g.cfg.Limits.AcquireStream(limitKey(claims))
+			release, ok := l.AcquireStream(limitKey(claims))
 			defer release()
 			if !ok {
-				refuse(http.StatusTooManyRequests, "too many concurrent streams (watch, exec, attach, port-forward, logs -f) for this token", 5)
+				refuse(http.StatusTooManyRequests, fmt.Sprintf("too many concurrent streams (watch, exec, attach, port-forward, logs, proxy) for this token (at most %d at once)", l.Config().TokenStreams), 5)
 				return
 			}
 		}
@@ -132,28 +148,40 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithValue(r.Context(), routeKey{}, rt)
 	if long {
-		// Cancelling the request ends an upgraded stream too: httputil.ReverseProxy closes both sides.
+		// Cancelling the request ends an upgraded stream too: httputil.ReverseProxy closes both sides. The token
+		// is re-checked while the stream runs (revoked, key no longer trusted, expired with
+		// DisconnectExpiredTokens): the registry cancels ctx with the reason.
+		var untrack func()
+		ctx, untrack = g.streams.Track(ctx, streamToken(claims))
+		defer untrack()
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, g.cfg.MaxStreamDuration, errMaxStreamDuration)
 		defer cancel()
+		if auth.Follows(r, d.Attributes) {
+			ctx = streams.WithCleanEnd(ctx, endedByGateway)
+		}
 		defer func() {
 			if context.Cause(ctx) == errMaxStreamDuration {
 				g.log.Info("stream ended: it reached the maximum length", "request_id", requestID, "max", g.cfg.MaxStreamDuration.String())
 				entry.Note(fmt.Sprintf("ended after the maximum stream length of %v", g.cfg.MaxStreamDuration))
 			}
+			if e := streams.EndedBy(ctx); e != nil {
+				entry.Note("ended: " + e.Reason)
+			}
 		}()
 		if fr := upgradeFraming(r, d.Attributes.Subresource); fr != nil {
 			callerCtx := r.Context()
 			w = &reasonWriter{ResponseWriter: w, framing: fr, end: func() *sessionEnd {
-				switch {
+				switch e := streams.EndedBy(ctx); {
+				case e != nil:
+					return tokenEnd(e.Reason)
 				case context.Cause(ctx) == errMaxStreamDuration:
 					return &sessionEnd{wsCode: closePolicyViolation, code: http.StatusGatewayTimeout, reason: string(metav1.StatusReasonTimeout),
 						message: fmt.Sprintf("warren: the session reached the maximum stream length of %v", g.cfg.MaxStreamDuration)}
-				case callerCtx.Err() != nil:
-					return nil // the caller left: nobody to tell
+				case callerCtx.Err() != nil, iw.timedOut.Load():
+					return nil // the caller left, or stopped reading: nobody to tell
 				}
-				return &sessionEnd{wsCode: closeInternalError, code: http.StatusServiceUnavailable, reason: string(metav1.StatusReasonServiceUnavailable),
-					message: fmt.Sprintf("warren: the connection to cluster %q was lost", cluster)}
+				return g.lostOrRevoked(rt)
 			}}
 		}
 	}
@@ -181,12 +209,6 @@ func limitKey(c *auth.Claims) string {
 		return c.ID
 	}
 	return c.Issuer + "\x00" + c.Subject
-}
-
-// longLived reports whether a request holds a stream for long: watches, follows and upgrades.
-func longLived(r *http.Request, a auth.Attributes) bool {
-	return a.Verb == "watch" || wire.Upgrade(r.Header) != "" ||
-		(a.Subresource == "log" && r.URL.Query().Get("follow") == "true")
 }
 
 // headerSize approximates the request's header bytes as they came on the wire.
@@ -222,35 +244,48 @@ func rewrite(pr *httputil.ProxyRequest) {
 // answer came back, the request goes to the next tunnel, with an assertion of its own, if it is safe to send again:
 // always when the stream could not even be opened (nothing was sent), and for reads (GET, HEAD without body or
 // upgrade) when the connector died with the request in flight.
+//
+// A tunnel on which the token already holds its share of the streams (limit.Config.TokenTunnelShare) is passed
+// over; when every tunnel is, the request is refused (errTokenShare).
 type clusterTransport struct {
-	key *auth.SigningKey
+	key    *auth.SigningKey
+	limits *limit.Limiter // nil: no share
 }
 
 func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt := routeOf(req.Context())
-	var (
-		resp *http.Response
-		err  = errNoConnector
-		i    int
-	)
+	err := errNoConnector
 	binding := auth.RequestBinding(req, rt.requestID)
 	for cs := range rt.backends.all {
-		i++
+		release, ok := t.admit(cs, rt)
+		if !ok {
+			if err == errNoConnector {
+				err = errTokenShare
+			}
+			continue
+		}
 		assertion, serr := t.key.SignAssertion(auth.AssertionOptions{Caller: rt.claims, Cluster: rt.cluster, Session: cs.id, Request: binding})
 		if serr != nil {
+			release()
 			return nil, &signError{serr}
 		}
 		// Each attempt gets a header map of its own: a failed attempt's writer may still be reading the last one.
 		attempt := *req
 		attempt.Header = req.Header.Clone()
 		attempt.Header.Set(wire.HeaderAssertion, assertion)
-		resp, err = cs.transport.RoundTrip(&attempt)
-		if err == nil || req.Context().Err() != nil || i == rt.backends.total || !resendable(req, err) {
-			return resp, err
+		resp, rerr := cs.transport.RoundTrip(&attempt)
+		if rerr == nil {
+			releaseOnClose(resp, release)
+			return resp, nil
+		}
+		release()
+		err = rerr
+		if req.Context().Err() != nil || !resendable(req, err) {
+			return nil, err
 		}
 		cs.log.Debug("request failed on this connector, trying the next", "request_id", rt.requestID, "err", err)
 	}
-	return resp, err
+	return nil, err
 }
 
 // signError is a failure to sign an assertion: nothing was sent.
@@ -274,6 +309,18 @@ func resendable(req *http.Request, err error) bool {
 
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	rt := routeOf(r.Context())
+	if e := streams.EndedBy(r.Context()); e != nil {
+		// Ended by the token's re-check before the cluster answered: the caller is still there to be told.
+		wire.WriteStatus(w, http.StatusUnauthorized, "warren: "+e.Reason, 0)
+		return
+	}
+	if errors.Is(err, errTokenShare) {
+		msg := fmt.Sprintf("too many requests in flight for this token on cluster %q: it holds its share of the streams of each of the cluster's tunnels (%.0f%%, so that other callers are served); retry when some have ended",
+			rt.cluster, g.cfg.Limits.Config().TokenTunnelShare*100)
+		rt.entry.Deny(msg)
+		wire.WriteStatus(w, http.StatusTooManyRequests, msg, 1)
+		return
+	}
 	if r.Context().Err() != nil {
 		// The caller went away; there is nobody to answer.
 		g.log.Debug("caller left mid-request", "cluster", rt.cluster, "request_id", rt.requestID, "err", err)

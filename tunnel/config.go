@@ -12,9 +12,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/warren-dev/warren/tunnel/internal/yamux"
 )
 
 // Subprotocol is the WebSocket subprotocol both ends must agree on; it versions the tunnel's framing.
@@ -40,9 +41,15 @@ type Config struct {
 	CloseTimeout time.Duration
 	// StreamWindow is the largest yamux receive window of one stream, in bytes: it caps a stream's throughput at
 	// StreamWindow / round-trip time (16 MiB: 335 MB/s at 50 ms). The window is what the peer may send ahead of the
-	// reader; memory follows what is actually buffered, so a stream whose reader keeps up holds little. Worst case
-	// per session: MaxStreams × StreamWindow. Default 16 MiB.
+	// reader. A stream's window starts at yamux's 256 KiB and doubles towards StreamWindow only while its reader
+	// drains it within a few round trips (autotuning), so a stream whose reader is slow or stopped holds little, and
+	// the growth of all streams together is bounded by WindowBudget. Default 16 MiB.
 	StreamWindow uint32
+	// WindowBudget bounds, in bytes, the receive window all streams of a session may grant beyond their initial
+	// 256 KiB each: what the peer may send ahead of readers that do not read, on top of MaxStreams × 256 KiB. A
+	// growth the budget cannot cover is refused (the stream keeps its window), and a stream gives its share back
+	// when it closes. Default 64 MiB: four streams at the full 16 MiB window.
+	WindowBudget int64
 	// MaxStreams bounds the streams open at once on a session. Opening waits for a free slot (or its context);
 	// accepting waits too, and yamux resets streams beyond AcceptBacklog meanwhile. Default 1024.
 	MaxStreams int
@@ -71,6 +78,9 @@ func (c Config) withDefaults() Config {
 	if c.StreamWindow == 0 {
 		c.StreamWindow = 16 << 20
 	}
+	if c.WindowBudget <= 0 {
+		c.WindowBudget = 64 << 20
+	}
 	if c.MaxStreams <= 0 {
 		c.MaxStreams = 1024
 	}
@@ -90,10 +100,32 @@ func (c Config) yamux() *yamux.Config {
 	y.ConnectionWriteTimeout = c.WriteTimeout
 	y.StreamCloseTimeout = c.CloseTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
+	y.AutoTuneWindow = true
+	y.WindowBudget = &windowBudget{max: c.WindowBudget} // one per session
 	y.LogOutput = nil
 	y.Logger = slogPrinter{c.Logger}
 	return y
 }
+
+// windowBudget is a session's Config.WindowBudget, in bytes of receive window.
+type windowBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+func (b *windowBudget) Reserve(n uint32) bool {
+	for {
+		used := b.used.Load()
+		if used+int64(n) > b.max {
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+int64(n)) {
+			return true
+		}
+	}
+}
+
+func (b *windowBudget) Release(n uint32) { b.used.Add(-int64(n)) }
 
 // slogPrinter adapts yamux's Printf-style logger to slog; yamux only logs failures, so they go out at debug level:
 // the session's end is reported once, with its cause, by the owner.

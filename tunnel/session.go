@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/warren-dev/warren/tunnel/internal/yamux"
 )
 
 // ErrClosed is returned by Open and Accept once the session has ended. It wraps net.ErrClosed: an ended session is
@@ -74,7 +74,8 @@ func newSession(conn *wsConn, gatewaySide bool, cfg Config) (*Session, error) {
 		s.pongTimer = time.AfterFunc(time.Hour, s.pongLate)
 		s.pongTimer.Stop()
 		s.pingTimer = time.AfterFunc(cfg.PingInterval, s.ping)
-		s.keepTimer = time.AfterFunc(cfg.KeepAliveInterval, s.keepalive)
+		// The first keepalive at once: its round trip is what the streams' window autotuning needs to start.
+		s.keepTimer = time.AfterFunc(0, s.keepalive)
 	}
 	return s, nil
 }
@@ -238,6 +239,9 @@ func (l *drainListener) Close() error {
 
 // Addr returns the session's local address.
 func (s *Session) Addr() net.Addr { return s.mux.Addr() }
+
+// MaxStreams returns the bound on the streams open at once (Config.MaxStreams, defaults applied).
+func (s *Session) MaxStreams() int { return s.cfg.MaxStreams }
 
 // NumStreams returns the number of streams open now.
 func (s *Session) NumStreams() int { return s.mux.NumStreams() }

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/warren-dev/warren/tunnel/internal/yamux"
 )
 
 // stream is one yamux stream holding a slot of its session until closed.

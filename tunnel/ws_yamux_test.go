@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/warren-dev/warren/tunnel/internal/yamux"
 )
 
 // heldConn is the connection under a yamux session in these tests: it records each Write call, and its Read blocks

@@ -53,6 +53,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the API server; default: in-cluster service account")
 	gatewayKeys := fs.String("gateway-keys", "", "the gateway's public keys (signing.pub of its --gateway-key; several during a rotation), comma-separated PEM or JWKS files, re-read when they change and on SIGHUP: every request must carry the gateway's assertion of it signed by one of them")
 	revoked := fs.String("revoked-tokens", "", "file of caller token ids (jti), one per line, whose requests this connector refuses; "+revokedHelp)
+	disconnectExpired := fs.Bool("disconnect-expired-tokens", false, disconnectExpiredHelp)
 	for _, name := range []string{"issuer-keys", "issuer-jwks-url", "algorithms", "max-token-lifetime"} {
 		fs.Var(removedFlag("--"+name+" was removed: the connector no longer sees caller tokens (the gateway keeps them); it verifies the gateway's assertion of each request with --gateway-keys, the gateway's public key(s)"),
 			name, "removed; see --gateway-keys")
@@ -118,12 +119,13 @@ func runConnector(args []string, _, stderr io.Writer) error {
 	mon := auth.NewMonitor(log)
 	mon.Watch("--gateway-keys", pinned.Check)
 	var revokedFn func(string) bool
+	var refreshRevoked func() error
 	rl, err := revocationList(*revoked, mon)
 	if err != nil {
 		return err
 	}
 	if rl != nil {
-		revokedFn = rl.Revoked
+		revokedFn, refreshRevoked = rl.Revoked, rl.Refresh
 		reloads = append(reloads, rl.Reload)
 	}
 	var ceiling *auth.Policy
@@ -163,22 +165,24 @@ func runConnector(args []string, _, stderr io.Writer) error {
 		auditSink = l
 	}
 	c, err := connector.New(connector.Config{
-		GatewayURL:   *gatewayURL,
-		Token:        readToken,
-		Key:          key,
-		TLSConfig:    tlsCfg,
-		Kube:         kube,
-		GatewayKeys:  pinned,
-		Revoked:      revokedFn,
-		Ceiling:      ceiling,
-		Impersonate:  *impersonate,
-		StripHeaders: splitList(*stripHeaders),
-		Audit:        auditSink,
-		Proxy:        proxy,
-		Tunnel:       tun.config(),
-		Name:         *name,
-		Version:      version,
-		Logger:       log,
+		GatewayURL:              *gatewayURL,
+		Token:                   readToken,
+		Key:                     key,
+		TLSConfig:               tlsCfg,
+		Kube:                    kube,
+		GatewayKeys:             pinned,
+		Revoked:                 revokedFn,
+		RefreshRevoked:          refreshRevoked,
+		DisconnectExpiredTokens: *disconnectExpired,
+		Ceiling:                 ceiling,
+		Impersonate:             *impersonate,
+		StripHeaders:            splitList(*stripHeaders),
+		Audit:                   auditSink,
+		Proxy:                   proxy,
+		Tunnel:                  tun.config(),
+		Name:                    *name,
+		Version:                 version,
+		Logger:                  log,
 	})
 	if err != nil {
 		return err

@@ -55,9 +55,12 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	fs.IntVar(&lim.TokenBurst, "token-burst", lim.TokenBurst, "burst of requests allowed per caller token")
 	fs.Float64Var(&lim.ClusterRate, "cluster-rate", lim.ClusterRate, "requests per second allowed per cluster, all tokens together")
 	fs.IntVar(&lim.ClusterBurst, "cluster-burst", lim.ClusterBurst, "burst of requests allowed per cluster")
-	fs.IntVar(&lim.TokenStreams, "token-streams", lim.TokenStreams, "concurrent watches, exec, attach, port-forward and logs -f per caller token")
+	fs.IntVar(&lim.TokenStreams, "token-streams", lim.TokenStreams, "concurrent long-running requests (watch, exec, attach, port-forward, logs, proxy) per caller token")
+	fs.IntVar(&lim.TokenInflight, "token-inflight", lim.TokenInflight, "concurrent requests of any kind per caller token")
+	fs.Float64Var(&lim.TokenTunnelShare, "token-tunnel-share", lim.TokenTunnelShare, "largest fraction of one tunnel's streams (--max-streams) one caller token may hold, so that it cannot leave other callers waiting")
 	tun := addTunnelFlags(fs)
 	maxStream := fs.Duration("max-stream-duration", gateway.DefaultConfig().MaxStreamDuration, "end exec, attach, port-forward, watch and logs -f sessions after this long")
+	idleWrite := fs.Duration("idle-write-timeout", gateway.DefaultConfig().IdleWriteTimeout, "end a request (upgraded sessions too) whose caller has taken nothing of what the gateway writes to it for this long")
 	metricsListen := fs.String("metrics-listen", "", "address for Prometheus /metrics (plain HTTP, e.g. 127.0.0.1:9090); default: none")
 	maxHeader := fs.Int("max-header-bytes", gateway.DefaultConfig().MaxHeaderBytes, "largest request headers accepted; larger get 431")
 	downloadDir := fs.String("download-dir", "", "directory of connector binaries served at /download/ to bootstrap scripts (warren-linux-amd64, warren-linux-arm64); without it the gateway serves its own build for its platform")
@@ -82,6 +85,10 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	}
 	self, _ := os.Executable() // "" when unknown: then only --download-dir is served
 	switch {
+	case !(lim.TokenTunnelShare > 0 && lim.TokenTunnelShare <= 1):
+		return fmt.Errorf("--token-tunnel-share %v: want a fraction of a tunnel's streams, more than 0 and at most 1", lim.TokenTunnelShare)
+	case *idleWrite <= 0:
+		return fmt.Errorf("--idle-write-timeout %v: want a positive duration", *idleWrite)
 	case *certFile == "" || *keyFile == "":
 		return errors.New("missing --tls-cert or --tls-key: the gateway serves HTTPS only; give its certificate and key (PEM)")
 	case *connectorKeys == "":
@@ -141,22 +148,24 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	}
 	defer auditSink.Close()
 	g, err := gateway.New(gateway.Config{
-		CallerVerifier:    callerVerifier,
-		ConnectorVerifier: connectorVerifier,
-		SigningKey:        signingKey,
-		Connectors:        cc,
-		Clusters:          splitList(*clusters),
-		Audit:             auditSink,
-		ServeWithoutAudit: *serveWithoutAudit,
-		FrontDoor:         door,
-		Limits:            limit.New(lim),
-		MaxHeaderBytes:    *maxHeader,
-		Tunnel:            tun.config(),
-		MaxStreamDuration: *maxStream,
-		Metrics:           registry,
-		Downloads:         download.New(*downloadDir, self),
-		Ready:             mon.Check,
-		Logger:            log,
+		CallerVerifier:          callerVerifier,
+		ConnectorVerifier:       connectorVerifier,
+		SigningKey:              signingKey,
+		Connectors:              cc,
+		Clusters:                splitList(*clusters),
+		Audit:                   auditSink,
+		ServeWithoutAudit:       *serveWithoutAudit,
+		FrontDoor:               door,
+		Limits:                  limit.New(lim),
+		MaxHeaderBytes:          *maxHeader,
+		Tunnel:                  tun.config(),
+		MaxStreamDuration:       *maxStream,
+		IdleWriteTimeout:        *idleWrite,
+		DisconnectExpiredTokens: *callers.disconnectExpired,
+		Metrics:                 registry,
+		Downloads:               download.New(*downloadDir, self),
+		Ready:                   mon.Check,
+		Logger:                  log,
 	})
 	if err != nil {
 		return err
@@ -177,7 +186,8 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	}
 	srv := g.Server(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 
-	reloadOnHangup(ctx, log, reloads)
+	// After a reload, the open streams of tokens it revoked end at once.
+	reloadOnHangup(ctx, log, append(reloads, func() error { g.RecheckStreams(); return nil }))
 	monitorReloads(ctx, mon)
 
 	served := make(chan error, 1)

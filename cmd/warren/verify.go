@@ -27,19 +27,27 @@ type callerFlags struct {
 	maxLifetime  *time.Duration
 	revoked      *string
 	multiCluster *bool
+	// disconnectExpired ends open streams when their token expires (revocation and a key rotated out always do).
+	disconnectExpired *bool
 }
 
 // revokedHelp describes --revoked-tokens, at the gateway and at the connector.
-const revokedHelp = "re-read when it changes; must exist (empty to revoke nothing); if it disappears the ids read before stay revoked"
+const revokedHelp = "re-read when it changes; must exist (empty to revoke nothing); if it disappears the ids read before stay revoked; " +
+	"the open streams (exec, attach, port-forward, watch, logs -f) of a token added to it end within 5s"
+
+// disconnectExpiredHelp describes --disconnect-expired-tokens, at the gateway and at the connector.
+const disconnectExpiredHelp = "also end open streams (exec, attach, port-forward, watch, logs -f) when their caller token expires; " +
+	"by default a stream lasts beyond its token's expiry (a token is checked when a request starts), so that a long exec or acquisition outlives a short token"
 
 func addCallerFlags(fs *flag.FlagSet, keysHelp string) *callerFlags {
 	return &callerFlags{
-		keys:         fs.String("issuer-keys", "", keysHelp),
-		jwksURL:      fs.String("issuer-jwks-url", "", "an https JWKS URL with more issuer keys, refetched for unknown key ids and hourly (redirects only to https on the same host)"),
-		algorithms:   fs.String("algorithms", auth.AlgEdDSA, "token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256"),
-		maxLifetime:  fs.Duration("max-token-lifetime", 24*time.Hour, "refuse caller tokens valid for longer than this (exp - iat)"),
-		revoked:      fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; "+revokedHelp),
-		multiCluster: fs.Bool("allow-multi-cluster-tokens", false, "accept caller tokens that name several clusters (by default a token must name one: a leaked token for several reaches them all)"),
+		keys:              fs.String("issuer-keys", "", keysHelp),
+		jwksURL:           fs.String("issuer-jwks-url", "", "an https JWKS URL with more issuer keys, refetched for unknown key ids and hourly (redirects only to https on the same host)"),
+		algorithms:        fs.String("algorithms", auth.AlgEdDSA, "token signature algorithms accepted, comma-separated: EdDSA, ES256, RS256"),
+		maxLifetime:       fs.Duration("max-token-lifetime", 24*time.Hour, "refuse caller tokens valid for longer than this (exp - iat)"),
+		revoked:           fs.String("revoked-tokens", "", "file of revoked token ids (jti), one per line; "+revokedHelp),
+		multiCluster:      fs.Bool("allow-multi-cluster-tokens", false, "accept caller tokens that name several clusters (by default a token must name one: a leaked token for several reaches them all)"),
+		disconnectExpired: fs.Bool("disconnect-expired-tokens", false, disconnectExpiredHelp),
 	}
 }
 
@@ -67,6 +75,7 @@ func revocationList(path string, mon *auth.Monitor) (*auth.RevocationList, error
 func (f *callerFlags) verifier(ctx context.Context, mon *auth.Monitor) (*auth.Verifier, []func() error, error) {
 	var sets auth.KeySets
 	var reloads []func() error
+	var sources []auth.Refresher // what open streams' re-checks look at afresh
 	if *f.keys != "" {
 		kf, err := auth.NewKeyFiles(auth.DefaultCheckInterval, splitList(*f.keys)...)
 		if err != nil {
@@ -75,6 +84,7 @@ func (f *callerFlags) verifier(ctx context.Context, mon *auth.Monitor) (*auth.Ve
 		sets = append(sets, kf)
 		reloads = append(reloads, kf.Reload)
 		mon.Watch("--issuer-keys", kf.Check)
+		sources = append(sources, kf)
 	}
 	if *f.jwksURL != "" {
 		remote, err := auth.NewRemoteJWKS(ctx, *f.jwksURL, nil)
@@ -102,7 +112,9 @@ func (f *callerFlags) verifier(ctx context.Context, mon *auth.Monitor) (*auth.Ve
 	if rl != nil {
 		cfg.Revoked = rl.Revoked
 		reloads = append(reloads, rl.Reload)
+		sources = append(sources, rl)
 	}
+	cfg.Sources = sources
 	v, err := auth.NewVerifier(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -200,6 +212,7 @@ func (f *auditFlags) open(component string) (*audit.Log, error) {
 type tunnelFlags struct {
 	ping, keepalive, writeTimeout *time.Duration
 	window                        *uint
+	windowBudget                  *int64
 	maxStreams                    *int
 }
 
@@ -209,6 +222,7 @@ func addTunnelFlags(fs *flag.FlagSet) *tunnelFlags {
 		keepalive:    fs.Duration("keepalive-interval", 10*time.Second, "yamux keepalive period of the tunnel"),
 		writeTimeout: fs.Duration("write-timeout", 10*time.Second, "bound on every tunnel write and keepalive answer"),
 		window:       fs.Uint("stream-window", 0, "largest yamux receive window of one stream, bytes (throughput per stream <= window / RTT); 0: the tunnel's default, 16 MiB"),
+		windowBudget: fs.Int64("window-budget", 0, "bytes of receive window all streams of one tunnel may grow to beyond their first 256 KiB each (what a peer may send ahead of readers that stopped); 0: the tunnel's default, 64 MiB"),
 		maxStreams:   fs.Int("max-streams", 1024, "streams open at once on one tunnel"),
 	}
 }
@@ -219,6 +233,7 @@ func (f *tunnelFlags) config() tunnel.Config {
 		KeepAliveInterval: *f.keepalive,
 		WriteTimeout:      *f.writeTimeout,
 		StreamWindow:      uint32(*f.window),
+		WindowBudget:      *f.windowBudget,
 		MaxStreams:        *f.maxStreams,
 	}
 }

@@ -1,9 +1,14 @@
-// Package limit enforces warren's request limits: a token bucket per caller token and per cluster, and a cap on
-// the concurrent long-lived streams (watch, exec, attach, port-forward, log follow) of each token.
+// Package limit enforces warren's request limits: a token bucket per caller token and per cluster, a cap on the
+// requests of each token in flight at once and, among them, on its long-running ones (watch, exec, attach,
+// port-forward, logs, proxy), and a cap on the share of one tunnel's streams a token may hold.
 //
 // Memory is bounded: at most Config.MaxKeys token buckets and MaxKeys cluster buckets are kept, the least recently
-// used evicted first, and a token's stream count exists only while it has open streams. The package starts no
-// goroutines.
+// used evicted first, and a count exists only while something is held under it. The package starts no goroutines.
+//
+// How the defaults are sized: one token must be able to run an acquisition of 50 pods at once (50 exec sessions,
+// each after a few GETs, about 250 requests within a second or two), and must not be able to starve the other
+// callers of a cluster or a tunnel: its rate is a quarter of the cluster's, its burst half the cluster's, and it
+// holds at most a quarter of a tunnel's streams.
 package limit
 
 import (
@@ -24,12 +29,22 @@ const (
 // Config configures a Limiter. A zero or negative field takes its default (DefaultConfig); a rate of
 // float64(rate.Inf) (math.MaxFloat64) or +Inf disables that bucket.
 type Config struct {
-	TokenRate    float64 // requests per second per token id (jti); default 20
-	TokenBurst   int     // default 40
+	TokenRate    float64 // requests per second per token id (jti); default 50
+	TokenBurst   int     // default 250
 	ClusterRate  float64 // requests per second per cluster, all tokens together; default 200
-	ClusterBurst int     // default 400
-	TokenStreams int     // concurrent long-lived streams per token; default 32
-	MaxKeys      int     // bound on the tracked tokens, and separately on the clusters; default 10000
+	ClusterBurst int     // default 500
+	// TokenStreams bounds the concurrent long-running requests (auth.LongRunning: watch, exec, attach,
+	// port-forward, logs, proxy) per token; default 64.
+	TokenStreams int
+	// TokenInflight bounds the concurrent requests of any kind per token, long-running ones included; default 128.
+	// A caller that stops reading holds its request, and what the tunnel buffered for it, until the gateway's idle
+	// write timeout: this bounds how many of those one token can have.
+	TokenInflight int
+	// TokenTunnelShare is the largest fraction of one tunnel's streams (tunnel.Config.MaxStreams) that one token's
+	// requests may hold at once, so that no token can fill a tunnel and leave other callers waiting; default 0.25.
+	// At least one stream is always allowed.
+	TokenTunnelShare float64
+	MaxKeys          int // bound on the tracked tokens, and separately on the clusters; default 10000
 	// Now is the clock; default time.Now. It is called with the Limiter's lock held, from any goroutine.
 	Now func() time.Time
 }
@@ -37,13 +52,15 @@ type Config struct {
 // DefaultConfig returns the defaults, for flag defaults and documentation.
 func DefaultConfig() Config {
 	return Config{
-		TokenRate:    20,
-		TokenBurst:   40,
-		ClusterRate:  200,
-		ClusterBurst: 400,
-		TokenStreams: 32,
-		MaxKeys:      10000,
-		Now:          time.Now,
+		TokenRate:        50,
+		TokenBurst:       250,
+		ClusterRate:      200,
+		ClusterBurst:     500,
+		TokenStreams:     64,
+		TokenInflight:    128,
+		TokenTunnelShare: 0.25,
+		MaxKeys:          10000,
+		Now:              time.Now,
 	}
 }
 
@@ -64,6 +81,12 @@ func (c Config) withDefaults() Config {
 	if c.TokenStreams <= 0 {
 		c.TokenStreams = d.TokenStreams
 	}
+	if c.TokenInflight <= 0 {
+		c.TokenInflight = d.TokenInflight
+	}
+	if !(c.TokenTunnelShare > 0) || c.TokenTunnelShare > 1 {
+		c.TokenTunnelShare = d.TokenTunnelShare
+	}
 	if c.MaxKeys <= 0 {
 		c.MaxKeys = d.MaxKeys
 	}
@@ -80,9 +103,11 @@ type Limiter struct {
 	// mu guards everything below and serializes every operation on the buckets, so that Allow's check of two
 	// buckets and its refund of the first are atomic.
 	mu       sync.Mutex
-	tokens   lru            // token id -> bucket
-	clusters lru            // cluster -> bucket
-	streams  map[string]int // token id -> open streams; only tokens with at least one
+	tokens   lru     // token id -> bucket
+	clusters lru     // cluster -> bucket
+	streams  counter // token id -> long-running requests in flight
+	inflight counter // token id -> requests in flight
+	tunnels  counter // tunnel id, token id -> streams held on that tunnel
 }
 
 // New returns a Limiter for c.
@@ -92,7 +117,9 @@ func New(c Config) *Limiter {
 		cfg:      c,
 		tokens:   newLRU(c.MaxKeys, limitOf(c.TokenRate), c.TokenBurst),
 		clusters: newLRU(c.MaxKeys, limitOf(c.ClusterRate), c.ClusterBurst),
-		streams:  map[string]int{},
+		streams:  counter{},
+		inflight: counter{},
+		tunnels:  counter{},
 	}
 }
 
@@ -144,27 +171,59 @@ func roundUpSeconds(d time.Duration) time.Duration {
 	return (d + time.Second - 1) / time.Second * time.Second
 }
 
-// AcquireStream takes one of the token's stream slots. It returns ok false when all TokenStreams slots are in
-// use. release gives the slot back; calling it again does nothing. release is never nil, so a caller may defer it
-// even when ok is false (it then does nothing).
+// AcquireStream takes one of the token's stream slots (TokenStreams), for a long-running request. It returns ok
+// false when all are in use. release gives the slot back; calling it again does nothing. release is never nil, so
+// a caller may defer it even when ok is false (it then does nothing).
 func (l *Limiter) AcquireStream(tokenID string) (release func(), ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.streams[tokenID] >= l.cfg.TokenStreams {
-		return func() {}, false
-	}
-	l.streams[tokenID]++
-	var once sync.Once
-	return func() { once.Do(func() { l.releaseStream(tokenID) }) }, true
+	return l.acquire(l.streams, tokenID, l.cfg.TokenStreams)
 }
 
-func (l *Limiter) releaseStream(tokenID string) {
+// AcquireRequest takes one of the token's in-flight slots (TokenInflight), for any request; as AcquireStream.
+func (l *Limiter) AcquireRequest(tokenID string) (release func(), ok bool) {
+	return l.acquire(l.inflight, tokenID, l.cfg.TokenInflight)
+}
+
+// AcquireTunnel takes one of the token's streams on a tunnel of tunnelStreams streams (its MaxStreams): at most
+// TokenTunnelShare of them, and at least one. tunnelID names the tunnel (unique among live tunnels); as
+// AcquireStream otherwise.
+func (l *Limiter) AcquireTunnel(tunnelID, tokenID string, tunnelStreams int) (release func(), ok bool) {
+	return l.acquire(l.tunnels, tunnelID+"\x00"+tokenID, l.TunnelShare(tunnelStreams))
+}
+
+// TunnelShare is how many of a tunnel's tunnelStreams streams one token may hold.
+func (l *Limiter) TunnelShare(tunnelStreams int) int {
+	return max(1, int(float64(tunnelStreams)*l.cfg.TokenTunnelShare))
+}
+
+// Config returns the configuration in force, defaults applied.
+func (l *Limiter) Config() Config { return l.cfg }
+
+func (l *Limiter) acquire(c counter, key string, limit int) (func(), bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if n := l.streams[tokenID] - 1; n > 0 {
-		l.streams[tokenID] = n
+	if c[key] >= limit {
+		return func() {}, false
+	}
+	c[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			c.release(key)
+		})
+	}, true
+}
+
+// counter counts what each key holds; a key is present only while it holds something, so its size is bounded by
+// what is in flight.
+type counter map[string]int
+
+func (c counter) release(key string) {
+	if n := c[key] - 1; n > 0 {
+		c[key] = n
 	} else {
-		delete(l.streams, tokenID)
+		delete(c, key)
 	}
 }
 

@@ -38,21 +38,105 @@ func TestDefaults(t *testing.T) {
 	got := New(Config{TokenRate: -1, ClusterBurst: -5}).cfg
 	want := DefaultConfig()
 	if got.TokenRate != want.TokenRate || got.TokenBurst != want.TokenBurst || got.ClusterRate != want.ClusterRate ||
-		got.ClusterBurst != want.ClusterBurst || got.TokenStreams != want.TokenStreams || got.MaxKeys != want.MaxKeys || got.Now == nil {
+		got.ClusterBurst != want.ClusterBurst || got.TokenStreams != want.TokenStreams || got.MaxKeys != want.MaxKeys ||
+		got.TokenInflight != want.TokenInflight || got.TokenTunnelShare != want.TokenTunnelShare || got.Now == nil {
 		t.Errorf("defaults: got %+v, want %+v", got, want)
 	}
-	if want.TokenRate != 20 || want.TokenBurst != 40 || want.ClusterRate != 200 || want.ClusterBurst != 400 || want.TokenStreams != 32 || want.MaxKeys != 10000 {
+	if want.TokenRate != 50 || want.TokenBurst != 250 || want.ClusterRate != 200 || want.ClusterBurst != 500 ||
+		want.TokenStreams != 64 || want.TokenInflight != 128 || want.TokenTunnelShare != 0.25 || want.MaxKeys != 10000 {
 		t.Errorf("DefaultConfig = %+v, not the documented defaults", want)
+	}
+	if got := New(Config{TokenTunnelShare: 2}).cfg.TokenTunnelShare; got != want.TokenTunnelShare {
+		t.Errorf("a share above 1 is not a share: got %v, want the default", got)
 	}
 	// The default token burst is available at once, the next request is refused.
 	l := New(Config{})
-	for i := range 40 {
+	for i := range 250 {
 		if ok, _, _ := l.Allow("jti", "c"); !ok {
 			t.Fatalf("request %d refused within the default burst", i+1)
 		}
 	}
 	if ok, retry, which := l.Allow("jti", "c"); ok || which != LimitToken || retry != time.Second {
-		t.Errorf("41st request: %v %v %q; want refused by token, retry 1s", ok, retry, which)
+		t.Errorf("251st request: %v %v %q; want refused by token, retry 1s", ok, retry, which)
+	}
+}
+
+// TestDefaultsFitAnAcquisitionAndNoStarvation: under the defaults, one token runs 50 exec sessions at once, each after
+// four GETs, all at the same instant, while a second token's requests on the same cluster still pass; and the first
+// token, however hard it tries, can take neither the cluster's whole rate nor a whole tunnel.
+func TestDefaultsFitAnAcquisitionAndNoStarvation(t *testing.T) {
+	clk := newClock()
+	l := New(Config{Now: clk.Now})
+	const tunnelStreams = 1024 // tunnel.Config's default MaxStreams
+	var held []func()
+	defer func() {
+		for _, r := range held {
+			r()
+		}
+	}()
+	take := func(r func(), ok bool) bool {
+		held = append(held, r)
+		return ok
+	}
+	for i := range 50 {
+		for range 4 { // the GETs before the exec: in flight together with the other targets' sessions
+			if ok, _, which := l.Allow("acquire", "prod"); !ok {
+				t.Fatalf("target %d: GET refused by the %s limit", i, which)
+			}
+		}
+		if ok, _, which := l.Allow("acquire", "prod"); !ok {
+			t.Fatalf("target %d: exec refused by the %s limit", i, which)
+		}
+		if !take(l.AcquireRequest("acquire")) || !take(l.AcquireStream("acquire")) || !take(l.AcquireTunnel("t1", "acquire", tunnelStreams)) {
+			t.Fatalf("target %d: exec session refused (in flight, streams or tunnel share)", i)
+		}
+	}
+	// 50 more short requests in flight at once (the next targets' GETs) still fit.
+	for i := range 50 {
+		if !take(l.AcquireRequest("acquire")) || !take(l.AcquireTunnel("t1", "acquire", tunnelStreams)) {
+			t.Fatalf("GET %d in flight beside the 50 sessions refused", i)
+		}
+	}
+	// Another caller of the cluster is served meanwhile.
+	for i := range 20 {
+		if ok, _, which := l.Allow("other", "prod"); !ok {
+			t.Fatalf("other token's request %d refused by the %s limit", i, which)
+		}
+	}
+	// The first token cannot take the cluster: its sustained rate is a quarter of the cluster's.
+	clk.Advance(time.Minute)
+	passed := 0
+	for range 60 * 10 { // ten seconds at 60 attempts a second... of the hungry token
+		clk.Advance(time.Second / 60)
+		if ok, _, _ := l.Allow("acquire", "prod"); ok {
+			passed++
+		}
+	}
+	if rate := float64(passed-250) / 10; rate > 51 {
+		t.Fatalf("the token sustained %.1f requests/s, want at most its 50", rate)
+	}
+	if ok, _, which := l.Allow("other", "prod"); !ok {
+		t.Fatalf("another token starved by the %s limit while one token pushed", which)
+	}
+	// Nor a tunnel: a quarter of its streams at most, whatever its in-flight cap allows.
+	big := New(Config{TokenInflight: 5000, TokenStreams: 5000})
+	n := 0
+	for {
+		r, ok := big.AcquireTunnel("t1", "hog", tunnelStreams)
+		if !ok {
+			break
+		}
+		held = append(held, r)
+		n++
+	}
+	if n != tunnelStreams/4 {
+		t.Fatalf("one token held %d of a tunnel's %d streams, want %d", n, tunnelStreams, tunnelStreams/4)
+	}
+	if !take(big.AcquireTunnel("t1", "other", tunnelStreams)) {
+		t.Fatal("another token refused on a tunnel one token has filled its share of")
+	}
+	if !take(big.AcquireTunnel("t2", "hog", tunnelStreams)) {
+		t.Fatal("the share is per tunnel: another tunnel refused the token")
 	}
 }
 
@@ -245,18 +329,60 @@ func TestStreamCountsAreForgotten(t *testing.T) {
 	l := New(Config{})
 	var releases []func()
 	for i := range 1000 {
-		r, ok := l.AcquireStream(fmt.Sprint("tok-", i))
-		if !ok {
-			t.Fatal("refused")
+		for _, acquire := range []func() (func(), bool){
+			func() (func(), bool) { return l.AcquireStream(fmt.Sprint("tok-", i)) },
+			func() (func(), bool) { return l.AcquireRequest(fmt.Sprint("tok-", i)) },
+			func() (func(), bool) { return l.AcquireTunnel(fmt.Sprint("tunnel-", i%7), fmt.Sprint("tok-", i), 16) },
+		} {
+			r, ok := acquire()
+			if !ok {
+				t.Fatal("refused")
+			}
+			releases = append(releases, r)
 		}
-		releases = append(releases, r)
 	}
 	for _, r := range releases {
 		r()
 	}
-	if n := len(l.streams); n != 0 {
-		t.Errorf("%d tokens still tracked after every stream was released", n)
+	if n := len(l.streams) + len(l.inflight) + len(l.tunnels); n != 0 {
+		t.Errorf("%d counts still tracked after everything was released", n)
 	}
+}
+
+// TestInflightAndTunnelShare: the in-flight cap counts every request of a token; the tunnel share is a fraction
+// of the tunnel's streams, at least one, per tunnel and per token.
+func TestInflightAndTunnelShare(t *testing.T) {
+	l := New(Config{TokenInflight: 3, TokenTunnelShare: 0.5})
+	var rs []func()
+	for i := range 3 {
+		r, ok := l.AcquireRequest("a")
+		if !ok {
+			t.Fatalf("request %d of 3 refused", i+1)
+		}
+		rs = append(rs, r)
+	}
+	if _, ok := l.AcquireRequest("a"); ok {
+		t.Fatal("4th request in flight allowed, cap 3")
+	}
+	rs[0]()
+	if r, ok := l.AcquireRequest("a"); !ok {
+		t.Fatal("released slot not reusable")
+	} else {
+		r()
+	}
+	for _, c := range []struct{ streams, share int }{{10, 5}, {3, 1}, {1, 1}, {0, 1}, {1024, 512}} {
+		if got := l.TunnelShare(c.streams); got != c.share {
+			t.Errorf("TunnelShare(%d) = %d, want %d", c.streams, got, c.share)
+		}
+	}
+	r1, ok1 := l.AcquireTunnel("t", "a", 4)
+	r2, ok2 := l.AcquireTunnel("t", "a", 4)
+	_, ok3 := l.AcquireTunnel("t", "a", 4)
+	if !ok1 || !ok2 || ok3 {
+		t.Fatalf("share of 4 streams at 0.5: %v %v %v, want two", ok1, ok2, ok3)
+	}
+	r1()
+	r2()
 }
 
 func TestEviction(t *testing.T) {

@@ -176,7 +176,7 @@ func TestLimits(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	if got := send(t, c, gs, "GET", "/clusters/prod/api/v1/namespaces/default/pods?watch=true", token, nil); got.code != 429 ||
-		got.message != "too many concurrent streams (watch, exec, attach, port-forward, logs -f) for this token" {
+		got.message != "too many concurrent streams (watch, exec, attach, port-forward, logs, proxy) for this token (at most 1 at once)" {
 		t.Fatalf("second watch: %d %q", got.code, got.message)
 	}
 	// The burst of 3 was spent by the two watches and one more request; the next is refused with Retry-After.

@@ -162,6 +162,13 @@ type gatewayOpts struct {
 	maxStreamDuration time.Duration    // gateway.Config.MaxStreamDuration (stream_limits_test.go); 0: the default
 	signingKey        *auth.SigningKey // signs the assertions; default gatewayKey
 	allowMultiCluster bool             // accept caller tokens for several clusters
+	// The token re-checks of open streams (stream_revoke_test.go): a revocation list file (also the connector's,
+	// with connectorOpts.revoked), expiry ending streams, the re-check interval (0: the default, 5 s), and the
+	// verifier's clock leeway (0: the default 30 s; negative: none).
+	revoked           string
+	disconnectExpired bool
+	streamCheck       time.Duration
+	leeway            time.Duration
 }
 
 // startGatewayWith starts a gateway with options.
@@ -189,11 +196,7 @@ func (gs *gatewayServer) start(addr string) {
 	if gs.opts.extraCallerKeys != nil {
 		callerKeys = append(callerKeys, gs.opts.extraCallerKeys)
 	}
-	callers, err := auth.NewVerifier(auth.VerifierConfig{Keys: callerKeys, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour,
-		AllowMultiCluster: gs.opts.allowMultiCluster})
-	if err != nil {
-		t.Fatal(err)
-	}
+	callers := callerVerifier(t, callerKeys, gs.opts.revoked, gs.opts.leeway, gs.opts.allowMultiCluster)
 	connectors, err := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceConnector})
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +209,8 @@ func (gs *gatewayServer) start(addr string) {
 	}
 	gs.g, err = gateway.New(gateway.Config{CallerVerifier: callers, ConnectorVerifier: connectors, SigningKey: signing, Logger: log,
 		Audit: gs.opts.audit, Limits: gs.opts.limits, MaxHeaderBytes: gs.opts.maxHeaderBytes,
-		Downloads: gs.opts.downloads, MaxStreamDuration: gs.opts.maxStreamDuration})
+		Downloads: gs.opts.downloads, MaxStreamDuration: gs.opts.maxStreamDuration,
+		DisconnectExpiredTokens: gs.opts.disconnectExpired, StreamCheckInterval: gs.opts.streamCheck})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,6 +297,12 @@ type connectorOpts struct {
 	impersonate bool
 	audit       auditrec.Sink
 	kube        *rest.Config // default: kube.RestConfig(kubetest.UserConnector)
+	// The connector's own re-checks of open streams, as gatewayOpts' (stream_revoke_test.go): its revocation list
+	// file, expiry ending streams, the re-check interval, and its leeway on assertions' times.
+	revoked           string
+	disconnectExpired bool
+	streamCheck       time.Duration
+	leeway            time.Duration
 }
 
 func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
@@ -321,26 +331,40 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 		}
 		pinned = ks
 	}
+	var revoked func(string) bool
+	var refreshRevoked func() error
+	if o.revoked != "" {
+		rl, err := auth.NewRevocationList(o.revoked, auth.DefaultCheckInterval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revoked, refreshRevoked = rl.Revoked, rl.Refresh
+	}
 	log, lb := newLogger(t, "connector "+o.name)
 	if o.kube == nil {
 		o.kube = kube.RestConfig(kubetest.UserConnector)
 	}
 	c, err := connector.New(connector.Config{
-		GatewayURL:  gs.url(),
-		Token:       func() (string, error) { return o.token, nil },
-		TLSConfig:   tlsCfg,
-		Proxy:       o.proxy,
-		Kube:        o.kube,
-		Cluster:     cluster, // so that bad tokens reach the gateway, which is what the tests check
-		GatewayKeys: pinned,
-		Now:         o.now,
-		Ceiling:     o.ceiling,
-		Impersonate: o.impersonate,
-		Audit:       o.audit,
-		Name:        o.name,
-		Version:     "e2e",
-		Backoff:     connector.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},
-		Logger:      log,
+		GatewayURL:              gs.url(),
+		Token:                   func() (string, error) { return o.token, nil },
+		TLSConfig:               tlsCfg,
+		Proxy:                   o.proxy,
+		Kube:                    o.kube,
+		Cluster:                 cluster, // so that bad tokens reach the gateway, which is what the tests check
+		GatewayKeys:             pinned,
+		Now:                     o.now,
+		Ceiling:                 o.ceiling,
+		Impersonate:             o.impersonate,
+		Audit:                   o.audit,
+		Revoked:                 revoked,
+		RefreshRevoked:          refreshRevoked,
+		DisconnectExpiredTokens: o.disconnectExpired,
+		StreamCheckInterval:     o.streamCheck,
+		Leeway:                  o.leeway,
+		Name:                    o.name,
+		Version:                 "e2e",
+		Backoff:                 connector.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},
+		Logger:                  log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -355,6 +379,27 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 	return rc
 }
 
+// callerVerifier verifies caller tokens with keys, as both binaries do: a 24 h maximum lifetime, and, with revoked
+// set, that file as the revocation list (reloading, and looked at afresh by the re-checks of open streams).
+func callerVerifier(t *testing.T, keys auth.KeySet, revoked string, leeway time.Duration, allowMultiCluster bool) *auth.Verifier {
+	t.Helper()
+	cfg := auth.VerifierConfig{Keys: keys, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour, Leeway: leeway,
+		AllowMultiCluster: allowMultiCluster}
+	if revoked != "" {
+		rl, err := auth.NewRevocationList(revoked, auth.DefaultCheckInterval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Revoked = rl.Revoked
+		cfg.Sources = []auth.Refresher{rl}
+	}
+	v, err := auth.NewVerifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func connectorToken(t *testing.T, cluster string) string {
 	tok, err := keys.IssueConnector(cluster, time.Hour, time.Now())
 	if err != nil {
@@ -366,6 +411,12 @@ func connectorToken(t *testing.T, cluster string) string {
 // callerToken issues a caller token for the clusters with rules in the `warren token issue --rule` form.
 func callerToken(t *testing.T, clusters []string, rules ...string) string {
 	t.Helper()
+	return callerTokenFor(t, clusters, time.Hour, rules...)
+}
+
+// callerTokenFor is callerToken valid for ttl.
+func callerTokenFor(t *testing.T, clusters []string, ttl time.Duration, rules ...string) string {
+	t.Helper()
 	var parsed []auth.Rule
 	for _, r := range rules {
 		pr, err := auth.ParseRule(r)
@@ -374,7 +425,7 @@ func callerToken(t *testing.T, clusters []string, rules ...string) string {
 		}
 		parsed = append(parsed, pr)
 	}
-	tok, err := keys.IssueCaller(auth.IssueOptions{Subject: "e2e-caller", Clusters: clusters, Rules: parsed, TTL: time.Hour})
+	tok, err := keys.IssueCaller(auth.IssueOptions{Subject: "e2e-caller", Clusters: clusters, Rules: parsed, TTL: ttl})
 	if err != nil {
 		t.Fatal(err)
 	}
