@@ -141,6 +141,7 @@ func TestDeadPeerIsNoticedInTime(t *testing.T) {
 			bubble(t, func(t *testing.T) {
 				start := time.Now()
 				g, c, _, _, freeze := memPair(t, tc.cfg)
+				synctest.Wait() // the first keepalive, sent at once for its round trip, is answered
 				freeze()
 				endsAt(t, start, tc.at, map[string]*Session{"gateway": g, "connector": c})
 			})
@@ -155,6 +156,7 @@ func TestPeerThatStopsReadingIsDropped(t *testing.T) {
 	bubble(t, func(t *testing.T) {
 		start := time.Now()
 		g, c, _, conn, _ := memPair(t, Config{})
+		synctest.Wait() // the first keepalive, sent at once for its round trip, is answered
 		conn.stall()
 		endsAt(t, start, 20*time.Second, map[string]*Session{"gateway": g, "connector": c})
 	})
