@@ -25,8 +25,10 @@ import (
 
 	"go.uber.org/goleak"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/client"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/internal/auditrec"
@@ -384,38 +386,27 @@ func callerToken(t *testing.T, clusters []string, rules ...string) string {
 // allRules grants everything: in the spine's tests warren's scope checks are not the subject.
 var allRules = []string{"*:*:*"}
 
-// callerConfig is a client-go config for a cluster through the gateway.
+// callerConfig is a client-go config for a cluster through the gateway, built as warren's own clients build it.
 func callerConfig(gs *gatewayServer, cluster, token string) *rest.Config {
-	return &rest.Config{
-		Host:            gs.url() + "/clusters/" + cluster,
-		BearerToken:     token,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: gs.caFile},
-		Timeout:         30 * time.Second,
-		QPS:             -1, // no client-side throttling: the tests measure warren, not client-go's limiter
+	cfg, err := client.Config{Gateway: gs.url(), Cluster: cluster, Token: token, CAFile: gs.caFile}.RESTConfig(context.Background())
+	if err != nil {
+		panic(fmt.Sprintf("callerConfig: %v", err)) // only a missing CA file of the test's own gateway
 	}
+	cfg.Timeout = 30 * time.Second
+	cfg.QPS = -1 // no client-side throttling: the tests measure warren, not client-go's limiter
+	return cfg
 }
 
-// writeKubeconfig writes a kubeconfig for kubectl pointing at a cluster through the gateway.
+// writeKubeconfig writes a kubeconfig for kubectl pointing at a cluster through the gateway, as `warren kubeconfig`
+// writes it.
 func writeKubeconfig(t *testing.T, gs *gatewayServer, cluster, token string) string {
 	t.Helper()
+	cfg, err := client.Config{Gateway: gs.url(), Cluster: cluster, Token: token, CAFile: gs.caFile}.KubeconfigFor("")
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: %[1]s
-  cluster:
-    server: %[2]s/clusters/%[1]s
-    certificate-authority: %[3]s
-users:
-- name: caller
-  user:
-    token: %[4]s
-contexts:
-- name: %[1]s
-  context: {cluster: %[1]s, user: caller}
-current-context: %[1]s
-`, cluster, gs.url(), gs.caFile, token)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
 	}
 	return path
