@@ -119,6 +119,13 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 			refuse(http.StatusUnauthorized, "the caller's token expired at "+claims.ExpiresAt.UTC().Format(time.RFC3339), 0)
 			return
 		}
+		// The gateway checks the Audit-ID too; the connector does not rely on it before the API server adopts it.
+		auditID, err := wire.CheckAuditID(r.Header)
+		if err != nil {
+			refuse(http.StatusBadRequest, err.Error(), 0)
+			return
+		}
+		entry.AuditID(auditID)
 		d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling)
 		entry.Attributes(d.Attributes)
 		if !d.Allowed {

@@ -185,7 +185,9 @@ func New(cfg Config) (*Gateway, error) {
 		FlushInterval: -1, // watches and logs -f flow as they come
 		BufferPool:    newCopyBuffers(),
 		ErrorHandler:  g.proxyError,
-		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		// Warren-* response headers are the gateway's to set (the request id): none may come from the cluster's side.
+		ModifyResponse: func(res *http.Response) error { wire.StripWarrenHeaders(res.Header); return nil },
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	g.mux = http.NewServeMux()
 	g.mux.HandleFunc("GET "+wire.PathConnect, g.serveConnect)

@@ -58,6 +58,8 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		closeAfterRefusal(w, g.door.cfg.RefusalTimeout)
 		wire.WriteStatus(w, code, message, retryAfter)
 	}
+	// Every answer names the request, so that a caller can find it in the gateway's and the connector's audit logs.
+	w.Header().Set(wire.HeaderRequestID, requestID)
 	if err := auditrec.Err(g.audit); err != nil {
 		if !g.cfg.ServeWithoutAudit {
 			// Fail closed: what the gateway cannot audit, it does not serve.
@@ -70,6 +72,17 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("request headers are %d bytes, more than the %d allowed", size, g.cfg.MaxHeaderBytes), 0)
 		return
 	}
+	auditID, err := wire.CheckAuditID(r.Header)
+	if err != nil {
+		refuse(http.StatusBadRequest, err.Error()+" (it goes on to the cluster's audit log)", 0)
+		return
+	}
+	if auditID == "" {
+		// The API server's audit event then carries the gateway's request id: one id across the three logs.
+		auditID = requestID
+		r.Header.Set(wire.HeaderAuditID, auditID)
+	}
+	entry.AuditID(auditID)
 	if !ok {
 		refuse(http.StatusNotFound, "no cluster in the path: the Kubernetes API of cluster C is at /clusters/C/", 0)
 		return

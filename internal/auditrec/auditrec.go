@@ -90,6 +90,14 @@ func (e *Entry) Assertion(id string) {
 	e.rec.AssertionID = id
 }
 
+// AuditID records the Audit-ID the request goes on with.
+func (e *Entry) AuditID(id string) {
+	if e == nil {
+		return
+	}
+	e.rec.AuditID = id
+}
+
 // Attributes records what the request is, in Kubernetes' terms; for exec and attach also the command and container.
 func (e *Entry) Attributes(a auth.Attributes) {
 	if e == nil {
