@@ -13,6 +13,7 @@ import (
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
+	"github.com/warren-dev/warren/internal/review"
 	"github.com/warren-dev/warren/internal/wire"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -112,7 +113,14 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, cluster), 0)
 		return
 	}
-	d := auth.Check(r, rest, claims, nil)
+	isReview := review.Is(r, rest)
+	var d auth.Decision
+	if isReview {
+		// A question about the token itself: any token may ask it; answerReview below decides what to answer.
+		d = auth.Decision{Attributes: review.RequestAttributes, Allowed: true, Status: http.StatusOK}
+	} else {
+		d = auth.Check(r, rest, claims, nil)
+	}
 	entry.Attributes(d.Attributes)
 	if !d.Allowed {
 		refuse(d.Status, d.Reason, 0)
@@ -132,6 +140,9 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+	if isReview && g.answerReview(w, r, claims, entry) {
+		return
 	}
 	b, err := g.reg.backends(cluster)
 	if err != nil {
