@@ -140,6 +140,12 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 		if isReview && c.answerReview(w, r, claims, entry) {
 			return
 		}
+		if wire.Upgrade(r.Header) != "" {
+			// The customer's witness of what left the cluster: the stdout of each exec and attach session.
+			if a, err := auth.Classify(r, r.URL.Path); err == nil && a.Resource == "pods" && (a.Subresource == "exec" || a.Subresource == "attach") {
+				entry.WitnessStdout(wire.IsSPDY(r.Header))
+			}
+		}
 		if c.cfg.Impersonate {
 			for k := range r.Header {
 				if strings.HasPrefix(http.CanonicalHeaderKey(k), "Impersonate-") {

@@ -188,7 +188,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 func upgradeFraming(r *http.Request, subresource string) func(http.ResponseWriter) framing {
 	switch {
 	case wire.IsWebSocket(r.Header):
-		return func(http.ResponseWriter) framing { return &wsFraming{} }
+		return func(http.ResponseWriter) framing { return newWSFraming() }
 	case wire.IsSPDY(r.Header):
 		return func(w http.ResponseWriter) framing {
 			return newSPDYFraming(subresource == "portforward", func() string { return w.Header().Get("X-Stream-Protocol-Version") })
