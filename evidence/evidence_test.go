@@ -107,7 +107,7 @@ func writeTarget(t *testing.T, store Store, signer *Signer, dir string, files ma
 	ns, pod, c := parts[0], parts[1], parts[2]
 	st, err := tw.Finish(ctx, signer, Predicate{Case: "ir-42", Examiner: "alice", AcquisitionID: "abc",
 		Target:  Target{Cluster: "prod", Namespace: ns, Pod: pod, Container: c, PodUID: "uid-1", Image: "busybox"},
-		Profile: "triage", Mode: "collector", StartedOn: time.Now(), FinishedOn: time.Now()})
+		Profile: "triage", Mode: "exec", Method: "collector", StartedOn: time.Now(), FinishedOn: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ const (
 	ResultAcquired = "acquired" // acquired by this run; its statement verifies
 	ResultKept     = "kept"     // acquired by an earlier run into the same place; its statement verified, kept as is
 	ResultFailed   = "failed"   // not acquired (Reason says why); a partial archive may be left
+	ResultPending  = "pending"  // not finished: the run was stopped before (or while) acquiring it
 )
 
 // Index is DIR/acquisition.json: every target of a run and its outcome. It is not signed; each target's statement
@@ -42,7 +43,8 @@ type IndexTarget struct {
 	Dir        string    `json:"dir"`
 	Result     string    `json:"result"` // ResultAcquired, ResultKept or ResultFailed
 	Reason     string    `json:"reason,omitempty"`
-	Mode       string    `json:"mode,omitempty"`
+	Mode       string    `json:"mode,omitempty"`   // exec
+	Method     string    `json:"method,omitempty"` // collector or shell
 	Files      int       `json:"files,omitempty"`
 	Bytes      int64     `json:"bytes,omitempty"` // of evidence.tar
 	SHA256     string    `json:"sha256,omitempty"`

@@ -27,14 +27,16 @@ type Predicate struct {
 	Caller        Caller    `json:"caller"`
 	Collector     Collector `json:"collector"`
 	Profile       string    `json:"profile"`
-	// Mode is how the container's side was collected: "collector" (the static collector ran in the container) or
-	// "shell" (only the shell and the receiver's hashing, ModeReason says why).
-	Mode       string      `json:"mode"`
-	ModeReason string      `json:"modeReason,omitempty"`
-	StartedOn  time.Time   `json:"startedOn"`
-	FinishedOn time.Time   `json:"finishedOn"`
-	Limits     Limits      `json:"limits"`
-	Archive    ArchiveInfo `json:"archive"`
+	// Mode is how warren reached the container: "exec" (pods/exec through the gateway).
+	Mode string `json:"mode"`
+	// Method is how the container's side was collected: "collector" (the static collector ran in the container)
+	// or "shell" (only the shell and the receiver's hashing; MethodReason says why).
+	Method       string      `json:"method"`
+	MethodReason string      `json:"methodReason,omitempty"`
+	StartedOn    time.Time   `json:"startedOn"`
+	FinishedOn   time.Time   `json:"finishedOn"`
+	Limits       Limits      `json:"limits"`
+	Archive      ArchiveInfo `json:"archive"`
 	// Files holds what the subjects cannot say: for a redacted or capped file, the original's size and, when it was
 	// read whole, its sha256. Files stored as read are not listed here.
 	Files   []FileNote `json:"files,omitempty"`
@@ -43,8 +45,13 @@ type Predicate struct {
 	Requests []Request `json:"requests"`
 	// Witness is the exec stdout that carried the collection; the connector's audit record of that request holds
 	// the same byte count and sha256.
-	Witness  Witness  `json:"witness"`
-	Acquirer Acquirer `json:"acquirer"`
+	Witness Witness `json:"witness"`
+	// Execs are every exec of the collection, in order, each with the digests of its stdin and stdout as the
+	// acquirer sent and received them (the connector's audit record of the exec has the same stdout digest).
+	Execs []Exec `json:"execs,omitempty"`
+	// Footprint is what the collection left or changed in the container (an uploaded collector, its removal).
+	Footprint []string `json:"footprint,omitempty"`
+	Acquirer  Acquirer `json:"acquirer"`
 }
 
 // Target identifies the container acquired.
@@ -122,6 +129,20 @@ type Witness struct {
 	AuditID      string `json:"auditID,omitempty"`
 	StdoutBytes  int64  `json:"stdoutBytes"`
 	StdoutSHA256 string `json:"stdoutSha256"`
+}
+
+// Exec is one exec of a collection.
+type Exec struct {
+	AuditID          string    `json:"auditID"`
+	GatewayRequestID string    `json:"gatewayRequestID,omitempty"`
+	Argv             []string  `json:"argv"` // as sent, a constant script named by its name ("script:probe")
+	StdinBytes       int64     `json:"stdinBytes,omitempty"`
+	StdinSHA256      string    `json:"stdinSha256,omitempty"`
+	StdoutBytes      int64     `json:"stdoutBytes"`
+	StdoutSHA256     string    `json:"stdoutSha256"`
+	Started          time.Time `json:"started"`
+	Ended            time.Time `json:"ended"`
+	Error            string    `json:"error,omitempty"`
 }
 
 // Acquirer is the software that wrote the statement.
