@@ -20,6 +20,7 @@ func TestWriteStatusRetryAfter(t *testing.T) {
 	}
 	rec = httptest.NewRecorder()
 	WriteStatus(rec, 403, "no", 0)
+	st = metav1.Status{}
 	json.Unmarshal(rec.Body.Bytes(), &st)
 	if rec.Header().Get("Retry-After") != "" || st.Details != nil {
 		t.Fatalf("no retry: %v %+v", rec.Header(), st)
