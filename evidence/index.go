@@ -93,6 +93,9 @@ func ReadIndex(ctx context.Context, store Store) (*Index, error) {
 		return nil, fmt.Errorf("not an acquisition index: %v", err)
 	}
 	for _, t := range idx.Targets {
+		if t.Dir == "" && t.Result == ResultFailed {
+			continue // a target that was never more than a name (a pod not found)
+		}
 		if want, err := TargetDir(t.Namespace, t.Pod, t.Container); err != nil || want != t.Dir {
 			return nil, fmt.Errorf("target %q does not name its namespace/pod/container", clip(t.Dir))
 		}
