@@ -92,6 +92,7 @@ func runMain(m *testing.M) int {
 	baseline := goleak.IgnoreCurrent()
 	code := m.Run()
 	code = stopFakeKubelet(code) // stream_env_test.go: the kubelet stand-in, if a test started it
+	cleanupAcquire()             // acquire_env_test.go: the collector binaries and the examiner's key
 	if err := kube.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: kube-apiserver:", err)
 		code = 1
