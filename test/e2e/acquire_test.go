@@ -3,11 +3,13 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/audit"
@@ -109,4 +111,137 @@ func TestAcquirePlantedEvidence(t *testing.T) {
 	}
 }
 
-var _ = context.Background
+// TestAcquireRefusedBeforeAnythingMoves: a token that may read pods but not exec into them is told, before any
+// exec, the exact --rule it lacks; no exec request reaches the gateway and nothing is written but the refusal.
+func TestAcquireRefusedBeforeAnythingMoves(t *testing.T) {
+	e := newStreamEnv(t)
+	pod := imagePod(t, "acq-noexec", "busybox", "exec sleep 3600", nil)
+	a := e.newAcquisition(t, pod.Name)
+	a.cfg.REST = callerConfig(e.gs, streamCluster, callerToken(t, []string{streamCluster}, "get,list:pods:"+streamNS))
+	_, err := acquire.Run(context.Background(), a.cfg)
+	want := `not allowed: nothing was collected: token of "e2e-caller" cannot create resource "pods/exec" in API group "" in the namespace "default" (it needs --rule create:pods/exec:default:` + pod.Name + `)`
+	if err == nil || !errors.Is(err, acquire.ErrNotAllowed) || err.Error() != want {
+		t.Fatalf("acquire: %v\nwant:       %s", err, want)
+	}
+	for _, r := range e.gwAudit.records() {
+		if r.Subresource == "exec" {
+			t.Fatalf("an exec reached the gateway: %+v", r)
+		}
+	}
+	if names, _ := a.store.List(context.Background(), evidence.ArchiveName+evidence.PartialSuffix); len(names) != 0 {
+		t.Fatalf("archives were started: %v", names)
+	}
+	// The same question, asked with kubectl: the gateway answers for the token, not the connector.
+	out, _, _ := kubectlResult(writeKubeconfig(t, e.gs, streamCluster, callerToken(t, []string{streamCluster}, "get,list:pods:"+streamNS)),
+		"auth", "can-i", "create", "pods", "--subresource=exec", "-n", streamNS)
+	if want := `no - warren gateway: token of "e2e-caller" cannot create resource "pods/exec" in API group "" in the namespace "default" (it needs --rule create:pods/exec:default)`; strings.TrimSpace(out) != want {
+		t.Fatalf("kubectl auth can-i through warren: %q\nwant %q", out, want)
+	}
+	out, _, _ = kubectlResult(e.kc, "auth", "can-i", "create", "pods", "--subresource=exec", "-n", streamNS)
+	if strings.TrimSpace(out) != "yes" {
+		t.Fatalf("kubectl auth can-i with exec rights: %q", out)
+	}
+	out, _, _ = kubectlResult(e.kc, "auth", "can-i", "create", "pods", "--subresource=exec", "-n", "kube-system")
+	if want := `no - warren gateway: token of "e2e-caller" cannot create resource "pods/exec" in API group "" in the namespace "kube-system" (it needs --rule create:pods/exec:kube-system)`; strings.TrimSpace(out) != want {
+		t.Fatalf("kubectl auth can-i elsewhere: %q", out)
+	}
+}
+
+// TestAcquireRefusalsAreRecordedSkips: a token with only the streaming rules (no events, service accounts, RBAC
+// objects or nodes) still acquires the container; each Kubernetes-side refusal is a "forbidden" skip naming what
+// is missing.
+func TestAcquireRefusalsAreRecordedSkips(t *testing.T) {
+	e := newStreamEnv(t)
+	pod := imagePod(t, "acq-skips", "busybox", "exec sleep 3600", nil)
+	a := e.newAcquisition(t, pod.Name) // e's token: get,list pods; exec, attach, port-forward; logs
+	sum := a.run(t)
+	if sum.Failed != 0 {
+		t.Fatalf("summary: %s", prettyJSON(sum.Index))
+	}
+	st := a.statement(t, streamNS+"/"+pod.Name+"/main")
+	forbidden := map[string]string{}
+	for _, s := range skipsOf(st, "forbidden") {
+		forbidden[s.Path] = s.Detail
+	}
+	for path, rule := range map[string]string{
+		"kubernetes/events.json":                           "--rule list:events:default",
+		"kubernetes/serviceaccount.json":                   "--rule get:serviceaccounts:default:default",
+		"kubernetes/node.json":                             "--rule get:nodes::" + fakeKubeletNode,
+		"kubernetes/rolebindings.json#roleBindings":        "--rule list:rolebindings.rbac.authorization.k8s.io:default",
+		"kubernetes/rolebindings.json#clusterRoleBindings": "--rule list:clusterrolebindings.rbac.authorization.k8s.io",
+	} {
+		if d, ok := forbidden[path]; !ok || !strings.Contains(d, rule) {
+			t.Errorf("%s: skip %q, want forbidden naming %s", path, d, rule)
+		}
+	}
+}
+
+// TestAcquireTargetsThatCannotBe: a pod that is not running, a container that is not there, a container without
+// sh: each fails with what to do, the others are acquired, and the run says so (Failed).
+func TestAcquireTargetsThatCannotBe(t *testing.T) {
+	e := newStreamEnv(t)
+	good := imagePod(t, "acq-good", "busybox", "exec sleep 3600", nil)
+	distroless := imagePod(t, "acq-distroless", "distroless", "", nil)
+	done := imagePod(t, "acq-done", "busybox", "exec sleep 3600", nil)
+	cs := adminClient(t)
+	if err := cs.CoreV1().Pods(streamNS).Delete(context.Background(), done.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.newAcquisition(t, good.Name, distroless.Name, good.Name+"/sidecar", "no-such-pod")
+	a.cfg.REST = e.presetConfig(t)
+	sum := a.run(t)
+	got := map[string]evidence.IndexTarget{}
+	for _, tg := range sum.Index.Targets {
+		got[tg.Pod+"/"+tg.Container] = tg
+	}
+	if sum.Failed != 3 || got[good.Name+"/main"].Result != evidence.ResultAcquired {
+		t.Fatalf("summary: %s", prettyJSON(sum.Index))
+	}
+	for key, want := range map[string]string{
+		distroless.Name + "/main": "container main has no /bin/sh (a distroless image?): exec mode cannot collect it; acquire its node's disk instead (warren acquire volume)",
+		good.Name + "/sidecar":    `pod default/` + good.Name + ` has no container "sidecar" (it has main)`,
+		"no-such-pod/":            "pod default/no-such-pod not found",
+	} {
+		if tg := got[key]; tg.Result != evidence.ResultFailed || tg.Reason != want {
+			t.Errorf("%s: %s %q\nwant: %q", key, tg.Result, tg.Reason, want)
+		}
+	}
+	// The index on disk says the same.
+	idx, err := evidence.ReadIndex(context.Background(), a.store)
+	if err != nil || len(idx.Targets) != 4 {
+		t.Fatalf("index: %v %+v", err, idx)
+	}
+}
+
+// TestAcquireShellFallbacks: images without tar or sha256sum are collected by the collector binary all the same; a
+// container where no place is both writable and executable is collected with the shell and cat alone, and the
+// statement says so and why.
+func TestAcquireShellFallbacks(t *testing.T) {
+	e := newStreamEnv(t)
+	notools := imagePod(t, "acq-notools", "busybox-notools", "echo evidence > /tmp/note; exec sleep 3600", nil)
+	locked := imagePod(t, "acq-locked", "busybox", "exec sleep 3600", func(p *corev1.Pod) {
+		ro := true
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{ReadOnlyRootFilesystem: &ro}
+		p.Annotations = map[string]string{annotationTmpfs: "/tmp:noexec /dev/shm:noexec /run:noexec"}
+	})
+	a := e.newAcquisition(t, notools.Name, locked.Name)
+	a.cfg.REST = e.presetConfig(t)
+	sum := a.run(t)
+	if sum.Failed != 0 {
+		t.Fatalf("summary: %s", prettyJSON(sum.Index))
+	}
+	st := a.statement(t, streamNS+"/"+notools.Name+"/main")
+	if st.Predicate.Method != "collector" {
+		t.Fatalf("busybox without tar: method %s (%s)", st.Predicate.Method, st.Predicate.MethodReason)
+	}
+	if d, ok := subjectOf(st, "container/fs/tmp/note"); !ok || d != sum256([]byte("evidence\n")) {
+		t.Fatalf("planted file: %q %v", d, ok)
+	}
+	st = a.statement(t, streamNS+"/"+locked.Name+"/main")
+	if st.Predicate.Method != "shell" || !strings.Contains(st.Predicate.MethodReason, "/tmp") {
+		t.Fatalf("locked container: method %s (%s)", st.Predicate.Method, st.Predicate.MethodReason)
+	}
+	if _, ok := subjectOf(st, "container/fs/etc/passwd"); !ok {
+		t.Fatalf("shell mode collected no /etc/passwd: %d subjects", len(st.Subject))
+	}
+}
