@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/transport"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/warren-dev/warren/collector"
 	"github.com/warren-dev/warren/evidence"
@@ -36,6 +37,8 @@ type run struct {
 	cs       kubernetes.Interface
 	dyn      dynamic.Interface
 	rec      *recording
+	limiter  flowcontrol.RateLimiter
+	shared   *shared
 	keys     *evidence.Keys
 	redactor *collector.Redactor
 
@@ -59,10 +62,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	var idBytes [6]byte
 	rand.Read(idBytes[:])
 	id := hex.EncodeToString(idBytes[:])
-	r := &run{cfg: cfg, log: cfg.Logger.With("acquisition", id), keys: keys, redactor: collector.NewRedactor(cfg.RedactEnv)}
+	r := &run{cfg: cfg, log: cfg.Logger.With("acquisition", id), keys: keys, redactor: collector.NewRedactor(cfg.RedactEnv), shared: &shared{}}
 	r.rec = &recording{ids: &auditIDs{prefix: AuditIDPrefix(id)}, run: &requestLog{}, now: cfg.Now}
 	r.rest = rest.CopyConfig(cfg.REST)
-	r.rest.QPS, r.rest.Burst = cfg.QPS, cfg.Burst
+	// One pace for every request of the run, plain ones and exec upgrades alike (client-go's executors do not
+	// consult the config's limiter): the gateway counts them all against the token.
+	r.limiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+	r.rest.RateLimiter = r.limiter
 	r.rest.Timeout = 0 // exec streams and logs are long; plain requests get RequestTimeout through their context
 	// Innermost: the recorder sees each request as it leaves, with its credentials.
 	r.rest.WrapTransport = transport.Wrappers(r.rec.wrap, cfg.REST.WrapTransport)
@@ -192,16 +198,14 @@ func (r *run) acquire(ctx context.Context, t *target) evidence.IndexTarget {
 		res.StartedOn, res.FinishedOn = p.StartedOn, p.FinishedOn
 		return res
 	}
-	info := TargetInfo{t.namespace, t.pod, t.container}
-	prog := &Progress{started: time.Now(), Budget: r.cfg.TimeBudget, MaxBytes: r.cfg.MaxBytes}
-	r.cfg.Observer.Started(info, prog)
-
 	log := &requestLog{}
 	ctx = withLog(ctx, log)
 	tw, err := evidence.BeginTarget(ctx, r.cfg.Store, t.dir)
 	if err != nil {
 		return fail("%v", err)
 	}
+	prog := &Progress{started: time.Now(), Budget: r.cfg.TimeBudget, MaxBytes: r.cfg.MaxBytes}
+	r.cfg.Observer.Started(TargetInfo{t.namespace, t.pod, t.container}, prog)
 	finished := false
 	defer func() {
 		if !finished {
@@ -209,7 +213,7 @@ func (r *run) acquire(ctx context.Context, t *target) evidence.IndexTarget {
 		}
 	}()
 	sink := &archiveSink{a: tw.Archive(), progress: prog}
-	kube := &kubeEvidence{cs: r.cs, dyn: r.dyn, redactor: r.redactor, maxLog: r.cfg.MaxLogBytes, timeout: r.cfg.RequestTimeout, now: r.cfg.Now}
+	kube := &kubeEvidence{cs: r.cs, dyn: r.dyn, redactor: r.redactor, maxLog: r.cfg.MaxLogBytes, timeout: r.cfg.RequestTimeout, now: r.cfg.Now, shared: r.shared}
 
 	node := kube.node(ctx, t.obj.Spec.NodeName)
 	arch := runtime.GOARCH
@@ -218,7 +222,7 @@ func (r *run) acquire(ctx context.Context, t *target) evidence.IndexTarget {
 	} else if a := t.obj.Spec.NodeSelector["kubernetes.io/arch"]; a != "" {
 		arch = a
 	}
-	ex := &execer{rest: r.rest, cs: r.cs, namespace: t.namespace, pod: t.pod, container: t.container, protocol: r.cfg.ExecProtocol,
+	ex := &execer{rest: r.rest, cs: r.cs, limiter: r.limiter, namespace: t.namespace, pod: t.pod, container: t.container, protocol: r.cfg.ExecProtocol,
 		retryFor: r.cfg.RetryFor, log: log, now: r.cfg.Now}
 	opts := collector.Options{Profile: r.cfg.Profile, Method: r.cfg.Method, MaxBytes: r.cfg.MaxBytes, TimeBudget: r.cfg.TimeBudget,
 		RedactEnv: r.cfg.RedactEnv, CopySecrets: r.cfg.CopySecrets, Arch: arch, BinaryDir: r.cfg.CollectorDir,

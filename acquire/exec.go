@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/util/flowcontrol"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	"github.com/warren-dev/warren/collector"
@@ -31,6 +32,7 @@ import (
 type execer struct {
 	rest      *rest.Config
 	cs        kubernetes.Interface
+	limiter   flowcontrol.RateLimiter // shared by the run's requests
 	namespace string
 	pod       string
 	container string
@@ -47,11 +49,20 @@ type execer struct {
 func (e *execer) exec(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	rec := evidence.Exec{Argv: shortArgv(argv), Started: e.now().UTC()}
 	in := &digester{h: sha256.New()}
+	var inGate *gate
 	if stdin != nil {
-		stdin = io.TeeReader(stdin, in)
+		inGate = newGate(io.TeeReader(stdin, in), nil)
+		stdin = inGate
 	}
 	out := &digester{h: sha256.New()}
-	c, err := e.execRetrying(ctx, argv, stdin, io.MultiWriter(stdout, out), stderr)
+	outGate, errGate := newGate(nil, io.MultiWriter(stdout, out)), newGate(nil, stderr)
+	c, err := e.execRetrying(ctx, argv, stdin, outGate, errGate)
+	// Nothing touches the caller's streams once Exec has returned (see gate).
+	outGate.close()
+	errGate.close()
+	if inGate != nil {
+		inGate.close()
+	}
 	rec.AuditID, rec.GatewayRequestID = c.auditID, c.gatewayID
 	rec.Ended = e.now().UTC()
 	rec.StdoutBytes, rec.StdoutSHA256 = out.n, out.sum()
@@ -74,9 +85,12 @@ func (e *execer) execRetrying(ctx context.Context, argv []string, stdin io.Reade
 	deadline := time.Now().Add(e.retryFor)
 	backoff := time.Second
 	for {
+		if err := e.limiter.Wait(ctx); err != nil {
+			return call{}, err
+		}
 		var c call
 		err := e.execOnce(withCall(withLog(ctx, e.log), &c), argv, stdin, stdout, stderr)
-		wait, retry := retryAfter(err, backoff)
+		wait, retry := retryAfter(err, c, backoff)
 		if !retry || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
 			return c, err
 		}
@@ -120,27 +134,46 @@ func newExecutor(cfg *rest.Config, protocol string, u *url.URL) (remotecommand.E
 		return nil, err
 	}
 	return remotecommand.NewFallbackExecutor(ws, sp, func(err error) bool {
-		var se *apierrors.StatusError
-		return (streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)) && !errors.As(err, &se)
+		return (streamhttp.IsUpgradeFailure(err) || streamhttp.IsHTTPSProxyError(err)) && statusOf(err) == nil
 	})
 }
 
-// retryAfter says whether an exec error is a refused upgrade worth trying again, and after how long: the
-// Status's retryAfterSeconds (the gateway writes it with Retry-After), else backoff.
-func retryAfter(err error, backoff time.Duration) (time.Duration, bool) {
+// statusOf is the Kubernetes Status an exec error carries, if any. client-go's WebSocket executor wraps it in an
+// UpgradeFailureError, which does not unwrap; its SPDY executor keeps only the message (the recorder saw the status
+// and Retry-After of that one: see retryAfter).
+func statusOf(err error) *apierrors.StatusError {
+	var ufe *streamhttp.UpgradeFailureError
+	if errors.As(err, &ufe) {
+		err = ufe.Cause
+	}
 	var se *apierrors.StatusError
-	if err == nil || !errors.As(err, &se) {
+	if errors.As(err, &se) {
+		return se
+	}
+	return nil
+}
+
+// retryAfter says whether an exec was refused at its upgrade in a way worth trying again (429: a rate or stream
+// limit; 503: no connector right now), and after how long: the Status's retryAfterSeconds or the response's
+// Retry-After (the gateway writes both), else backoff.
+func retryAfter(err error, c call, backoff time.Duration) (time.Duration, bool) {
+	if err == nil {
 		return 0, false
 	}
-	switch se.ErrStatus.Code {
-	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
-	default:
+	code, wait := c.status, c.retryAfter
+	if se := statusOf(err); se != nil {
+		code = int(se.ErrStatus.Code)
+		if d := se.ErrStatus.Details; d != nil && d.RetryAfterSeconds > 0 {
+			wait = time.Duration(d.RetryAfterSeconds) * time.Second
+		}
+	}
+	if code != http.StatusTooManyRequests && code != http.StatusServiceUnavailable {
 		return 0, false
 	}
-	if d := se.ErrStatus.Details; d != nil && d.RetryAfterSeconds > 0 {
-		return time.Duration(d.RetryAfterSeconds) * time.Second, true
+	if wait <= 0 {
+		wait = backoff
 	}
-	return backoff, true
+	return wait, true
 }
 
 // records are the execs so far.
@@ -179,15 +212,14 @@ func (d *digester) sum() string { return hex.EncodeToString(d.h.Sum(nil)) }
 
 // describeExecError turns what a first exec failed with into what to do.
 func describeExecError(err error, t *target) string {
-	var se *apierrors.StatusError
 	switch {
 	case errors.Is(err, collector.ErrNoShell):
 		return fmt.Sprintf("container %s has no /bin/sh (a distroless image?): exec mode cannot collect it; "+
 			"acquire its node's disk instead (warren acquire volume)", t.container)
-	case errors.As(err, &se) && se.ErrStatus.Code == http.StatusForbidden:
-		return "exec refused: " + se.ErrStatus.Message
-	case errors.As(err, &se) && se.ErrStatus.Code == http.StatusTooManyRequests:
-		return "the gateway kept refusing the exec with 429 (" + se.ErrStatus.Message + "): lower --parallel, or ask the gateway's operator for higher --token-streams"
+	case statusOf(err) != nil && statusOf(err).ErrStatus.Code == http.StatusForbidden:
+		return "exec refused: " + statusOf(err).ErrStatus.Message
+	case strings.Contains(err.Error(), "too many"):
+		return err.Error() + ": the gateway kept refusing the exec with 429 for --retry-for; lower --parallel, or ask the gateway's operator for higher limits (--token-rate, --token-streams)"
 	case strings.Contains(err.Error(), "container not found") || strings.Contains(err.Error(), "is not running"):
 		return fmt.Sprintf("container %s is not running: %v", t.container, err)
 	}

@@ -42,6 +42,7 @@ type kubeEvidence struct {
 	maxLog   int64
 	timeout  time.Duration
 	now      func() time.Time
+	shared   *shared
 
 	// Filled as it goes.
 	skipped []evidence.Skip
@@ -83,14 +84,16 @@ func (k *kubeEvidence) node(ctx context.Context, name string) *corev1.Node {
 	if name == "" {
 		return nil
 	}
-	ctx, cancel := k.reqCtx(ctx)
-	defer cancel()
-	n, err := k.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	v, err := k.shared.get(ctx, "node/"+name, func(ctx context.Context) (any, error) {
+		ctx, cancel := k.reqCtx(ctx)
+		defer cancel()
+		return k.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	})
 	if err != nil {
 		k.skip(kubeDir+"node.json", err)
 		return nil
 	}
-	return n
+	return v.(*corev1.Node)
 }
 
 // collect writes the Kubernetes-side entries of a target: the pod as found, its owners, events, service account,
@@ -352,13 +355,15 @@ func (k *kubeEvidence) bindings(ctx context.Context, sink entrySink, pod *corev1
 		return false
 	}
 	roles, clusterRoles := map[string]bool{}, map[string]bool{}
-	rctx, cancel := k.reqCtx(ctx)
-	rbs, err := k.cs.RbacV1().RoleBindings(ns).List(rctx, metav1.ListOptions{})
-	cancel()
+	v, err := k.shared.get(ctx, "rolebindings/"+ns, func(ctx context.Context) (any, error) {
+		ctx, cancel := k.reqCtx(ctx)
+		defer cancel()
+		return k.cs.RbacV1().RoleBindings(ns).List(ctx, metav1.ListOptions{})
+	})
 	if err != nil {
 		k.skip(kubeDir+"rolebindings.json#roleBindings", err)
 	} else {
-		for _, b := range rbs.Items {
+		for _, b := range v.(*rbacv1.RoleBindingList).Items {
 			if binds(b.Subjects, ns) {
 				out.RoleBindings = append(out.RoleBindings, b)
 				if b.RoleRef.Kind == "ClusterRole" {
@@ -369,13 +374,15 @@ func (k *kubeEvidence) bindings(ctx context.Context, sink entrySink, pod *corev1
 			}
 		}
 	}
-	rctx, cancel = k.reqCtx(ctx)
-	crbs, err := k.cs.RbacV1().ClusterRoleBindings().List(rctx, metav1.ListOptions{})
-	cancel()
+	v, err = k.shared.get(ctx, "clusterrolebindings", func(ctx context.Context) (any, error) {
+		ctx, cancel := k.reqCtx(ctx)
+		defer cancel()
+		return k.cs.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
+	})
 	if err != nil {
 		k.skip(kubeDir+"rolebindings.json#clusterRoleBindings", err)
 	} else {
-		for _, b := range crbs.Items {
+		for _, b := range v.(*rbacv1.ClusterRoleBindingList).Items {
 			if binds(b.Subjects, "") {
 				out.ClusterRoleBindings = append(out.ClusterRoleBindings, b)
 				clusterRoles[b.RoleRef.Name] = true
@@ -383,24 +390,28 @@ func (k *kubeEvidence) bindings(ctx context.Context, sink entrySink, pod *corev1
 		}
 	}
 	for _, name := range sortedKeys(roles) {
-		rctx, cancel := k.reqCtx(ctx)
-		r, err := k.cs.RbacV1().Roles(ns).Get(rctx, name, metav1.GetOptions{})
-		cancel()
+		v, err := k.shared.get(ctx, "role/"+ns+"/"+name, func(ctx context.Context) (any, error) {
+			ctx, cancel := k.reqCtx(ctx)
+			defer cancel()
+			return k.cs.RbacV1().Roles(ns).Get(ctx, name, metav1.GetOptions{})
+		})
 		if err != nil {
 			k.skip(kubeDir+"rolebindings.json#roles/"+name, err)
 			continue
 		}
-		out.Roles = append(out.Roles, *r)
+		out.Roles = append(out.Roles, *v.(*rbacv1.Role))
 	}
 	for _, name := range sortedKeys(clusterRoles) {
-		rctx, cancel := k.reqCtx(ctx)
-		r, err := k.cs.RbacV1().ClusterRoles().Get(rctx, name, metav1.GetOptions{})
-		cancel()
+		v, err := k.shared.get(ctx, "clusterrole/"+name, func(ctx context.Context) (any, error) {
+			ctx, cancel := k.reqCtx(ctx)
+			defer cancel()
+			return k.cs.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{})
+		})
 		if err != nil {
 			k.skip(kubeDir+"rolebindings.json#clusterRoles/"+name, err)
 			continue
 		}
-		out.ClusterRoles = append(out.ClusterRoles, *r)
+		out.ClusterRoles = append(out.ClusterRoles, *v.(*rbacv1.ClusterRole))
 	}
 	return writeJSON(sink, kubeDir+"rolebindings.json", out, now)
 }

@@ -68,6 +68,7 @@ func (l *requestLog) list() []evidence.Request {
 type call struct {
 	auditID, gatewayID string
 	status             int
+	retryAfter         time.Duration // of a 429 or 503 answer
 }
 
 type logKey struct{}
@@ -106,6 +107,11 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	log.add(rec)
 	if c, ok := req.Context().Value(callKey{}).(*call); ok {
 		c.auditID, c.gatewayID, c.status = rec.AuditID, rec.GatewayRequestID, rec.Status
+		if resp != nil {
+			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+				c.retryAfter = time.Duration(s) * time.Second
+			}
+		}
 	}
 	return resp, err
 }

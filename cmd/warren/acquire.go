@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/klog/v2"
 
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/client"
@@ -90,6 +92,8 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// client-go reports, through klog, what an interrupted exec stream could not copy: expected, at debug level.
+	klog.SetSlogLogger(slog.New(debugHandler{log.Handler()}))
 	if *out == "" {
 		return usageErr("missing --out: the output directory, e.g. --out ./case-42")
 	}
@@ -240,6 +244,24 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 	return positional, nil
 }
+
+// debugHandler logs every record at debug level.
+type debugHandler struct{ slog.Handler }
+
+func (h debugHandler) Enabled(ctx context.Context, _ slog.Level) bool {
+	return h.Handler.Enabled(ctx, slog.LevelDebug)
+}
+
+func (h debugHandler) Handle(ctx context.Context, r slog.Record) error {
+	if !h.Enabled(ctx, r.Level) { // logr's error path does not ask
+		return nil
+	}
+	r.Level = slog.LevelDebug
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h debugHandler) WithAttrs(a []slog.Attr) slog.Handler { return debugHandler{h.Handler.WithAttrs(a)} }
+func (h debugHandler) WithGroup(n string) slog.Handler      { return debugHandler{h.Handler.WithGroup(n)} }
 
 // parseBytes reads a byte count: an integer, or a Kubernetes quantity (500Mi, 2Gi, 1G).
 func parseBytes(s string) (int64, error) {

@@ -169,8 +169,8 @@ func printSummary(w io.Writer, sum *acquire.Summary, store *evidence.LocalStore,
 			mode = t.Mode + "/" + t.Method
 		}
 		dur := "-"
-		if !t.StartedOn.IsZero() && !t.FinishedOn.IsZero() {
-			dur = t.FinishedOn.Sub(t.StartedOn).Round(100 * time.Millisecond).String()
+		if d := t.FinishedOn.Sub(t.StartedOn).Round(100 * time.Millisecond); !t.StartedOn.IsZero() && d > 0 {
+			dur = d.String()
 		}
 		result := t.Result
 		switch t.Result {

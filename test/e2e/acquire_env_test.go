@@ -6,14 +6,11 @@ package e2e
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -237,7 +234,3 @@ func prettyJSON(v any) string {
 	b, _ := json.MarshalIndent(v, "", "  ")
 	return string(b)
 }
-
-var _ = bytes.Contains
-var _ = fmt.Sprint
-var _ = slog.LevelInfo

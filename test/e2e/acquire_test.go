@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -244,4 +247,52 @@ func TestAcquireShellFallbacks(t *testing.T) {
 	if _, ok := subjectOf(st, "container/fs/etc/passwd"); !ok {
 		t.Fatalf("shell mode collected no /etc/passwd: %d subjects", len(st.Subject))
 	}
+}
+
+// TestAcquireCanceled: a run whose context ends mid-stream records the target as interrupted, leaves only its
+// partial archive, and still writes the index.
+func TestAcquireCanceled(t *testing.T) {
+	e := newStreamEnv(t)
+	pod := imagePod(t, "acq-cancel", "debian", "exec sleep 3600", nil)
+	a := e.newAcquisition(t, pod.Name)
+	a.cfg.REST, a.cfg.Profile = e.presetConfig(t), "full"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		sum *acquire.Summary
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sum, err := acquire.Run(ctx, a.cfg)
+		done <- result{sum, err}
+	}()
+	partial := filepath.Join(a.store.Root(), streamNS, pod.Name, "main", evidence.ArchiveName+evidence.PartialSuffix)
+	eventually(t, 2*time.Minute, "the archive streaming", func() bool {
+		fi, err := os.Stat(partial)
+		return err == nil && fi.Size() > 4<<20
+	})
+	cancel()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return within a minute of the cancel")
+	}
+	if r.err != nil || r.sum.Failed != 1 || !strings.HasPrefix(r.sum.Index.Targets[0].Reason, "interrupted (context canceled): the partial archive is ") {
+		t.Fatalf("Run: %v %s", r.err, prettyJSON(r.sum))
+	}
+	if _, err := os.Stat(filepath.Dir(partial) + "/" + evidence.ArchiveName); !os.IsNotExist(err) {
+		t.Fatalf("evidence.tar after a cancel: %v", err)
+	}
+	idx, err := evidence.ReadIndex(context.Background(), a.store)
+	if err != nil || idx.Targets[0].Result != evidence.ResultFailed {
+		t.Fatalf("index: %v %+v", err, idx)
+	}
+	// client-go's WebSocket executor returns at the cancel; its heartbeat ends at its next ping (5 s) on the
+	// closed connection.
+	eventually(t, 15*time.Second, "client-go's exec heartbeat to end", func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "remotecommand.(*heartbeat).start")
+	})
 }

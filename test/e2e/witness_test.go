@@ -13,7 +13,7 @@ import (
 // to the connector's record too.
 func TestExecStdoutWitness(t *testing.T) {
 	e := newStreamEnv(t)
-	pod := sleeper(t)
+	pod := imagePod(t, "witness", "busybox", "exec sleep 3600", nil)
 	for _, kind := range executorKinds[:2] {
 		t.Run(kind.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
