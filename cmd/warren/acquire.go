@@ -260,8 +260,10 @@ func (h debugHandler) Handle(ctx context.Context, r slog.Record) error {
 	return h.Handler.Handle(ctx, r)
 }
 
-func (h debugHandler) WithAttrs(a []slog.Attr) slog.Handler { return debugHandler{h.Handler.WithAttrs(a)} }
-func (h debugHandler) WithGroup(n string) slog.Handler      { return debugHandler{h.Handler.WithGroup(n)} }
+func (h debugHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return debugHandler{h.Handler.WithAttrs(a)}
+}
+func (h debugHandler) WithGroup(n string) slog.Handler { return debugHandler{h.Handler.WithGroup(n)} }
 
 // parseBytes reads a byte count: an integer, or a Kubernetes quantity (500Mi, 2Gi, 1G).
 func parseBytes(s string) (int64, error) {
