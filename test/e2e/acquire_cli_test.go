@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/warren-dev/warren/acquire"
@@ -298,3 +300,34 @@ func TestAcquireManyPodsOneToken(t *testing.T) {
 
 // defaultLimits are the gateway's limits as `warren gateway` runs with no limit flags.
 func defaultLimits() *limit.Limiter { return limit.New(limit.DefaultConfig()) }
+
+// TestAcquireOnATerminal: on a terminal, warren acquire draws one progress line per target in flight (bytes, rate,
+// elapsed, the time left at most) and ends with the summary table.
+func TestAcquireOnATerminal(t *testing.T) {
+	e := newStreamEnv(t)
+	needAcquire(t)
+	pod := imagePod(t, "tty", "debian", "exec sleep 3600", nil)
+	args := append(e.acquireArgs(presetToken(t), filepath.Join(t.TempDir(), "case")), "--profile", "full", pod.Name)
+	cmd := exec.Command(warrenBinary(t), args...)
+	cmd.Env = append(os.Environ(), "TERM=xterm")
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 160})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var out bytes.Buffer
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		io.Copy(&out, ptmx) // ends with EIO once the process has exited
+	}()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("warren acquire on a terminal: %v", err)
+	}
+	<-copied
+	screen := regexp.MustCompile("\x1b\\[[0-9;]*[A-Za-z]").ReplaceAllString(out.String(), "")
+	bar := regexp.MustCompile(`default/` + pod.Name + `/main\s+\S+\s+[\d.]+ [KMG]?i?B [\d.]+ [KMG]?i?B/s \d+s eta ≤ \d+m\d+s`)
+	if !bar.MatchString(screen) || !strings.Contains(screen, "TARGET") || strings.Contains(screen, "started") {
+		t.Fatalf("no progress line (or plain log lines) on the terminal:\n%q", screen)
+	}
+}
