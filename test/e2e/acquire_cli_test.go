@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	corev1 "k8s.io/api/core/v1"
 
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/evidence"
@@ -275,7 +274,7 @@ func TestAcquireManyPodsOneToken(t *testing.T) {
 	const n = 50
 	label := uniqueName("many")
 	for i := range n {
-		imagePod(t, fmt.Sprintf("many-%d", i), "busybox", "exec sleep 3600", func(p *corev1.Pod) { p.Labels["batch"] = label })
+		labelPod(t, imagePod(t, fmt.Sprintf("many-%d", i), "busybox", "exec sleep 3600", nil), "batch", label)
 	}
 	a := e.newAcquisition(t)
 	a.cfg.REST = e.presetConfig(t)

