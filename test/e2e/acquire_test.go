@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,8 +12,14 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/audit"
@@ -294,4 +301,98 @@ func TestAcquireCanceled(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "remotecommand.(*heartbeat).start")
 	})
+}
+
+// TestAcquireWithTheChartsRBAC: a connector whose service account has exactly the connector chart's default RBAC
+// (deploy/helm/warren-connector/values.yaml, rbac.rules) and a token of exactly the acquire preset: the
+// acquisition meets no refusal anywhere, the Kubernetes side included.
+func TestAcquireWithTheChartsRBAC(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/helm/warren-connector/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		RBAC struct {
+			Rules []rbacv1.PolicyRule `json:"rules"`
+		} `json:"rbac"`
+	}
+	if err := yaml.Unmarshal(raw, &values); err != nil || len(values.RBAC.Rules) == 0 {
+		t.Fatalf("values.yaml: %v", err)
+	}
+	ctx := context.Background()
+	cs := adminClient(t)
+	name := uniqueName("chart-connector")
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: streamNS}}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: values.RBAC.Rules}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: streamNS}}}
+	if _, err := cs.CoreV1().ServiceAccounts(streamNS).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
+		cs.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{})
+		cs.CoreV1().ServiceAccounts(streamNS).Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	ttl := int64(3600)
+	tok, err := cs.CoreV1().ServiceAccounts(streamNS).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	needKubelet(t)
+	gs := startGateway(t, "127.0.0.1:0")
+	startConnector(t, gs, streamCluster, connectorOpts{name: "chart", verifyCallers: true,
+		kube: &rest.Config{Host: kube.URL, BearerToken: tok.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAFile: kube.CAFile}}})
+	gs.waitConnectors(streamCluster, 1, 10*time.Second)
+	e := &streamEnv{gs: gs}
+	e.cfg = e.presetConfig(t)
+	// An owner chain, as a Deployment's controller would leave it (there is no controller-manager here).
+	zero := int32(0)
+	labels := map[string]string{"app": name}
+	tmpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox"}}}}
+	dep, err := cs.AppsV1().Deployments(streamNS).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{Replicas: &zero, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	isController := true
+	rs, err := cs.AppsV1().ReplicaSets(streamNS).Create(ctx, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: name + "-7f9c",
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: dep.Name, UID: dep.UID, Controller: &isController}}},
+		Spec: appsv1.ReplicaSetSpec{Replicas: &zero, Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.AppsV1().ReplicaSets(streamNS).Delete(context.Background(), rs.Name, metav1.DeleteOptions{})
+		cs.AppsV1().Deployments(streamNS).Delete(context.Background(), dep.Name, metav1.DeleteOptions{})
+	})
+	pod := imagePod(t, "acq-chart", "busybox", "exec sleep 3600", nil)
+	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":%q,"uid":%q,"controller":true}]}}`, rs.Name, rs.UID)
+	if _, err := cs.CoreV1().Pods(streamNS).Patch(ctx, pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.newAcquisition(t, pod.Name)
+	if sum := a.run(t); sum.Failed != 0 {
+		t.Fatalf("summary: %s", prettyJSON(sum.Index))
+	}
+	st := a.statement(t, streamNS+"/"+pod.Name+"/main")
+	if f := skipsOf(st, "forbidden"); len(f) != 0 {
+		t.Fatalf("refused with the chart's RBAC and the preset's rules: %s", prettyJSON(f))
+	}
+	files := a.entries(t, streamNS+"/"+pod.Name+"/main")
+	for _, want := range []string{"kubernetes/node.json", "kubernetes/events.json", "kubernetes/rolebindings.json", "kubernetes/serviceaccount.json",
+		"kubernetes/owners/1-replicaset-" + rs.Name + ".json", "kubernetes/owners/2-deployment-" + dep.Name + ".json"} {
+		if _, ok := files[want]; !ok {
+			t.Errorf("%s missing", want)
+		}
+	}
 }
