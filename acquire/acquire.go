@@ -294,17 +294,21 @@ func (r *run) predicate(t *target, cres *collector.Result, kube *kubeEvidence, e
 		p.Skipped = append(p.Skipped, evidence.Skip{Path: s.Path, Reason: s.Reason, Detail: s.Detail})
 	}
 	p.Skipped = append(p.Skipped, kube.skipped...)
+	// One collector.ExecRecord per call of the execer, in order: the collector's digests (it hashed what it sent and
+	// received) with the request that carried each.
 	p.Execs = ex.records()
-	for i, e := range p.Execs {
-		if i < len(cres.Execs) {
-			p.Execs[i].Argv = cres.Execs[i].Argv // the collector names its scripts
+	p.Witness = evidence.Witness{StdoutBytes: cres.Stdout.Bytes, StdoutSHA256: cres.Stdout.SHA256}
+	for i := range p.Execs {
+		if len(cres.Execs) != len(p.Execs) {
+			break
 		}
+		c := cres.Execs[i]
+		e := &p.Execs[i]
+		e.Argv = c.Argv // the collector names its scripts
+		e.StdinBytes, e.StdinSHA256, e.StdoutBytes, e.StdoutSHA256 = c.Stdin.Bytes, c.Stdin.SHA256, c.Stdout.Bytes, c.Stdout.SHA256
 		if e.StdoutSHA256 == cres.Stdout.SHA256 && e.StdoutBytes == cres.Stdout.Bytes && p.Witness.AuditID == "" {
-			p.Witness = evidence.Witness{AuditID: e.AuditID, StdoutBytes: e.StdoutBytes, StdoutSHA256: e.StdoutSHA256}
+			p.Witness.AuditID = e.AuditID
 		}
-	}
-	if p.Witness.AuditID == "" {
-		p.Witness = evidence.Witness{StdoutBytes: cres.Stdout.Bytes, StdoutSHA256: cres.Stdout.SHA256}
 	}
 	return p
 }

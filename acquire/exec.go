@@ -2,11 +2,8 @@ package acquire
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -45,17 +42,16 @@ type execer struct {
 	execs []evidence.Exec
 }
 
-// exec is a collector.Exec.
+// exec is a collector.Exec. The collector records each exec's stdin and stdout digests itself (collector.ExecRecord);
+// the execer adds which request carried it.
 func (e *execer) exec(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	rec := evidence.Exec{Argv: shortArgv(argv), Started: e.now().UTC()}
-	in := &digester{h: sha256.New()}
 	var inGate *gate
 	if stdin != nil {
-		inGate = newGate(io.TeeReader(stdin, in), nil)
+		inGate = newGate(stdin, nil)
 		stdin = inGate
 	}
-	out := &digester{h: sha256.New()}
-	outGate, errGate := newGate(nil, io.MultiWriter(stdout, out)), newGate(nil, stderr)
+	outGate, errGate := newGate(nil, stdout), newGate(nil, stderr)
 	c, err := e.execRetrying(ctx, argv, stdin, outGate, errGate)
 	// Nothing touches the caller's streams once Exec has returned (see gate).
 	outGate.close()
@@ -65,10 +61,6 @@ func (e *execer) exec(ctx context.Context, argv []string, stdin io.Reader, stdou
 	}
 	rec.AuditID, rec.GatewayRequestID = c.auditID, c.gatewayID
 	rec.Ended = e.now().UTC()
-	rec.StdoutBytes, rec.StdoutSHA256 = out.n, out.sum()
-	if stdin != nil {
-		rec.StdinBytes, rec.StdinSHA256 = in.n, in.sum()
-	}
 	if err != nil {
 		rec.Error = err.Error()
 	}
@@ -195,20 +187,6 @@ func shortArgv(argv []string) []string {
 	}
 	return out
 }
-
-// digester counts and hashes what passes.
-type digester struct {
-	h hash.Hash
-	n int64
-}
-
-func (d *digester) Write(p []byte) (int, error) {
-	d.h.Write(p)
-	d.n += int64(len(p))
-	return len(p), nil
-}
-
-func (d *digester) sum() string { return hex.EncodeToString(d.h.Sum(nil)) }
 
 // describeExecError turns what a first exec failed with into what to do.
 func describeExecError(err error, t *target) string {

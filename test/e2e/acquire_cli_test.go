@@ -49,7 +49,7 @@ func (e *streamEnv) acquireArgs(token, out string) []string {
 		"--case", "ir-7", "--examiner", "cli"}
 }
 
-func presetToken(t *testing.T) string {
+func presetToken(t testing.TB) string {
 	t.Helper()
 	rules, err := acquire.Preset([]string{streamNS})
 	if err != nil {

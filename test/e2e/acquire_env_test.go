@@ -42,7 +42,7 @@ var acqShared struct {
 }
 
 // needAcquire builds the collector binaries and the examiner's key once for the package.
-func needAcquire(t *testing.T) {
+func needAcquire(t testing.TB) {
 	t.Helper()
 	acqShared.once.Do(func() {
 		a := &acqShared
@@ -83,7 +83,7 @@ const annotationTmpfs = "fakekubelet.warren.dev/tmpfs" // "/tmp:noexec", "/tmp:r
 
 // imagePod is startPodSpec for one container "main" of image (busybox, busybox-notools, debian, distroless)
 // running script with sh (or the image's command when script is ""); mutate, when not nil, changes the spec first.
-func imagePod(t *testing.T, prefix, image, script string, mutate func(*corev1.PodSpec), annotations ...string) *corev1.Pod {
+func imagePod(t testing.TB, prefix, image, script string, mutate func(*corev1.PodSpec), annotations ...string) *corev1.Pod {
 	t.Helper()
 	c := corev1.Container{Name: "main", Image: image}
 	if script != "" {
@@ -97,7 +97,7 @@ func imagePod(t *testing.T, prefix, image, script string, mutate func(*corev1.Po
 }
 
 // labelPod sets a label on a running pod, for selectors.
-func labelPod(t *testing.T, pod *corev1.Pod, key, value string) {
+func labelPod(t testing.TB, pod *corev1.Pod, key, value string) {
 	t.Helper()
 	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, key, value)
 	if _, err := adminClient(t).CoreV1().Pods(pod.Namespace).Patch(context.Background(), pod.Name, types.MergePatchType,
@@ -114,7 +114,7 @@ type acquisition struct {
 }
 
 // newAcquisition prepares an acquisition of targets (pod names) with e's caller token; the test may change cfg.
-func (e *streamEnv) newAcquisition(t *testing.T, pods ...string) *acquisition {
+func (e *streamEnv) newAcquisition(t testing.TB, pods ...string) *acquisition {
 	t.Helper()
 	needAcquire(t)
 	store, err := evidence.NewLocalStore(filepath.Join(t.TempDir(), "out"))
@@ -132,7 +132,7 @@ func (e *streamEnv) newAcquisition(t *testing.T, pods ...string) *acquisition {
 
 // presetConfig is a client config for the stream cluster with a token holding exactly the rules of
 // `warren token issue --preset acquire --namespace default`.
-func (e *streamEnv) presetConfig(t *testing.T) *rest.Config {
+func (e *streamEnv) presetConfig(t testing.TB) *rest.Config {
 	t.Helper()
 	rules, err := acquire.Preset([]string{streamNS})
 	if err != nil {
@@ -147,7 +147,7 @@ func (e *streamEnv) presetConfig(t *testing.T) *rest.Config {
 	return cfg
 }
 
-func (a *acquisition) run(t *testing.T) *acquire.Summary {
+func (a *acquisition) run(t testing.TB) *acquire.Summary {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -159,7 +159,7 @@ func (a *acquisition) run(t *testing.T) *acquire.Summary {
 }
 
 // statement reads and verifies the statement of target dir.
-func (a *acquisition) statement(t *testing.T, dir string) *evidence.Statement {
+func (a *acquisition) statement(t testing.TB, dir string) *evidence.Statement {
 	t.Helper()
 	rep := evidence.VerifyTarget(context.Background(), a.store, dir, acqShared.keys)
 	if !rep.OK() {
@@ -169,7 +169,7 @@ func (a *acquisition) statement(t *testing.T, dir string) *evidence.Statement {
 }
 
 // entries reads the regular files of dir's evidence.tar.
-func (a *acquisition) entries(t *testing.T, dir string) map[string][]byte {
+func (a *acquisition) entries(t testing.TB, dir string) map[string][]byte {
 	t.Helper()
 	f, err := os.Open(filepath.Join(a.store.Root(), dir, evidence.ArchiveName))
 	if err != nil {

@@ -98,6 +98,13 @@ func TestAcquirePlantedEvidence(t *testing.T) {
 			if conn.StdoutSHA256 != w.StdoutSHA256 || conn.StdoutBytes != w.StdoutBytes || conn.Subresource != "exec" {
 				t.Fatalf("connector witness %d %s, statement %d %s", conn.StdoutBytes, conn.StdoutSHA256, w.StdoutBytes, w.StdoutSHA256)
 			}
+			// Every exec of the collection is witnessed alike: the connector's record of each has its stdout digest.
+			for _, x := range p.Execs {
+				rec := e.connAudit.wait(t, "the connector's record of exec "+x.AuditID, func(r audit.Record) bool { return r.AuditID == x.AuditID })
+				if x.StdoutSHA256 == "" || rec.StdoutSHA256 != x.StdoutSHA256 || rec.StdoutBytes != x.StdoutBytes {
+					t.Fatalf("exec %v: statement %d %s, connector %d %s", x.Argv, x.StdoutBytes, x.StdoutSHA256, rec.StdoutBytes, rec.StdoutSHA256)
+				}
+			}
 			gw := e.gwAudit.wait(t, "the gateway's record", func(r audit.Record) bool { return r.AuditID == w.AuditID })
 			if gw.RequestID != conn.RequestID || gw.Subject != "e2e-caller" {
 				t.Fatalf("gateway %+v, connector %+v", gw, conn)

@@ -125,7 +125,7 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-func newLogger(t *testing.T, name string) (*slog.Logger, *logBuffer) {
+func newLogger(t testing.TB, name string) (*slog.Logger, *logBuffer) {
 	lb := &logBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -137,7 +137,7 @@ func newLogger(t *testing.T, name string) (*slog.Logger, *logBuffer) {
 
 // gatewayServer is an in-process gateway serving real TLS on loopback.
 type gatewayServer struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string
 	caFile string
 	cert   tls.Certificate
@@ -150,7 +150,7 @@ type gatewayServer struct {
 }
 
 // startGateway starts a gateway on addr ("127.0.0.1:0" for a fresh port).
-func startGateway(t *testing.T, addr string) *gatewayServer {
+func startGateway(t testing.TB, addr string) *gatewayServer {
 	t.Helper()
 	return startGatewayWith(t, addr, gatewayOpts{})
 }
@@ -168,7 +168,7 @@ type gatewayOpts struct {
 }
 
 // startGatewayWith starts a gateway with options.
-func startGatewayWith(t *testing.T, addr string, o gatewayOpts) *gatewayServer {
+func startGatewayWith(t testing.TB, addr string, o gatewayOpts) *gatewayServer {
 	t.Helper()
 	cert, caFile := serverCert(t)
 	if o.cert != nil {
@@ -257,7 +257,7 @@ func (gs *gatewayServer) waitConnectors(cluster string, n int, within time.Durat
 }
 
 // serverCert makes a CA and a serving certificate for 127.0.0.1 and writes the CA to a file for kubectl.
-func serverCert(t *testing.T) (tls.Certificate, string) {
+func serverCert(t testing.TB) (tls.Certificate, string) {
 	srv := httptest.NewUnstartedServer(nil)
 	srv.StartTLS() // borrow httptest's certificate for 127.0.0.1 / example.com
 	cert := srv.TLS.Certificates[0]
@@ -298,7 +298,7 @@ type connectorOpts struct {
 	kube        *rest.Config // default: kube.RestConfig(kubetest.UserConnector)
 }
 
-func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
+func startConnector(t testing.TB, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
 	t.Helper()
 	if o.token == "" {
 		o.token = connectorToken(t, cluster)
@@ -358,7 +358,7 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 	return rc
 }
 
-func connectorToken(t *testing.T, cluster string) string {
+func connectorToken(t testing.TB, cluster string) string {
 	tok, err := keys.IssueConnector(cluster, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -367,7 +367,7 @@ func connectorToken(t *testing.T, cluster string) string {
 }
 
 // callerToken issues a caller token for the clusters with rules in the `warren token issue --rule` form.
-func callerToken(t *testing.T, clusters []string, rules ...string) string {
+func callerToken(t testing.TB, clusters []string, rules ...string) string {
 	t.Helper()
 	var parsed []auth.Rule
 	for _, r := range rules {
@@ -400,7 +400,7 @@ func callerConfig(gs *gatewayServer, cluster, token string) *rest.Config {
 
 // writeKubeconfig writes a kubeconfig for kubectl pointing at a cluster through the gateway, as `warren kubeconfig`
 // writes it.
-func writeKubeconfig(t *testing.T, gs *gatewayServer, cluster, token string) string {
+func writeKubeconfig(t testing.TB, gs *gatewayServer, cluster, token string) string {
 	t.Helper()
 	cfg, err := client.Config{Gateway: gs.url(), Cluster: cluster, Token: token, CAFile: gs.caFile}.KubeconfigFor("")
 	if err != nil {
@@ -440,7 +440,7 @@ func kubectlCommand(ctx context.Context, kubeconfig string, args ...string) *exe
 }
 
 // eventually polls cond until it holds or within has passed.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {

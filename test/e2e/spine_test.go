@@ -21,7 +21,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 )
 
-func clientset(t *testing.T, cfg *rest.Config) *kubernetes.Clientset {
+func clientset(t testing.TB, cfg *rest.Config) *kubernetes.Clientset {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
