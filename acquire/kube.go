@@ -312,13 +312,16 @@ func (k *kubeEvidence) serviceAccount(ctx context.Context, sink entrySink, pod *
 	if name == "" {
 		name = "default"
 	}
-	ctx, cancel := k.reqCtx(ctx)
-	defer cancel()
-	sa, err := k.cs.CoreV1().ServiceAccounts(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	v, err := k.shared.get(ctx, "serviceaccount/"+pod.Namespace+"/"+name, func(ctx context.Context) (any, error) {
+		ctx, cancel := k.reqCtx(ctx)
+		defer cancel()
+		return k.cs.CoreV1().ServiceAccounts(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
+	})
 	if err != nil {
 		k.skip(kubeDir+"serviceaccount.json", err)
 		return nil, nil
 	}
+	sa := v.(*corev1.ServiceAccount).DeepCopy()
 	sa.APIVersion, sa.Kind = "v1", "ServiceAccount"
 	return sa, writeJSON(sink, kubeDir+"serviceaccount.json", sa, now)
 }

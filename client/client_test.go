@@ -282,3 +282,26 @@ func TestKubeconfigFor(t *testing.T) {
 		t.Fatalf("pins in a kubeconfig: %v", err)
 	}
 }
+
+// A kubeconfig written by KubeconfigFor reads back into the same server, CA and token.
+func TestRESTConfigFromKubeconfig(t *testing.T) {
+	srv, seen, ca := serve(t)
+	cfg, err := Config{Gateway: srv.URL, Cluster: "prod", CAFile: ca, Token: "tok"}.KubeconfigFor("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := Config{Kubeconfig: path, Context: "warren-prod", UserAgent: "ua"}.RESTConfig(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, err := get(t, rc, "/version"); err != nil || code != 200 || seen.Load().(string) != "Bearer tok /clusters/prod/version" || rc.UserAgent != "ua" {
+		t.Fatalf("GET: %d %v, server saw %q", code, err, seen.Load())
+	}
+	if _, err := (Config{Kubeconfig: path, Context: "nope"}).RESTConfig(context.Background()); err == nil || !strings.Contains(err.Error(), `context "nope" does not exist`) {
+		t.Fatalf("unknown context: %v", err)
+	}
+}

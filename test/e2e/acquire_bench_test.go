@@ -179,6 +179,7 @@ func BenchmarkAcquire200Pods(b *testing.B) {
 	gw := startProcess(b, "gateway", "gateway", "--listen", addr, "--tls-cert", certFile, "--tls-key", keyFile,
 		"--issuer-keys", pub, "--connector-keys", pub, "--gateway-key", filepath.Join(gatewayKeyDir, auth.SigningKeyFile),
 		"--audit-log", filepath.Join(b.TempDir(), "gateway-audit.jsonl"))
+	waitHealthy(b, "https://"+addr, lender.caFile, 20*time.Second)
 	tokenFile := filepath.Join(b.TempDir(), "connector.token")
 	os.WriteFile(tokenFile, []byte(connectorToken(b, streamCluster)+"\n"), 0o600)
 	conn := startProcess(b, "connector", "connector", "--gateway", "https://"+addr, "--token-file", tokenFile, "--ca-file", lender.caFile,

@@ -149,7 +149,7 @@ func gatewayFiles(t testing.TB, gs *gatewayServer) (certFile, keyFile string) {
 		writeFile(t, "gateway.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
 }
 
-func waitHealthy(t *testing.T, url, caFile string, within time.Duration) {
+func waitHealthy(t testing.TB, url, caFile string, within time.Duration) {
 	t.Helper()
 	pemBytes, _ := os.ReadFile(caFile)
 	roots := x509.NewCertPool()
