@@ -1,7 +1,6 @@
 package connector
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/warren-dev/warren/auth"
@@ -17,13 +16,8 @@ func (c *Connector) answerReview(w http.ResponseWriter, r *http.Request, claims 
 	entry.Attributes(review.RequestAttributes)
 	rev, a, err := review.Read(r)
 	if err != nil {
-		code := http.StatusBadRequest
-		var re *review.Error
-		if errors.As(err, &re) {
-			code = re.Code
-		}
 		entry.Deny(err.Error())
-		wire.WriteStatus(w, code, "connector: "+err.Error(), 0)
+		wire.WriteStatus(w, review.Code(err), "connector: "+err.Error(), 0)
 		return true
 	}
 	if d := auth.Decide(claims, c.cfg.Ceiling, a); !d.Allowed {

@@ -1,64 +1,33 @@
 package gateway
 
 import (
-	"crypto/ed25519"
 	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/warren-dev/warren/audit"
-	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/wire"
 )
 
-// testGateway is a gateway without connectors, with one signing key for callers, auditing to memory.
-func testGateway(t *testing.T) (*Gateway, *auth.SigningKey, *memSink) {
+// testGateway is a gateway for cluster "prod" without connectors, auditing to memory.
+func testGateway(t *testing.T) (*Gateway, testKeys, *memSink) {
 	t.Helper()
-	_, priv, _ := ed25519.GenerateKey(nil)
-	key, err := auth.NewSigningKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, _ := auth.NewStaticKeys(key.Key.Public())
-	callers, _ := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceCaller})
-	connectors, _ := auth.NewVerifier(auth.VerifierConfig{Keys: ks, Audience: auth.AudienceConnector})
+	k := newTestKeys(t)
 	sink := &memSink{}
-	g, err := New(Config{CallerVerifier: callers, ConnectorVerifier: connectors, Clusters: []string{"prod"}, Audit: sink})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	return g, key, sink
+	g := newTestGateway(t, k, func(c *Config) { c.Audit = sink })
+	return g, k, sink
 }
 
 type memSink struct{ recs []audit.Record }
 
 func (m *memSink) Write(r audit.Record) error { m.recs = append(m.recs, r); return nil }
 
-func callerToken(t *testing.T, key *auth.SigningKey, rules ...string) string {
-	t.Helper()
-	var parsed []auth.Rule
-	for _, r := range rules {
-		p, err := auth.ParseRule(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		parsed = append(parsed, p)
-	}
-	tok, err := key.IssueCaller(auth.IssueOptions{Subject: "alice", Clusters: []string{"prod"}, Rules: parsed, TTL: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
 // A bad Audit-ID is refused before anything else is decided, with the gateway's request id in the answer and in
 // its audit record; a good one is recorded.
 func TestAuditIDIsBoundedAndEveryAnswerNamesTheRequest(t *testing.T) {
-	g, key, sink := testGateway(t)
-	tok := callerToken(t, key, "get:pods")
+	g, k, sink := testGateway(t)
+	tok := k.callerToken(t, "alice", "prod", "get:pods")
 	cases := []struct {
 		name    string
 		auditID []string

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/warren-dev/warren/auth"
@@ -16,13 +15,8 @@ import (
 func (g *Gateway) answerReview(w http.ResponseWriter, r *http.Request, claims *auth.Claims, entry *auditrec.Entry) bool {
 	rev, a, err := review.Read(r)
 	if err != nil {
-		code := http.StatusBadRequest
-		var re *review.Error
-		if errors.As(err, &re) {
-			code = re.Code
-		}
 		entry.Deny(err.Error())
-		wire.WriteStatus(w, code, err.Error(), 0)
+		wire.WriteStatus(w, review.Code(err), err.Error(), 0)
 		return true
 	}
 	if d := auth.Decide(claims, nil, a); !d.Allowed {

@@ -23,8 +23,8 @@ func reviewBody(verb, resource, sub, ns, name string) []byte {
 // The gateway answers a review the token does not allow itself, with the exact --rule it lacks, whatever rules the
 // token has for selfsubjectaccessreviews; a review it allows goes on towards the connector (here: 503, none).
 func TestGatewayAnswersReviewsFromTheToken(t *testing.T) {
-	g, key, sink := testGateway(t)
-	tok := callerToken(t, key, "get,list:pods:payments", "create:pods/exec:payments:api-1")
+	g, k, sink := testGateway(t)
+	tok := k.callerToken(t, "alice", "prod", "get,list:pods:payments", "create:pods/exec:payments:api-1")
 	for _, c := range []struct {
 		name   string
 		body   []byte

@@ -59,12 +59,7 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.Container, "c", "", "short for --container")
 	fs.StringVar(&cc.Kubeconfig, "kubeconfig", "", "kubeconfig reaching the cluster through the gateway (warren kubeconfig writes one)")
 	fs.StringVar(&cc.Context, "context", "", "context of --kubeconfig; default: its current context")
-	fs.StringVar(&cc.Gateway, "gateway", "", "the gateway's URL, https://HOST:PORT (instead of --kubeconfig)")
-	fs.StringVar(&cc.Cluster, "cluster", "", "the cluster behind the gateway")
-	fs.StringVar(&cc.Token, "token", "", "a caller token")
-	fs.StringVar(&cc.TokenFile, "token-file", "", "a file holding a caller token, re-read for every request")
-	fs.StringVar(&cc.TokenCommand, "token-command", "", "a shell command printing a caller token, run again before it expires")
-	fs.StringVar(&cc.CAFile, "ca-file", "", "CA certificate (PEM) of the gateway; default: system roots")
+	addClientFlags(fs, &cc) // or these instead of --kubeconfig
 	pins := fs.String("pin", "", "SPKI pins of the gateway's certificate or an intermediate, sha256:BASE64, comma-separated")
 	signingKey := fs.String("signing-key", "", "the examiner's Ed25519 key (signing.key from warren keygen): signs every statement")
 	fs.StringVar(&c.Case, "case", "", "case id, in every statement")

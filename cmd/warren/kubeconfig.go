@@ -28,12 +28,7 @@ func runKubeconfig(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("warren kubeconfig", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c client.Config
-	fs.StringVar(&c.Gateway, "gateway", "", "the gateway's URL, https://HOST:PORT")
-	fs.StringVar(&c.Cluster, "cluster", "", "the cluster to reach")
-	fs.StringVar(&c.CAFile, "ca-file", "", "CA certificate (PEM) of the gateway, embedded in the kubeconfig; default: system roots")
-	fs.StringVar(&c.Token, "token", "", "a caller token (static: kubectl fails once it expires)")
-	fs.StringVar(&c.TokenFile, "token-file", "", "a file holding a caller token, re-read by kubectl for every request")
-	fs.StringVar(&c.TokenCommand, "token-command", "", "a shell command that prints a fresh caller token")
+	addClientFlags(fs, &c)
 	out := fs.String("out", "", "write the kubeconfig to this file (mode 0600) instead of standard output")
 	fs.Usage = func() { fmt.Fprint(fs.Output(), kubeconfigUsage); fs.PrintDefaults() }
 	if err := parseFlags(fs, args); err != nil {
@@ -63,6 +58,17 @@ func runKubeconfig(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("cannot write --out: %v", err)
 	}
 	return nil
+}
+
+// addClientFlags adds the flags that say how to reach a cluster through the gateway (warren kubeconfig, warren
+// acquire) to fs, into c.
+func addClientFlags(fs *flag.FlagSet, c *client.Config) {
+	fs.StringVar(&c.Gateway, "gateway", "", "the gateway's URL, https://HOST:PORT")
+	fs.StringVar(&c.Cluster, "cluster", "", "the cluster behind the gateway")
+	fs.StringVar(&c.CAFile, "ca-file", "", "CA certificate (PEM) of the gateway; default: system roots")
+	fs.StringVar(&c.Token, "token", "", "a caller token (static: requests fail once it expires)")
+	fs.StringVar(&c.TokenFile, "token-file", "", "a file holding a caller token, re-read for every request")
+	fs.StringVar(&c.TokenCommand, "token-command", "", "a shell command printing a caller token, run again when it is about to expire")
 }
 
 // runCredential is the exec credential plugin behind `warren kubeconfig --token-command`: it runs the command,

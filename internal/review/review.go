@@ -46,6 +46,15 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
+// Code is the HTTP status to refuse a review with that Read could not read: the Error's, else 400.
+func Code(err error) int {
+	var re *Error
+	if errors.As(err, &re) {
+		return re.Code
+	}
+	return http.StatusBadRequest
+}
+
 // Read reads and decodes the review in r's body (JSON, YAML or protobuf, at most MaxBodyBytes) and gives r its
 // body back, so that the request can go on unchanged. It returns the attributes of the action asked about.
 func Read(r *http.Request) (*authorizationv1.SelfSubjectAccessReview, auth.Attributes, error) {

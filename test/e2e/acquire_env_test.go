@@ -134,15 +134,7 @@ func (e *streamEnv) newAcquisition(t testing.TB, pods ...string) *acquisition {
 // `warren token issue --preset acquire --namespace default`.
 func (e *streamEnv) presetConfig(t testing.TB) *rest.Config {
 	t.Helper()
-	rules, err := acquire.Preset([]string{streamNS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rs []string
-	for _, r := range rules {
-		rs = append(rs, r.Rule)
-	}
-	cfg := callerConfig(e.gs, streamCluster, callerToken(t, []string{streamCluster}, rs...))
+	cfg := callerConfig(e.gs, streamCluster, presetToken(t))
 	cfg.Timeout = 0
 	return cfg
 }
