@@ -415,3 +415,23 @@ func TestShared(t *testing.T) {
 }
 
 func restStub() *rest.Config { return &rest.Config{Host: "https://gw/clusters/prod"} }
+
+// A list the cluster cuts (continue token set) is stored as far as it goes and noted as capped.
+func TestKubeListsAreBounded(t *testing.T) {
+	cs := fake.NewClientset()
+	var asked int64
+	cs.PrependReactor("list", "events", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		asked = a.(k8stesting.ListActionImpl).ListOptions.Limit
+		return true, &corev1.EventList{ListMeta: metav1.ListMeta{Continue: "more"}, Items: []corev1.Event{{Reason: "Started"}}}, nil
+	})
+	k := &kubeEvidence{cs: cs, timeout: time.Second, now: time.Now, shared: &shared{}}
+	a := evidence.NewArchive(io.Discard)
+	if err := k.events(context.Background(), archiveSinkFor(a), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", UID: "u"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if asked != maxListItems || len(k.skipped) != 1 || k.skipped[0].Reason != collector.ReasonSizeCap || len(a.Files()) != 1 {
+		t.Fatalf("limit %d, skipped %+v, files %v", asked, k.skipped, a.Files())
+	}
+}
+
+func archiveSinkFor(a *evidence.Archive) *archiveSink { return &archiveSink{a: a, progress: &Progress{}} }

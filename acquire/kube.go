@@ -33,6 +33,11 @@ const (
 // maxOwnerDepth bounds the owner chain followed (Pod → ReplicaSet → Deployment is 2).
 const maxOwnerDepth = 5
 
+// maxListItems bounds what one list the acquirer makes may bring (events of a pod, a namespace's RoleBindings, the
+// ClusterRoleBindings): the cluster is the suspect, and its answers are bounded like the rest. A list cut there is
+// noted as a size-cap skip.
+const maxListItems = 5000
+
 // kubeEvidence collects the Kubernetes-side evidence of one target, read-only, through the gateway. A refusal
 // (the token's scope, the connector's ceiling, RBAC) or a missing object is a recorded skip, never a failure.
 type kubeEvidence struct {
@@ -63,6 +68,13 @@ func (k *kubeEvidence) skip(path string, err error) {
 		reason = "not-found"
 	}
 	k.skipped = append(k.skipped, evidence.Skip{Path: path, Reason: reason, Detail: clip(err.Error(), 500)})
+}
+
+// capped notes a list that had more than maxListItems items (its continue token is set).
+func (k *kubeEvidence) capped(path, cont string) {
+	if cont != "" {
+		k.skipped = append(k.skipped, evidence.Skip{Path: path, Reason: collector.ReasonSizeCap, Detail: fmt.Sprintf("the first %d items only", maxListItems)})
+	}
 }
 
 func (k *kubeEvidence) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -298,11 +310,12 @@ func resourceFor(ref *metav1.OwnerReference) (schema.GroupVersionResource, bool)
 func (k *kubeEvidence) events(ctx context.Context, sink entrySink, pod *corev1.Pod, now time.Time) error {
 	ctx, cancel := k.reqCtx(ctx)
 	defer cancel()
-	list, err := k.cs.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.uid=" + string(pod.UID)})
+	list, err := k.cs.CoreV1().Events(pod.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.uid=" + string(pod.UID), Limit: maxListItems})
 	if err != nil {
 		k.skip(kubeDir+"events.json", err)
 		return nil
 	}
+	k.capped(kubeDir+"events.json", list.Continue)
 	list.APIVersion, list.Kind = "v1", "EventList"
 	return writeJSON(sink, kubeDir+"events.json", list, now)
 }
@@ -361,11 +374,12 @@ func (k *kubeEvidence) bindings(ctx context.Context, sink entrySink, pod *corev1
 	v, err := k.shared.get(ctx, "rolebindings/"+ns, func(ctx context.Context) (any, error) {
 		ctx, cancel := k.reqCtx(ctx)
 		defer cancel()
-		return k.cs.RbacV1().RoleBindings(ns).List(ctx, metav1.ListOptions{})
+		return k.cs.RbacV1().RoleBindings(ns).List(ctx, metav1.ListOptions{Limit: maxListItems})
 	})
 	if err != nil {
 		k.skip(kubeDir+"rolebindings.json#roleBindings", err)
 	} else {
+		k.capped(kubeDir+"rolebindings.json#roleBindings", v.(*rbacv1.RoleBindingList).Continue)
 		for _, b := range v.(*rbacv1.RoleBindingList).Items {
 			if binds(b.Subjects, ns) {
 				out.RoleBindings = append(out.RoleBindings, b)
@@ -380,11 +394,12 @@ func (k *kubeEvidence) bindings(ctx context.Context, sink entrySink, pod *corev1
 	v, err = k.shared.get(ctx, "clusterrolebindings", func(ctx context.Context) (any, error) {
 		ctx, cancel := k.reqCtx(ctx)
 		defer cancel()
-		return k.cs.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
+		return k.cs.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{Limit: maxListItems})
 	})
 	if err != nil {
 		k.skip(kubeDir+"rolebindings.json#clusterRoleBindings", err)
 	} else {
+		k.capped(kubeDir+"rolebindings.json#clusterRoleBindings", v.(*rbacv1.ClusterRoleBindingList).Continue)
 		for _, b := range v.(*rbacv1.ClusterRoleBindingList).Items {
 			if binds(b.Subjects, "") {
 				out.ClusterRoleBindings = append(out.ClusterRoleBindings, b)

@@ -55,8 +55,9 @@ func Code(err error) int {
 	return http.StatusBadRequest
 }
 
-// Read reads and decodes the review in r's body (JSON, YAML or protobuf, at most MaxBodyBytes) and gives r its
-// body back, so that the request can go on unchanged. It returns the attributes of the action asked about.
+// Read reads and decodes the review in r's body (JSON, YAML or protobuf, at most MaxBodyBytes) and gives r the
+// review back as JSON, exactly as decoded, so that the request goes on with the question that was decided. It
+// returns the attributes of the action asked about.
 func Read(r *http.Request) (*authorizationv1.SelfSubjectAccessReview, auth.Attributes, error) {
 	if r.Body == nil {
 		return nil, auth.Attributes{}, &Error{http.StatusBadRequest, "a SelfSubjectAccessReview needs a body"}
@@ -69,8 +70,6 @@ func Read(r *http.Request) (*authorizationv1.SelfSubjectAccessReview, auth.Attri
 	if len(body) > MaxBodyBytes {
 		return nil, auth.Attributes{}, &Error{http.StatusRequestEntityTooLarge, fmt.Sprintf("a SelfSubjectAccessReview of more than %d bytes", MaxBodyBytes)}
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
 	var rev authorizationv1.SelfSubjectAccessReview
 	obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(body, nil, &rev)
 	if err != nil {
@@ -85,6 +84,18 @@ func Read(r *http.Request) (*authorizationv1.SelfSubjectAccessReview, auth.Attri
 	if err != nil {
 		return nil, auth.Attributes{}, &Error{http.StatusBadRequest, err.Error()}
 	}
+	// What goes on is the review as decided, re-encoded: the next decoder (the connector's, the API server's) cannot
+	// read another question out of the same bytes (duplicate fields, another encoding).
+	out := rev.DeepCopy()
+	out.TypeMeta = metav1.TypeMeta{APIVersion: authorizationv1.SchemeGroupVersion.String(), Kind: "SelfSubjectAccessReview"}
+	canonical, err := json.Marshal(out)
+	if err != nil {
+		return nil, auth.Attributes{}, &Error{http.StatusBadRequest, err.Error()}
+	}
+	r.Body = io.NopCloser(bytes.NewReader(canonical))
+	r.ContentLength = int64(len(canonical))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Del("Content-Encoding")
 	return &rev, a, nil
 }
 

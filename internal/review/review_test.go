@@ -51,6 +51,8 @@ func TestRead(t *testing.T) {
 		{"both", both, auth.Attributes{}, 400, "a review asks about resourceAttributes or nonResourceAttributes, not both"},
 		{"neither", none, auth.Attributes{}, 400, "a review asks about resourceAttributes or nonResourceAttributes"},
 		{"too large", append(jsonBody, bytes.Repeat([]byte(" "), MaxBodyBytes)...), auth.Attributes{}, 413, "a SelfSubjectAccessReview of more than 65536 bytes"},
+		// Two resourceAttributes: whatever one decoder makes of it, the same goes on (re-encoded), never the other.
+		{"duplicate fields", []byte(`{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":{"verb":"get","resource":"pods"},"resourceAttributes":{"verb":"create","resource":"pods","subresource":"exec","namespace":"payments","name":"api-1"}}}`), wantExec, 0, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := httptest.NewRequest("POST", Path, bytes.NewReader(c.body))
@@ -65,9 +67,15 @@ func TestRead(t *testing.T) {
 			if err != nil || a != c.want || rev == nil {
 				t.Fatalf("Read = %+v, %v; want %+v", a, err, c.want)
 			}
-			// The body is given back whole, for the request to go on.
-			if b, _ := io.ReadAll(r.Body); !bytes.Equal(b, c.body) || r.ContentLength != int64(len(c.body)) {
-				t.Fatal("the body was not given back")
+			// The body goes on as the review decided, in JSON.
+			b, _ := io.ReadAll(r.Body)
+			var again authorizationv1.SelfSubjectAccessReview
+			if err := json.Unmarshal(b, &again); err != nil || r.ContentLength != int64(len(b)) || r.Header.Get("Content-Type") != "application/json" ||
+				again.Kind != "SelfSubjectAccessReview" {
+				t.Fatalf("the body that goes on: %s (%v)", b, err)
+			}
+			if _, a2, err := Read(httptest.NewRequest("POST", Path, bytes.NewReader(b))); err != nil || a2 != a {
+				t.Fatalf("the body that goes on asks %+v (%v), not %+v", a2, err, a)
 			}
 		})
 	}
