@@ -434,4 +434,6 @@ func TestKubeListsAreBounded(t *testing.T) {
 	}
 }
 
-func archiveSinkFor(a *evidence.Archive) *archiveSink { return &archiveSink{a: a, progress: &Progress{}} }
+func archiveSinkFor(a *evidence.Archive) *archiveSink {
+	return &archiveSink{a: a, progress: &Progress{}}
+}
