@@ -78,7 +78,7 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.ExecProtocol, "exec-protocol", d.ExecProtocol, "exec protocol: auto (WebSocket, SPDY when WebSocket is not understood), websocket or spdy")
 	newLogger := logFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), acquireUsage+"\nflags of warren acquire:\n"); fs.PrintDefaults() }
-	pods, err := parseInterleaved(fs, args)
+	pods, err := parseInterleaved(fs, args, "n", "namespace", "A", "all-namespaces", "l", "selector", "c", "container")
 	if err != nil {
 		return err
 	}
@@ -216,8 +216,10 @@ func runAcquireVerify(args []string, stdout, stderr io.Writer) error {
 }
 
 // parseInterleaved parses flags and positional arguments in any order (POD names before or after the flags, as
-// kubectl takes them); "--" ends the flags. Unset flags are then read from WARREN_* variables.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+// kubectl takes them); "--" ends the flags. Unset flags are then read from WARREN_* variables. aliases are pairs of
+// flags that set the same variable (-n and --namespace): when one is given, the other counts as given too, so that
+// no WARREN_* variable overrides it.
+func parseInterleaved(fs *flag.FlagSet, args []string, aliases ...string) ([]string, error) {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -233,6 +235,17 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		positional = append(positional, rest[0])
 		args = rest[1:]
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for i := 0; i+1 < len(aliases); i += 2 {
+		a, b := aliases[i], aliases[i+1]
+		switch {
+		case given[a] && !given[b]:
+			fs.Set(b, fs.Lookup(a).Value.String())
+		case given[b] && !given[a]:
+			fs.Set(a, fs.Lookup(b).Value.String())
+		}
 	}
 	if err := applyEnv(fs, envPrefix); err != nil {
 		return nil, err

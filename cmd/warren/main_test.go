@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"net"
 	"os"
 	"path/filepath"
@@ -174,4 +175,25 @@ func writeKubeconfigFile(t *testing.T) string {
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	os.WriteFile(path, []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n"), 0o600)
 	return path
+}
+
+// A short flag and its long form are one setting: a WARREN_* variable of the long one does not override the short
+// one given on the command line, and positional arguments may come before or after the flags.
+func TestAcquireFlagAliases(t *testing.T) {
+	t.Setenv("WARREN_NAMESPACE", "from-env")
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var ns string
+	fs.StringVar(&ns, "namespace", "default", "")
+	fs.StringVar(&ns, "n", "default", "")
+	out := fs.String("out", "", "")
+	pos, err := parseInterleaved(fs, []string{"pod-a", "-n", "payments", "pod-b/main", "--out", "d", "--", "-odd"}, "n", "namespace")
+	if err != nil || ns != "payments" || *out != "d" || strings.Join(pos, " ") != "pod-a pod-b/main -odd" {
+		t.Fatalf("ns %q, out %q, positional %q, %v", ns, *out, pos, err)
+	}
+	fs = flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.StringVar(&ns, "namespace", "default", "")
+	fs.StringVar(&ns, "n", "default", "")
+	if _, err := parseInterleaved(fs, nil, "n", "namespace"); err != nil || ns != "from-env" {
+		t.Fatalf("from the environment: %q %v", ns, err)
+	}
 }
