@@ -18,6 +18,7 @@ import (
 	"github.com/creack/pty"
 
 	"github.com/warren-dev/warren/acquire"
+	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/evidence"
 	"github.com/warren-dev/warren/internal/limit"
 )
@@ -328,5 +329,26 @@ func TestAcquireOnATerminal(t *testing.T) {
 	bar := regexp.MustCompile(`default/` + pod.Name + `/main\s+\S+\s+[\d.]+ [KMG]?i?B [\d.]+ [KMG]?i?B/s \d+s eta ≤ \d+m\d+s`)
 	if !bar.MatchString(screen) || !strings.Contains(screen, "TARGET") || strings.Contains(screen, "started") {
 		t.Fatalf("no progress line (or plain log lines) on the terminal:\n%q", screen)
+	}
+}
+
+// TestAcquireWarnsOfTokenExpiry: a token that expires before the acquisition could end is said so before it starts.
+func TestAcquireWarnsOfTokenExpiry(t *testing.T) {
+	e := newStreamEnv(t)
+	needAcquire(t)
+	pod := imagePod(t, "expiry", "busybox", "", nil)
+	rules, _ := acquire.Preset([]string{streamNS})
+	var parsed []auth.Rule
+	for _, r := range rules {
+		pr, _ := auth.ParseRule(r.Rule)
+		parsed = append(parsed, pr)
+	}
+	short, err := keys.IssueCaller(auth.IssueOptions{Subject: "e2e-caller", Clusters: []string{streamCluster}, Rules: parsed, TTL: 3 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := warrenAcquire(t, append(e.acquireArgs(short, filepath.Join(t.TempDir(), "case")), "--time-budget", "10m", pod.Name)...)
+	if code != 0 || !regexp.MustCompile(`warren acquire: warning: the token expires at \S+ \(in [12]m\d+s\), before the acquisition's estimated end`).MatchString(stderr) {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 }
