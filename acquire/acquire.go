@@ -44,6 +44,8 @@ type run struct {
 
 	mu    sync.Mutex // guards index
 	index *evidence.Index
+	// writing serializes the index's writes: each replaces acquisition.json through one partial object.
+	writing sync.Mutex
 }
 
 // Run acquires the configured targets. It returns an error matching ErrUsage for a configuration that cannot run,
@@ -169,6 +171,8 @@ func (r *run) finish(ctx context.Context, i int, info TargetInfo, res evidence.I
 }
 
 func (r *run) writeIndex(ctx context.Context) error {
+	r.writing.Lock()
+	defer r.writing.Unlock()
 	r.mu.Lock()
 	idx := *r.index
 	idx.Targets = append([]evidence.IndexTarget(nil), r.index.Targets...)
@@ -213,7 +217,8 @@ func (r *run) acquire(ctx context.Context, t *target) evidence.IndexTarget {
 		}
 	}()
 	sink := &archiveSink{a: tw.Archive(), progress: prog}
-	kube := &kubeEvidence{cs: r.cs, dyn: r.dyn, redactor: r.redactor, maxLog: r.cfg.MaxLogBytes, timeout: r.cfg.RequestTimeout, now: r.cfg.Now, shared: r.shared}
+	kube := &kubeEvidence{cs: r.cs, dyn: r.dyn, redactor: r.redactor, maxLog: r.cfg.MaxLogBytes, timeout: r.cfg.RequestTimeout,
+		logTimeout: r.cfg.TimeBudget, now: r.cfg.Now, shared: r.shared}
 
 	node := kube.node(ctx, t.obj.Spec.NodeName)
 	arch := runtime.GOARCH

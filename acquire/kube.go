@@ -41,13 +41,14 @@ const maxListItems = 5000
 // kubeEvidence collects the Kubernetes-side evidence of one target, read-only, through the gateway. A refusal
 // (the token's scope, the connector's ceiling, RBAC) or a missing object is a recorded skip, never a failure.
 type kubeEvidence struct {
-	cs       kubernetes.Interface
-	dyn      dynamic.Interface
-	redactor *collector.Redactor
-	maxLog   int64
-	timeout  time.Duration
-	now      func() time.Time
-	shared   *shared
+	cs         kubernetes.Interface
+	dyn        dynamic.Interface
+	redactor   *collector.Redactor
+	maxLog     int64
+	timeout    time.Duration // each plain request
+	logTimeout time.Duration // each log (the target's time budget)
+	now        func() time.Time
+	shared     *shared
 
 	// Filled as it goes.
 	skipped []evidence.Skip
@@ -533,7 +534,7 @@ func (k *kubeEvidence) log(ctx context.Context, sink entrySink, pod *corev1.Pod,
 		}
 	}
 	limit := k.maxLog + 1 // one byte more tells a capped log from one of exactly maxLog bytes
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithTimeout(ctx, max(k.logTimeout, k.timeout))
 	defer cancel()
 	rc, err := k.cs.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: container, Previous: previous,
 		Timestamps: true, LimitBytes: &limit}).Stream(ctx)
