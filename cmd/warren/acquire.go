@@ -138,6 +138,15 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// One run at a time into a directory: two would redo each other's targets.
+	lock, err := os.OpenFile(filepath.Join(store.Root(), ".warren-acquire.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("cannot lock %s: %v", store.Root(), err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("another warren acquire is writing to %s: wait for it to end, or choose another --out", store.Root())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	restCfg, err := cc.RESTConfig(ctx)

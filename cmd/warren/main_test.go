@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/warren-dev/warren/auth"
@@ -195,5 +196,26 @@ func TestAcquireFlagAliases(t *testing.T) {
 	fs.StringVar(&ns, "n", "default", "")
 	if _, err := parseInterleaved(fs, nil, "n", "namespace"); err != nil || ns != "from-env" {
 		t.Fatalf("from the environment: %q %v", ns, err)
+	}
+}
+
+// Two acquisitions into one directory: the second is refused before it starts.
+func TestAcquireLocksItsDirectory(t *testing.T) {
+	keyDir, out := t.TempDir(), t.TempDir()
+	if _, err := auth.GenerateKeyPair(keyDir); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(out, ".warren-acquire.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCmd(t, "acquire", "p", "--out", out, "--gateway", "https://127.0.0.1:1", "--cluster", "c", "--token", "t",
+		"--signing-key", filepath.Join(keyDir, auth.SigningKeyFile), "--collector-dir", keyDir)
+	if code != 1 || !strings.Contains(stderr, "warren acquire: another warren acquire is writing to "+out+": wait for it to end, or choose another --out") {
+		t.Fatalf("exit %d: %s", code, stderr)
 	}
 }
