@@ -172,19 +172,15 @@ func BenchmarkAcquire200Pods(b *testing.B) {
 	certFile, keyFile := gatewayFiles(b, lender)
 	pub := filepath.Join(keysDir, auth.PublicKeyFile)
 	addr := freePort(b)
-	gatewayKeyDir := b.TempDir()
-	if _, err := auth.GenerateKeyPair(gatewayKeyDir); err != nil {
-		b.Fatal(err)
-	}
 	gw := startProcess(b, "gateway", "gateway", "--listen", addr, "--tls-cert", certFile, "--tls-key", keyFile,
-		"--issuer-keys", pub, "--connector-keys", pub, "--gateway-key", filepath.Join(gatewayKeyDir, auth.SigningKeyFile),
+		"--issuer-keys", pub, "--connector-keys", pub, "--gateway-key", gatewayKeyFile(),
 		"--audit-log", filepath.Join(b.TempDir(), "gateway-audit.jsonl"))
 	waitHealthy(b, "https://"+addr, lender.caFile, 20*time.Second)
 	tokenFile := filepath.Join(b.TempDir(), "connector.token")
 	os.WriteFile(tokenFile, []byte(connectorToken(b, streamCluster)+"\n"), 0o600)
 	conn := startProcess(b, "connector", "connector", "--gateway", "https://"+addr, "--token-file", tokenFile, "--ca-file", lender.caFile,
 		"--kubeconfig", kube.ConnectorKubeconfig, "--name", "bench", "--state-dir", filepath.Join(b.TempDir(), "state"),
-		"--issuer-keys", pub, "--audit-log", filepath.Join(b.TempDir(), "connector-audit.jsonl"))
+		"--gateway-keys", gatewayPubFile(), "--audit-log", filepath.Join(b.TempDir(), "connector-audit.jsonl"))
 	presetTok := presetToken(b)
 	for b.Loop() {
 		out := filepath.Join(b.TempDir(), "case")

@@ -356,7 +356,7 @@ func TestAcquireWithTheChartsRBAC(t *testing.T) {
 	}
 	needKubelet(t)
 	gs := startGateway(t, "127.0.0.1:0")
-	startConnector(t, gs, streamCluster, connectorOpts{name: "chart", verifyCallers: true,
+	startConnector(t, gs, streamCluster, connectorOpts{name: "chart",
 		kube: &rest.Config{Host: kube.URL, BearerToken: tok.Status.Token, TLSClientConfig: rest.TLSClientConfig{CAFile: kube.CAFile}}})
 	gs.waitConnectors(streamCluster, 1, 10*time.Second)
 	e := &streamEnv{gs: gs}
