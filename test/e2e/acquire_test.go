@@ -240,13 +240,19 @@ func TestAcquireShellFallbacks(t *testing.T) {
 		ro := true
 		s.Containers[0].SecurityContext = &corev1.SecurityContext{ReadOnlyRootFilesystem: &ro}
 	}, annotationTmpfs, "/tmp:noexec /dev/shm:noexec /run:noexec")
-	a := e.newAcquisition(t, notools.Name, locked.Name)
+	roTmp := imagePod(t, "acq-rotmp", "busybox", "exec sleep 3600", nil, annotationTmpfs, "/tmp:ro")
+	a := e.newAcquisition(t, notools.Name, locked.Name, roTmp.Name)
 	a.cfg.REST = e.presetConfig(t)
 	sum := a.run(t)
 	if sum.Failed != 0 {
 		t.Fatalf("summary: %s", prettyJSON(sum.Index))
 	}
-	st := a.statement(t, streamNS+"/"+notools.Name+"/main")
+	// A read-only /tmp: the collector runs from the next writable, executable place, and says where it went.
+	st := a.statement(t, streamNS+"/"+roTmp.Name+"/main")
+	if st.Predicate.Method != "collector" || !strings.Contains(strings.Join(st.Predicate.Footprint, " "), "/var/tmp/") {
+		t.Fatalf("read-only /tmp: method %s (%s), footprint %v", st.Predicate.Method, st.Predicate.MethodReason, st.Predicate.Footprint)
+	}
+	st = a.statement(t, streamNS+"/"+notools.Name+"/main")
 	if st.Predicate.Method != "collector" {
 		t.Fatalf("busybox without tar: method %s (%s)", st.Predicate.Method, st.Predicate.MethodReason)
 	}
