@@ -64,6 +64,12 @@ demo: build kube
 clean:
 	rm -rf bin .demo
 
+# bench-acquire measures warren acquire against the real kube-apiserver and the kubelet stand-in: one 1 GiB target
+# against a bulk GET of 1 GiB, the time to the first byte, 200 pods at --parallel 50 (~4 min).
+.PHONY: bench-acquire
+bench-acquire: kube
+	$(GO) test ./test/e2e -run XXX -bench BenchmarkAcquire -benchtime 1x -count 1 -timeout 60m
+
 # bench puts warren beside direct access, a reverse-proxy hop, ssh -R and rancher/remotedialer on this machine
 # (bench/, its own module; installs openssh-server when missing; ~15 min). BENCH_FLAGS=-repeats=1 for a quick run.
 .PHONY: bench

@@ -28,14 +28,19 @@ func Check(r *http.Request, path string, claims *Claims, ceiling *Policy) Decisi
 		}
 		return Decision{Attributes: a, Status: http.StatusBadRequest, Reason: reason}
 	}
-	d := Decision{Attributes: a, Status: http.StatusForbidden}
-	who := fmt.Sprintf("token of %q", claims.Subject)
 	if ok, why := AuthorizeImpersonation(claims.Warren.Rules, r.Header); !ok {
-		d.Reason = fmt.Sprintf("%s cannot impersonate: %s", who, why)
-		return d
+		return Decision{Attributes: a, Status: http.StatusForbidden, Reason: fmt.Sprintf("token of %q cannot impersonate: %s", claims.Subject, why)}
 	}
+	return Decide(claims, ceiling, a)
+}
+
+// Decide decides attributes a for a verified caller: the token's rules must allow them and, when ceiling is not
+// nil, the ceiling too. A denial's Reason names the rule the token lacks (as --rule) or the ceiling's refusal. Check
+// uses it for requests, and warren's answer to a SelfSubjectAccessReview for the action asked about.
+func Decide(claims *Claims, ceiling *Policy, a Attributes) Decision {
+	d := Decision{Attributes: a, Status: http.StatusForbidden}
 	if ok, why := Authorize(claims.Warren.Rules, a); !ok {
-		d.Reason = who + " " + why
+		d.Reason = fmt.Sprintf("token of %q %s", claims.Subject, why)
 		if s := SuggestRule(a); s != "" {
 			d.Reason += fmt.Sprintf(" (it needs --rule %s)", s)
 		}

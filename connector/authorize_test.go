@@ -275,10 +275,15 @@ func caller(rules ...string) *auth.Claims {
 type request struct {
 	method, target string
 	header         http.Header
+	body           string
 }
 
 func (r request) build(t *testing.T, id string) *http.Request {
-	req, err := http.NewRequest(r.method, "http://prod"+r.target, nil)
+	var body io.Reader
+	if r.body != "" {
+		body = strings.NewReader(r.body)
+	}
+	req, err := http.NewRequest(r.method, "http://prod"+r.target, body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,9 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/warren-dev/warren/acquire"
+	"github.com/warren-dev/warren/auth"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata from the current charts")
@@ -257,13 +260,51 @@ func set(gs ...grant) map[grant]bool {
 	return m
 }
 
-// forensic is exactly what the connector's service account may do by default.
+// forensic is exactly what the connector's service account may do by default: what warren acquire asks for
+// (acquire.Preset), plus get on pods/exec, which RBAC wants for a WebSocket exec (warren's rules only create).
 var forensic = []grant{
 	{"", "pods", "get", ""},
 	{"", "pods", "list", ""},
 	{"", "pods/log", "get", ""},
 	{"", "pods/exec", "get", ""},
 	{"", "pods/exec", "create", ""},
+	{"", "events", "list", ""},
+	{"", "serviceaccounts", "get", ""},
+	{"", "nodes", "get", ""},
+	{"", "replicationcontrollers", "get", ""},
+	{"rbac.authorization.k8s.io", "rolebindings", "list", ""},
+	{"rbac.authorization.k8s.io", "clusterrolebindings", "list", ""},
+	{"rbac.authorization.k8s.io", "roles", "get", ""},
+	{"rbac.authorization.k8s.io", "clusterroles", "get", ""},
+	{"apps", "replicasets", "get", ""},
+	{"apps", "deployments", "get", ""},
+	{"apps", "statefulsets", "get", ""},
+	{"apps", "daemonsets", "get", ""},
+	{"batch", "jobs", "get", ""},
+	{"batch", "cronjobs", "get", ""},
+}
+
+// TestChartRBACCoversTheAcquirePreset: every rule of warren acquire's token preset is in the chart's default RBAC,
+// so an acquisition with exactly that token meets no refusal from the cluster either.
+func TestChartRBACCoversTheAcquirePreset(t *testing.T) {
+	rules, err := acquire.Preset([]string{"payments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := set(forensic...)
+	for _, pr := range rules {
+		r, err := auth.ParseRule(pr.Rule)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, res := range r.Resources {
+			for _, v := range r.Verbs {
+				if g := (grant{r.APIGroups[0], res, v, ""}); !have[g] {
+					t.Errorf("the preset's %s needs %+v, which the chart's default RBAC lacks", pr.Rule, g)
+				}
+			}
+		}
+	}
 }
 
 func TestConnectorRBAC(t *testing.T) {

@@ -1,0 +1,152 @@
+package evidence
+
+import "time"
+
+// Statement is an in-toto Statement v1 (https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md)
+// with warren's acquisition predicate.
+type Statement struct {
+	Type          string    `json:"_type"` // StatementType
+	Subject       []Subject `json:"subject"`
+	PredicateType string    `json:"predicateType"` // PredicateType
+	Predicate     Predicate `json:"predicate"`
+}
+
+// Subject is an in-toto ResourceDescriptor naming one file: the archive (ArchiveName) or a path inside it.
+type Subject struct {
+	Name   string            `json:"name"`
+	Digest map[string]string `json:"digest"` // "sha256": lowercase hex
+}
+
+// Predicate is what warren says about one target's acquisition (predicateType https://warren.dev/acquisition/v1).
+type Predicate struct {
+	Case     string `json:"case,omitempty"`
+	Examiner string `json:"examiner,omitempty"`
+	// AcquisitionID names the run; every Audit-ID of the run starts with "warren-acq-<AcquisitionID>-".
+	AcquisitionID string    `json:"acquisitionID"`
+	Target        Target    `json:"target"`
+	Caller        Caller    `json:"caller"`
+	Collector     Collector `json:"collector"`
+	Profile       string    `json:"profile"`
+	// Mode is how warren reached the container: "exec" (pods/exec through the gateway).
+	Mode string `json:"mode"`
+	// Method is how the container's side was collected: "collector" (the static collector ran in the container)
+	// or "shell" (only the shell and the receiver's hashing; MethodReason says why).
+	Method       string      `json:"method"`
+	MethodReason string      `json:"methodReason,omitempty"`
+	StartedOn    time.Time   `json:"startedOn"`
+	FinishedOn   time.Time   `json:"finishedOn"`
+	Limits       Limits      `json:"limits"`
+	Archive      ArchiveInfo `json:"archive"`
+	// Files holds what the subjects cannot say: for a redacted or capped file, the original's size and, when it was
+	// read whole, its sha256. Files stored as read are not listed here.
+	Files   []FileNote `json:"files,omitempty"`
+	Skipped []Skip     `json:"skipped,omitempty"`
+	// Requests are every request of this target's acquisition, in order, as the gateway saw them.
+	Requests []Request `json:"requests"`
+	// Witness is the exec stdout that carried the collection; the connector's audit record of that request holds
+	// the same byte count and sha256.
+	Witness Witness `json:"witness"`
+	// Execs are every exec of the collection, in order, each with the digests of its stdin and stdout as the
+	// acquirer sent and received them (the connector's audit record of the exec has the same stdout digest).
+	Execs []Exec `json:"execs,omitempty"`
+	// Footprint is what the collection left or changed in the container (an uploaded collector, its removal).
+	Footprint []string `json:"footprint,omitempty"`
+	Acquirer  Acquirer `json:"acquirer"`
+}
+
+// Target identifies the container acquired.
+type Target struct {
+	Cluster     string `json:"cluster"`
+	Namespace   string `json:"namespace"`
+	Pod         string `json:"pod"`
+	PodUID      string `json:"podUID"`
+	Container   string `json:"container"`
+	ContainerID string `json:"containerID,omitempty"`
+	Image       string `json:"image"`
+	// ImageID is the image's digest as the kubelet reports it (status.containerStatuses[].imageID).
+	ImageID string `json:"imageID,omitempty"`
+	Node    string `json:"node,omitempty"`
+}
+
+// Caller is the caller token's identity, as read from the token the requests carried.
+type Caller struct {
+	Subject string `json:"subject"`
+	TokenID string `json:"tokenID,omitempty"`
+	Issuer  string `json:"issuer,omitempty"`
+}
+
+// Collector is the in-container collector that ran, when one did.
+type Collector struct {
+	Version string `json:"version,omitempty"`
+	Digest  string `json:"digest,omitempty"` // sha256:HEX of the binary sent; its self-hash matched it
+}
+
+// Limits are the bounds the acquisition ran under.
+type Limits struct {
+	MaxBytes   int64  `json:"maxBytes,omitempty"`
+	TimeBudget string `json:"timeBudget,omitempty"`
+}
+
+// ArchiveInfo describes evidence.tar as written (also its subject).
+type ArchiveInfo struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	Files  int    `json:"files"` // regular files inside, each a subject
+}
+
+// FileNote adds to a subject what was changed on the way: redaction or a size cap.
+type FileNote struct {
+	Path           string `json:"path"`
+	Size           int64  `json:"size"`
+	Redacted       bool   `json:"redacted,omitempty"`
+	Truncated      bool   `json:"truncated,omitempty"`
+	OriginalSize   int64  `json:"originalSize,omitempty"`
+	OriginalSHA256 string `json:"originalSha256,omitempty"`
+}
+
+// Skip is an item not collected, and why: permission, size-cap, time-cap, not-found, secret, forbidden, ...
+type Skip struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Request is one request of an acquisition: the Audit-ID it carried (which the gateway's audit record and the
+// kube-apiserver's audit event show) and the request id the gateway answered with (its own and the connector's
+// audit records carry it).
+type Request struct {
+	AuditID          string    `json:"auditID"`
+	GatewayRequestID string    `json:"gatewayRequestID,omitempty"`
+	Method           string    `json:"method"`
+	Path             string    `json:"path"`
+	Status           int       `json:"status,omitempty"`
+	Time             time.Time `json:"time"`
+}
+
+// Witness is the hash of the exec stdout stream that carried the container's evidence, as received.
+type Witness struct {
+	AuditID      string `json:"auditID,omitempty"`
+	StdoutBytes  int64  `json:"stdoutBytes"`
+	StdoutSHA256 string `json:"stdoutSha256"`
+}
+
+// Exec is one exec of a collection.
+type Exec struct {
+	AuditID          string    `json:"auditID"`
+	GatewayRequestID string    `json:"gatewayRequestID,omitempty"`
+	Argv             []string  `json:"argv"` // as sent, a constant script named by its name ("script:probe")
+	StdinBytes       int64     `json:"stdinBytes,omitempty"`
+	StdinSHA256      string    `json:"stdinSha256,omitempty"`
+	StdoutBytes      int64     `json:"stdoutBytes"`
+	StdoutSHA256     string    `json:"stdoutSha256"`
+	Started          time.Time `json:"started"`
+	Ended            time.Time `json:"ended"`
+	Error            string    `json:"error,omitempty"`
+}
+
+// Acquirer is the software that wrote the statement.
+type Acquirer struct {
+	Name    string `json:"name"` // "warren"
+	Version string `json:"version"`
+}
