@@ -1,4 +1,8 @@
-package kubetest
+// Package testproc runs the real servers that tests start (etcd and kube-apiserver for internal/kubetest, SeaweedFS
+// for internal/s3test) as child processes: each in its own process group and killed with the test binary, its
+// output kept as a bounded tail for error messages and forwarded line by line to a shared log, a readiness wait
+// that gives up at once when the child exits, and loopback ports to give it.
+package testproc
 
 import (
 	"bytes"
@@ -6,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -14,16 +19,17 @@ import (
 )
 
 const (
-	// stopGrace is how long a process has to exit after SIGTERM before it gets SIGKILL.
-	stopGrace = 5 * time.Second
+	// StopGrace is how long a process has to exit after SIGTERM before it gets SIGKILL.
+	StopGrace = 5 * time.Second
 	// tailLines and tailLineBytes bound the output kept for error messages.
 	tailLines     = 40
 	tailLineBytes = 1024
 )
 
-// process is one child (etcd or kube-apiserver). Its output goes to a tail kept for error messages and, line by line
-// with a name prefix, to the shared logger. The goroutine started by start owns cmd.Wait; stop waits for it.
-type process struct {
+// Process is one child (etcd, kube-apiserver, weed). Its output goes to a tail kept for error messages and, line by
+// line with a name prefix, to the shared Log. The goroutine started by Start owns cmd.Wait; Stop waits for it. All
+// methods may be called concurrently.
+type Process struct {
 	name string
 	cmd  *exec.Cmd
 	out  *tailWriter
@@ -42,12 +48,12 @@ type process struct {
 	stopError error
 }
 
-// startProcess starts path with args. Children get SIGKILL when this process dies (see sysProcAttr), so a test that
-// crashes leaves nothing running.
-func startProcess(name, path string, args []string, dir string, logger *lockedWriter) (*process, error) {
-	p := &process{
+// Start starts path with args in dir. Children get SIGKILL when this process dies (see sysProcAttr), so a test that
+// crashes leaves nothing running. log may be nil.
+func Start(name, path string, args []string, dir string, log *Log) (*Process, error) {
+	p := &Process{
 		name: name,
-		out:  &tailWriter{prefix: name + ": ", log: logger},
+		out:  &tailWriter{prefix: name + ": ", log: log},
 		done: make(chan struct{}),
 	}
 	p.exitCtx, p.exitCancel = context.WithCancel(context.Background())
@@ -81,8 +87,17 @@ func startProcess(name, path string, args []string, dir string, logger *lockedWr
 	return p, nil
 }
 
-// afterExit runs f once the process has exited: at once if it already has, else from the goroutine that waited.
-func (p *process) afterExit(f func()) {
+// PID is the child's process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Done is closed when the process has exited and its output is drained.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Tail returns the last lines of its output, each prefixed with the process name, or a note that there was none.
+func (p *Process) Tail() string { return p.out.tail() }
+
+// AfterExit runs f once the process has exited: at once if it already has, else from the goroutine that waited.
+func (p *Process) AfterExit(f func()) {
 	p.mu.Lock()
 	if p.hasExited {
 		p.mu.Unlock()
@@ -93,8 +108,8 @@ func (p *process) afterExit(f func()) {
 	p.mu.Unlock()
 }
 
-// exited reports whether the process has exited, without blocking.
-func (p *process) exited() bool {
+// Exited reports whether the process has exited, without blocking.
+func (p *Process) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -103,8 +118,8 @@ func (p *process) exited() bool {
 	}
 }
 
-// exitError describes how the process ended, with the last lines of its output.
-func (p *process) exitError() error {
+// ExitError describes how the process ended, with the last lines of its output.
+func (p *Process) ExitError() error {
 	p.mu.Lock()
 	err := p.waitErr
 	p.mu.Unlock()
@@ -114,16 +129,16 @@ func (p *process) exitError() error {
 	return fmt.Errorf("%s exited unexpectedly (%w); last output:\n%s", p.name, err, p.out.tail())
 }
 
-// stop sends SIGTERM, then SIGKILL after stopGrace, and waits for the process. It returns an error only if the process
-// had already exited on its own before stop was called. Safe to call more than once.
-func (p *process) stop() error {
+// Stop sends SIGTERM, then SIGKILL after StopGrace, and waits for the process. It returns an error only if the
+// process had already exited on its own before Stop was called. Safe to call more than once.
+func (p *Process) Stop() error {
 	p.stopOnce.Do(func() {
 		p.mu.Lock()
 		p.stopping = true
 		p.mu.Unlock()
-		if !p.exited() {
+		if !p.Exited() {
 			_ = p.cmd.Process.Signal(syscall.SIGTERM) // fails only if it just exited: Wait tells
-			t := time.NewTimer(stopGrace)
+			t := time.NewTimer(StopGrace)
 			select {
 			case <-p.done:
 			case <-t.C:
@@ -136,19 +151,24 @@ func (p *process) stop() error {
 		early := p.early
 		p.mu.Unlock()
 		if early {
-			p.stopError = p.exitError()
+			p.stopError = p.ExitError()
 		}
 	})
 	return p.stopError
 }
 
-// lockedWriter serialises writes from the output copiers of several processes to one io.Writer.
-type lockedWriter struct {
+// Log serialises the output lines of several processes (and the harness's own) to one io.Writer. A nil *Log, or
+// one without a writer, discards.
+type Log struct {
 	mu sync.Mutex
 	w  io.Writer
 }
 
-func (l *lockedWriter) writeLine(prefix string, line []byte) {
+// NewLog returns a Log writing to w (nil: discard).
+func NewLog(w io.Writer) *Log { return &Log{w: w} }
+
+// WriteLine writes prefix, line and a newline as one write.
+func (l *Log) WriteLine(prefix string, line []byte) {
 	if l == nil || l.w == nil {
 		return
 	}
@@ -163,7 +183,7 @@ func (l *lockedWriter) writeLine(prefix string, line []byte) {
 // forwards each line to log. exec.Cmd writes to it from one goroutine; tail may be called from any.
 type tailWriter struct {
 	prefix string
-	log    *lockedWriter
+	log    *Log
 
 	mu      sync.Mutex
 	partial []byte   // an incomplete last line, bounded by tailLineBytes
@@ -198,7 +218,7 @@ func (w *tailWriter) flush() {
 func (w *tailWriter) emitLocked() {
 	line := string(w.partial)
 	w.partial = w.partial[:0]
-	w.log.writeLine(w.prefix, []byte(line))
+	w.log.WriteLine(w.prefix, []byte(line))
 	if len(w.lines) == tailLines {
 		copy(w.lines, w.lines[1:])
 		w.lines = w.lines[:tailLines-1]
@@ -232,4 +252,52 @@ func appendBounded(dst, src []byte) []byte {
 		src = src[:max(room, 0)]
 	}
 	return append(dst, src...)
+}
+
+// WaitReady calls check every interval until it succeeds, p exits, or timeout (or ctx) ends. Errors carry the last
+// check error and the last lines of p's output.
+func WaitReady(ctx context.Context, p *Process, what string, timeout, interval time.Duration, check func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	defer context.AfterFunc(p.exitCtx, cancel)() // abort a check in flight when p exits
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		err := check(ctx)
+		if err == nil {
+			return nil
+		}
+		if p.Exited() { // checked first: the exit also cancels ctx
+			return fmt.Errorf("waiting for %s: %w", what, p.ExitError())
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("waiting for %s: %w", what, p.ExitError())
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s (%w; last check: %v); last output:\n%s",
+				what, timeout, context.Cause(ctx), err, p.Tail())
+		case <-tick.C:
+		}
+	}
+}
+
+// FreePorts returns n distinct loopback ports that were free a moment ago. Another process may take one before our
+// child binds it: callers retry with new ports when the child says "address already in use" (PortTaken).
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("failed to find a free loopback port: %w", err)
+		}
+		// Held open until all are picked, so the n ports differ.
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// PortTaken reports whether p exited because a port it was given was taken meanwhile.
+func (p *Process) PortTaken() bool {
+	return p.Exited() && strings.Contains(p.Tail(), "address already in use")
 }
