@@ -62,6 +62,10 @@ func isName(s string) bool {
 	return true
 }
 
+// CheckName refuses object names that could leave a store: absolute, with "." or ".." segments, empty segments or
+// backslashes. Stores other than LocalStore (s3store) check the names they are given and the names they list with it.
+func CheckName(name string) error { return checkName(name) }
+
 // checkName refuses object names that could leave the store: absolute, with "." or ".." segments, empty segments
 // or backslashes.
 func checkName(name string) error {
