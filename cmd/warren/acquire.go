@@ -24,17 +24,22 @@ import (
 )
 
 const acquireUsage = `usage:
-  warren acquire [POD[/CONTAINER]...] --out DIR (-n NS | --all-namespaces) [-l SELECTOR | --all] [-c CONTAINER]
+  warren acquire [POD[/CONTAINER]...] --out DIR|s3://BUCKET/PREFIX (-n NS | --all-namespaces) [-l SELECTOR | --all] [-c CONTAINER]
                  (--kubeconfig F [--context C] | --gateway URL --cluster C (--token T | --token-file F | --token-command CMD)
                  [--ca-file F] [--pin sha256:B64]) --signing-key KEY [--case ID] [--examiner NAME] [--profile triage|full]
-                 [--max-bytes N] [--time-budget D] [--parallel N] [--redact-env REGEX] ...
+                 [--max-bytes N] [--time-budget D] [--parallel N] [--redact-env REGEX]
+                 [--s3-endpoint URL] [--s3-path-style] [--s3-region R] [--staging-dir DIR] ...
       acquires every container of each target pod (or POD/CONTAINER) through the gateway: exit 0 when every target
       succeeded, 1 when any failed (the table and DIR/acquisition.json say which and why), 2 for usage errors
-  warren acquire verify DIR --key PUB
+  warren acquire verify DIR|s3://BUCKET/PREFIX --key PUB [--s3-endpoint URL] [--s3-path-style] [--s3-region R]
       re-hashes every archive and file, checks every statement's signature; lists every failure, exit 1 on any
 
 The token needs the rules ` + "`warren token issue --preset acquire --namespace N`" + ` prints. A target whose statement in DIR
 verifies is kept as it is: run the same command again to finish an interrupted acquisition.
+
+With --out s3://BUCKET/PREFIX the same layout goes to object storage (AWS credentials and region from the standard
+chain): each object is staged in --staging-dir, then uploaded with its x-amz-checksum-sha256, which the store checks.
+A failed upload keeps the staged copy; the same command run again uploads it rather than acquiring the target again.
 `
 
 // runAcquire implements `warren acquire` and `warren acquire verify`.
@@ -47,7 +52,8 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	d := acquire.DefaultConfig()
 	var cc client.Config
 	var c acquire.Config
-	out := fs.String("out", "", "output directory (created if missing); a rerun into the same one keeps the targets that verify")
+	out := fs.String("out", "", "output directory (created if missing), or s3://BUCKET/PREFIX; a rerun into the same one keeps the targets that verify")
+	sf := addStoreFlags(fs, true)
 	fs.StringVar(&c.Namespace, "namespace", d.Namespace, "namespace of the target pods")
 	fs.StringVar(&c.Namespace, "n", d.Namespace, "short for --namespace")
 	fs.BoolVar(&c.AllNamespaces, "all-namespaces", false, "pick pods (-l or --all) in every namespace")
@@ -90,10 +96,7 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	// client-go reports, through klog, what an interrupted exec stream could not copy: expected, at debug level.
 	klog.SetSlogLogger(slog.New(debugHandler{log.Handler()}))
 	if *out == "" {
-		return usageErr("missing --out: the output directory, e.g. --out ./case-42")
-	}
-	if strings.HasPrefix(*out, "s3://") {
-		return usageErr("--out s3:// is not available in this build: give a local directory")
+		return usageErr("missing --out: the output directory, e.g. --out ./case-42, or s3://BUCKET/PREFIX")
 	}
 	if *signingKey == "" {
 		return usageErr("missing --signing-key: the examiner's key (warren keygen --out DIR writes DIR/signing.key)")
@@ -134,21 +137,13 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	store, err := evidence.NewLocalStore(*out)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	store, unlock, err := sf.openForAcquire(ctx, *out, signer, stdout, log)
 	if err != nil {
 		return err
 	}
-	// One run at a time into a directory: two would redo each other's targets.
-	lock, err := os.OpenFile(filepath.Join(store.Root(), ".warren-acquire.lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("cannot lock %s: %v", store.Root(), err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return fmt.Errorf("another warren acquire is writing to %s: wait for it to end, or choose another --out", store.Root())
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	defer unlock()
 	restCfg, err := cc.RESTConfig(ctx)
 	if err != nil {
 		return err
@@ -164,7 +159,7 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	printSummary(stdout, sum, store, *out)
+	printSummary(stdout, sum, store, *out+sf.verifyArgs())
 	if sum.Failed > 0 {
 		return fmt.Errorf("%d of %d targets failed (the table above and %s say why); run the same command again to retry them",
 			sum.Failed, len(sum.Index.Targets), store.Location(evidence.IndexName))
@@ -177,8 +172,9 @@ func runAcquireVerify(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("warren acquire verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	key := fs.String("key", "", "public key(s) of the examiner (signing.pub from warren keygen), comma-separated")
+	sf := addStoreFlags(fs, false)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: warren acquire verify DIR --key PUB\n\nRe-hashes every archive and every file inside it against its statement, checks every statement's\nsignature, and lists every failure (file and reason). Exit 0 when everything verifies, 1 otherwise.\n\n")
+		fmt.Fprint(fs.Output(), "usage: warren acquire verify DIR|s3://BUCKET/PREFIX --key PUB [--s3-endpoint URL] [--s3-path-style] [--s3-region R]\n\nRe-hashes every archive and every file inside it against its statement, checks every statement's\nsignature, and lists every failure (file and reason). Exit 0 when everything verifies, 1 otherwise.\n\n")
 		fs.PrintDefaults()
 	}
 	dirs, err := parseInterleaved(fs, args)
@@ -187,7 +183,7 @@ func runAcquireVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case len(dirs) != 1:
-		return usageErr("give one DIR to verify, e.g. warren acquire verify ./case-42 --key keys/signing.pub")
+		return usageErr("give one DIR (or s3://BUCKET/PREFIX) to verify, e.g. warren acquire verify ./case-42 --key keys/signing.pub")
 	case *key == "":
 		return usageErr("missing --key: the examiner's public key (signing.pub from warren keygen)")
 	}
@@ -195,14 +191,13 @@ func runAcquireVerify(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if fi, err := os.Stat(dirs[0]); err != nil || !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", dirs[0])
-	}
-	store, err := evidence.NewLocalStore(dirs[0])
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	store, err := sf.openForVerify(ctx, dirs[0], slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
-	rep, err := evidence.Verify(context.Background(), store, keys)
+	rep, err := evidence.Verify(ctx, store, keys)
 	if err != nil {
 		return err
 	}

@@ -159,7 +159,7 @@ func (u *acquireUI) line(s string) {
 func stamp() string { return time.Now().UTC().Format("15:04:05") }
 
 // printSummary prints the table of targets and how to verify the output.
-func printSummary(w io.Writer, sum *acquire.Summary, store *evidence.LocalStore, out string) {
+func printSummary(w io.Writer, sum *acquire.Summary, store evidence.Store, out string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nTARGET\tMODE\tFILES\tBYTES\tSHA-256\tDURATION\tRESULT")
 	acquired, kept := 0, 0

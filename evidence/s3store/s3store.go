@@ -55,8 +55,9 @@ type Config struct {
 	// Bucket and Prefix are where the layout goes: s3://Bucket/Prefix/... (ParseURL reads them). Bucket is
 	// required; Prefix may be empty (the bucket's root) and has no leading or trailing slash.
 	Bucket, Prefix string
-	// StagingDir is the local directory objects are written to before they are uploaded (created 0700). Required.
-	// It needs room for the archives being acquired at once, and keeps what could not be uploaded.
+	// StagingDir is the local directory objects are written to before they are uploaded (created 0700). It needs
+	// room for the archives being acquired at once, and keeps what could not be uploaded. Empty: the store is read
+	// only (verify), Create and UploadStaged fail.
 	StagingDir string
 	// AWS is the SDK configuration: credentials, region, retries, HTTP client (LoadAWSConfig loads the standard
 	// chain). Its Region must be set.
@@ -144,16 +145,17 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("s3store: %v", checkBucket(cfg.Bucket))
 	case cfg.Prefix != "" && evidence.CheckName(cfg.Prefix) != nil:
 		return nil, fmt.Errorf("s3store: invalid prefix %q", cfg.Prefix)
-	case cfg.StagingDir == "":
-		return nil, errors.New("s3store: no staging directory")
 	case cfg.PartSize < MinPartSize || cfg.PartSize > MaxPartSize:
 		return nil, fmt.Errorf("s3store: part size %d: want %d to %d bytes", cfg.PartSize, MinPartSize, MaxPartSize)
 	case cfg.AWS.Region == "":
 		return nil, errors.New("s3store: no AWS region: set AWS_REGION or a profile's region, or give --s3-region")
 	}
-	staging, err := evidence.NewLocalStore(cfg.StagingDir)
-	if err != nil {
-		return nil, fmt.Errorf("cannot create the staging directory: %w", err)
+	var staging *evidence.LocalStore
+	if cfg.StagingDir != "" {
+		var err error
+		if staging, err = evidence.NewLocalStore(cfg.StagingDir); err != nil {
+			return nil, fmt.Errorf("cannot create the staging directory: %w", err)
+		}
 	}
 	client := s3.NewFromConfig(cfg.AWS, func(o *s3.Options) {
 		if cfg.Endpoint != "" {
@@ -175,8 +177,16 @@ func (s *Store) endpointNote() string {
 	return " at " + s.cfg.Endpoint
 }
 
-// StagingDir is the staging directory (absolute).
-func (s *Store) StagingDir() string { return s.staging.Root() }
+// StagingDir is the staging directory (absolute), or "" for a read-only store.
+func (s *Store) StagingDir() string {
+	if s.staging == nil {
+		return ""
+	}
+	return s.staging.Root()
+}
+
+// errReadOnly is the error of a write to a store without a staging directory.
+var errReadOnly = errors.New("s3store: read-only store (no staging directory)")
 
 // Client is the S3 client the store uses.
 func (s *Store) Client() *s3.Client { return s.client }
@@ -201,6 +211,9 @@ func (s *Store) Location(name string) string {
 func (s *Store) Create(ctx context.Context, name string) (evidence.Object, error) {
 	if err := evidence.CheckName(name); err != nil {
 		return nil, err
+	}
+	if s.staging == nil {
+		return nil, errReadOnly
 	}
 	local, err := s.staging.Create(ctx, name)
 	if err != nil {
@@ -244,6 +257,9 @@ func (s *Store) Remove(ctx context.Context, name string) error {
 		return s.objectError("cannot delete", name, err)
 	}
 	s.abortIncomplete(ctx, key)
+	if s.staging == nil {
+		return nil
+	}
 	return s.staging.Remove(ctx, name)
 }
 

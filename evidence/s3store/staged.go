@@ -30,6 +30,9 @@ type Staged struct {
 // An archive staged as evidence.tar.partial next to a staged statement is whole when its SHA-256 is the one the
 // signed statement names: the run stopped between the statement's upload and the archive's commit.
 func (s *Store) UploadStaged(ctx context.Context, keys *evidence.Keys) ([]Staged, error) {
+	if s.staging == nil {
+		return nil, errReadOnly
+	}
 	names, err := s.staging.List(ctx, "/"+evidence.StatementName)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list the staging directory %s: %w", s.StagingDir(), err)
