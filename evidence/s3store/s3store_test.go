@@ -809,3 +809,43 @@ func TestPartHasher(t *testing.T) {
 		t.Errorf("CompositeSHA256 = %s, want %s", got, want)
 	}
 }
+
+// BenchmarkUpload stages one archive-sized object (WARREN_BENCH_S3_MIB, default 1024 MiB) and commits it: write and
+// hash into staging, then the upload in 64 MiB parts, 4 at a time, to the local store. Reports MB/s of the whole.
+//
+//	go test ./evidence/s3store -run XXX -bench Upload -benchtime 1x
+func BenchmarkUpload(b *testing.B) {
+	mib := 1024
+	if v := os.Getenv("WARREN_BENCH_S3_MIB"); v != "" {
+		fmt.Sscan(v, &mib)
+	}
+	srv := shared.Get(b)
+	bucket, err := srv.CreateBucket(b.Context(), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Bucket, cfg.StagingDir, cfg.AWS, cfg.Endpoint, cfg.PathStyle = bucket, b.TempDir(), srv.AWSConfig(), srv.Endpoint, true
+	store, err := New(b.Context(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunk := []byte(randomBody(1 << 20))
+	b.SetBytes(int64(mib) << 20)
+	for i := 0; b.Loop(); i++ {
+		obj, err := store.Create(b.Context(), fmt.Sprintf("t%d/evidence.tar", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range mib {
+			if _, err := obj.Write(chunk); err != nil {
+				b.Fatal(err)
+			}
+		}
+		staged := time.Now()
+		if err := obj.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(mib)/time.Since(staged).Seconds(), "upload-MiB/s")
+	}
+}
