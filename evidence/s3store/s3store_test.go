@@ -105,7 +105,14 @@ func randomBody(n int) string {
 }
 
 // writeTarget writes one target through the store: files, then the statement signed, then the archive.
-func (f *fixture) writeTarget(t *testing.T, store *Store, dir string, files map[string]string) (*evidence.Statement, error) {
+func (f *fixture) writeTarget(t *testing.T, store evidence.Store, dir string, files map[string]string) (*evidence.Statement, error) {
+	t.Helper()
+	return f.writeTargetThen(t, store, dir, files, "abc", nil)
+}
+
+// writeTargetThen is writeTarget with an acquisition id, calling beforeFinish (when not nil) once the archive's
+// entries are written.
+func (f *fixture) writeTargetThen(t *testing.T, store evidence.Store, dir string, files map[string]string, id string, beforeFinish func()) (*evidence.Statement, error) {
 	t.Helper()
 	ctx := t.Context()
 	tw, err := evidence.BeginTarget(ctx, store, dir)
@@ -119,8 +126,11 @@ func (f *fixture) writeTarget(t *testing.T, store *Store, dir string, files map[
 			t.Fatal(err)
 		}
 	}
+	if beforeFinish != nil {
+		beforeFinish()
+	}
 	parts := strings.SplitN(dir, "/", 3)
-	return tw.Finish(ctx, f.signer, evidence.Predicate{Case: "ir-42", Examiner: "alice", AcquisitionID: "abc",
+	return tw.Finish(ctx, f.signer, evidence.Predicate{Case: "ir-42", Examiner: "alice", AcquisitionID: id,
 		Target:  evidence.Target{Cluster: "prod", Namespace: parts[0], Pod: parts[1], Container: parts[2], PodUID: "uid-1"},
 		Profile: "triage", Mode: "exec", Method: "collector", StartedOn: time.Now(), FinishedOn: time.Now()})
 }
@@ -272,11 +282,17 @@ func TestWrongChecksumRefusedByTheStore(t *testing.T) {
 	}
 }
 
+// contentSHA256Mismatch is SeaweedFS's answer (AWS's too) to a signed payload whose SHA-256 is not the one signed:
+// warren signs the payload with the hash it sends as x-amz-checksum-sha256, and the store checks the signature's
+// first.
+const contentSHA256Mismatch = "400 XAmzContentSHA256Mismatch: The provided 'x-amz-content-sha256' header does not match what was computed."
+
 // badDigest is SeaweedFS's answer to a checksum that is not the body's (AWS answers 400 BadDigest too).
 const badDigest = "400 BadDigest: The Content-Md5 you specified did not match what we received."
 
 // A staged copy changed on the local disk after warren wrote it (a bad disk, a tamperer) is refused by the store:
-// warren sends the checksums of the bytes it wrote. Nothing reaches the bucket; the staged copy is kept and the
+// warren sends the checksums of the bytes it wrote (and signs the payload with the same hash, which the store checks
+// first). Nothing reaches the bucket; the staged copy is kept and the
 // error names it.
 func TestChangedStagedCopyRefusedByTheStore(t *testing.T) {
 	f := newFixture(t)
@@ -304,7 +320,7 @@ func TestChangedStagedCopyRefusedByTheStore(t *testing.T) {
 				t.Fatal("a changed staged copy was uploaded")
 			}
 			kept := f.store.staging.Location(name)
-			for _, want := range []string{"cannot upload " + f.store.Location(name), "the store answered " + strings.Replace(badDigest, ":", ":", 1),
+			for _, want := range []string{"cannot upload " + f.store.Location(name), "the store answered " + contentSHA256Mismatch,
 				"the local copy is kept in " + kept} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q\n does not say %q", err, want)
@@ -482,10 +498,11 @@ func TestUploadFailureKeepsTheLocalCopy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tc.limit == 0 {
-				proxy.Cut()
-			}
-			_, err = f.writeTarget(t, store, dir, map[string]string{"container/fs/big": randomBody(4 * testPartSize)})
+			_, err = f.writeTargetThen(t, store, dir, map[string]string{"container/fs/big": randomBody(4 * testPartSize)}, "abc", func() {
+				if tc.limit == 0 {
+					proxy.Cut()
+				}
+			})
 			if err == nil {
 				t.Fatal("the target was written through a store that went away")
 			}
@@ -547,7 +564,7 @@ func TestUploadStagedLeavesWhatItMustNot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.writeTargetTo(t, local, dir, map[string]string{"container/a": "second"}); err != nil {
+	if _, err := f.writeTargetThen(t, local, dir, map[string]string{"container/a": "second"}, "second", nil); err != nil {
 		t.Fatal(err)
 	}
 	again := f.open(t, f.srv.Endpoint, staging)
@@ -577,27 +594,6 @@ func TestUploadStagedLeavesWhatItMustNot(t *testing.T) {
 	if _, err := os.Stat(p + evidence.PartialSuffix); err != nil {
 		t.Errorf("the partial archive was not left partial: %v", err)
 	}
-}
-
-// writeTargetTo is writeTarget through any store.
-func (f *fixture) writeTargetTo(t *testing.T, store evidence.Store, dir string, files map[string]string) (*evidence.Statement, error) {
-	t.Helper()
-	ctx := t.Context()
-	tw, err := evidence.BeginTarget(ctx, store, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range sortedNames(files) {
-		body := files[name]
-		if _, err := tw.Archive().WriteEntry(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg},
-			strings.NewReader(body)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	parts := strings.SplitN(dir, "/", 3)
-	return tw.Finish(ctx, f.signer, evidence.Predicate{AcquisitionID: "second",
-		Target:  evidence.Target{Cluster: "prod", Namespace: parts[0], Pod: parts[1], Container: parts[2], PodUID: "uid-1"},
-		Profile: "triage", Mode: "exec", Method: "collector", StartedOn: time.Now(), FinishedOn: time.Now()})
 }
 
 // Verify and resume read the bucket: every target verifies; a flipped byte in the bucket's archive is named (the
@@ -725,6 +721,35 @@ func TestMorePartsThanTheStoreTakes(t *testing.T) {
 	if !bytes.Equal(f.get(t, "cases/ir-42/big.tar"), body) {
 		t.Error("the object differs from what was written")
 	}
+
+	// The other pass finds a staged copy changed since it was written.
+	obj, err = f.store.Create(t.Context(), "changed.tar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obj.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, f.store.staging.Location("changed.tar")+evidence.PartialSuffix, 3*testPartSize)
+	if err := obj.Commit(); err == nil || !strings.Contains(err.Error(), "changed.tar changed since it was written") {
+		t.Fatalf("Commit of a changed staged copy: %v", err)
+	}
+	f.missing(t, "cases/ir-42/changed.tar")
+}
+
+// An empty object is uploaded with the SHA-256 of nothing.
+func TestEmptyObject(t *testing.T) {
+	f := newFixture(t)
+	obj, err := f.store.Create(t.Context(), "empty.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := obj.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := aws.ToString(f.head(t, "cases/ir-42/empty.json").ChecksumSHA256), b64sha256(nil); got != want {
+		t.Errorf("checksum %q, want %q", got, want)
+	}
 }
 
 // New says what is wrong before anything is acquired: a bucket that does not exist, credentials the store refuses,
@@ -789,17 +814,14 @@ func TestPartHasher(t *testing.T) {
 		for off := 0; off < len(body); off += size {
 			h.Write(body[off:min(off+size, len(body))])
 		}
-		whole, parts := h.Sum()
-		if w := sha256.Sum256(body); !bytes.Equal(whole, w[:]) {
-			t.Fatalf("writes of %d: whole sum differs", size)
-		}
+		parts := h.Sum()
 		if want := partSums(body, 1000); fmt.Sprint(parts) != fmt.Sprint(want) || len(parts) != 4 {
 			t.Fatalf("writes of %d: %d part sums, want 4 equal to the parts'", size, len(parts))
 		}
 	}
 	h := newPartHasher(1000)
 	h.Write(body[:2000])
-	if _, parts := h.Sum(); len(parts) != 2 {
+	if parts := h.Sum(); len(parts) != 2 {
 		t.Errorf("a stream ending on a part boundary has %d parts, want 2", len(parts))
 	}
 	// S3's composite checksum: SHA-256 of the concatenated part SHA-256s, base64, "-N".

@@ -137,5 +137,5 @@ func (s *Store) uploadFile(ctx context.Context, name, want string) error {
 	if err != nil {
 		return err
 	}
-	return s.upload(ctx, name, fi.Size(), whole, parts)
+	return s.upload(ctx, name, fi.Size(), parts)
 }

@@ -65,8 +65,7 @@ func (o *object) Commit() error {
 	if err := o.local.Commit(); err != nil {
 		return err
 	}
-	whole, parts := o.sums.Sum()
-	if err := o.s.upload(o.ctx, o.name, o.sums.n, whole, parts); err != nil {
+	if err := o.s.upload(o.ctx, o.name, o.sums.n, o.sums.Sum()); err != nil {
 		return o.s.keptError(o.name, err)
 	}
 	o.s.dropStaged(o.ctx, o.name)
@@ -107,9 +106,9 @@ func (s *Store) dropStaged(ctx context.Context, name string) {
 	}
 }
 
-// upload sends the staged copy of name (size bytes, SHA-256 whole, parts' SHA-256s for s.cfg.PartSize) with its
-// checksums, in one PutObject or in parts, and checks the checksum the store says it computed.
-func (s *Store) upload(ctx context.Context, name string, size int64, whole []byte, parts [][]byte) error {
+// upload sends the staged copy of name (size bytes; parts: the SHA-256 of each part of s.cfg.PartSize, as written)
+// with its checksums, in one PutObject or in parts, and checks the checksum the store says it computed.
+func (s *Store) upload(ctx context.Context, name string, size int64, parts [][]byte) error {
 	f, err := os.Open(s.staging.Location(name))
 	if err != nil {
 		return err
@@ -121,20 +120,22 @@ func (s *Store) upload(ctx context.Context, name string, size int64, whole []byt
 	start := time.Now()
 	partSize := s.cfg.PartSize
 	if size <= partSize {
-		err = s.put(ctx, name, f, size, whole)
+		sum := sha256.Sum256(nil) // of an empty object
+		if len(parts) == 1 {
+			sum = [sha256.Size]byte(parts[0])
+		}
+		err = s.put(ctx, name, f, size, sum[:])
 	} else {
 		if int64(len(parts)) > int64(s.maxParts) {
 			// More parts than S3 takes: larger parts, whose sums need another pass over the staged copy, which
-			// must still be what was written.
-			partSize = max(partSize, (size+int64(s.maxParts)-1)/int64(s.maxParts))
-			partSize = (partSize + 1<<20 - 1) &^ (1<<20 - 1)
-			var again []byte
-			if again, parts, err = sumFile(f, partSize); err != nil {
+			// must still be what was written (its parts' sums at the first size are taken in the same pass).
+			larger := max(partSize, (size+int64(s.maxParts)-1)/int64(s.maxParts))
+			larger = (larger + 1<<20 - 1) &^ (1<<20 - 1)
+			written := parts
+			if parts, err = resumFile(f, larger, partSize, written); err != nil {
 				return err
 			}
-			if string(again) != string(whole) {
-				return fmt.Errorf("the staged copy %s changed since it was written (sha256 %x, written %x)", f.Name(), again, whole)
-			}
+			partSize = larger
 		}
 		err = s.putParts(ctx, name, f, size, partSize, parts)
 	}
@@ -250,18 +251,21 @@ func withPayloadHash(sum []byte) func(*s3.Options) {
 	hexSum := hex.EncodeToString(sum)
 	return func(o *s3.Options) {
 		o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
-			return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("warrenPayloadHash",
+			// First in the finalize step: the signer and the payload-hash middlewares (whichever the SDK picked)
+			// all come after it and take a hash already in the context as given.
+			return stack.Finalize.Add(middleware.FinalizeMiddlewareFunc("warrenPayloadHash",
 				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 					return next.HandleFinalize(v4.SetPayloadHash(ctx, hexSum), in)
-				}), "ComputePayloadSHA256", middleware.Before)
+				}), middleware.Before)
 		})
 	}
 }
 
-// partHasher hashes a stream whole and in parts of partSize, as it is written.
+// partHasher hashes a stream in parts of partSize, as it is written: one pass of SHA-256 (the evidence archive
+// already takes the whole archive's as it goes). The parts' sums are all an upload needs: a single part's is the
+// object's, and S3's composite checksum is made of them.
 type partHasher struct {
 	partSize int64
-	whole    hash.Hash
 	part     hash.Hash
 	inPart   int64
 	n        int64
@@ -269,12 +273,11 @@ type partHasher struct {
 }
 
 func newPartHasher(partSize int64) *partHasher {
-	return &partHasher{partSize: partSize, whole: sha256.New(), part: sha256.New()}
+	return &partHasher{partSize: partSize, part: sha256.New()}
 }
 
 func (h *partHasher) Write(p []byte) (int, error) {
 	n := len(p)
-	h.whole.Write(p)
 	h.n += int64(n)
 	for len(p) > 0 {
 		k := min(int64(len(p)), h.partSize-h.inPart)
@@ -290,22 +293,34 @@ func (h *partHasher) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// Sum returns the whole stream's SHA-256 and every part's (the last one short, unless the stream ended on a part
-// boundary; none for an empty stream).
-func (h *partHasher) Sum() (whole []byte, parts [][]byte) {
-	parts = h.parts
+// Sum returns every part's SHA-256 (the last part short, unless the stream ended on a part boundary; none for an
+// empty stream).
+func (h *partHasher) Sum() [][]byte {
+	parts := h.parts
 	if h.inPart > 0 {
 		parts = append(parts[:len(parts):len(parts)], h.part.Sum(nil))
 	}
-	return h.whole.Sum(nil), parts
+	return parts
 }
 
 // sumFile hashes f from its start, whole and in parts of partSize.
 func sumFile(f *os.File, partSize int64) (whole []byte, parts [][]byte, err error) {
-	h := newPartHasher(partSize)
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
+	h, w := newPartHasher(partSize), sha256.New()
+	if _, err := io.Copy(io.MultiWriter(h, w), io.NewSectionReader(f, 0, 1<<62)); err != nil {
 		return nil, nil, fmt.Errorf("cannot read the staged copy %s: %w", f.Name(), err)
 	}
-	whole, parts = h.Sum()
-	return whole, parts, nil
+	return w.Sum(nil), h.Sum(), nil
+}
+
+// resumFile hashes f in parts of partSize, and checks in the same pass that its parts of writtenSize still have the
+// sums written (taken as it was written).
+func resumFile(f *os.File, partSize, writtenSize int64, written [][]byte) ([][]byte, error) {
+	h, again := newPartHasher(partSize), newPartHasher(writtenSize)
+	if _, err := io.Copy(io.MultiWriter(h, again), io.NewSectionReader(f, 0, 1<<62)); err != nil {
+		return nil, fmt.Errorf("cannot read the staged copy %s: %w", f.Name(), err)
+	}
+	if CompositeSHA256(again.Sum()) != CompositeSHA256(written) {
+		return nil, fmt.Errorf("the staged copy %s changed since it was written", f.Name())
+	}
+	return h.Sum(), nil
 }
