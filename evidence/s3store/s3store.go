@@ -33,6 +33,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -91,6 +92,9 @@ type Store struct {
 	log     *slog.Logger
 	// maxParts is MaxParts; tests lower it to reach the re-chunking path with small objects.
 	maxParts int
+	// dirs is held for reading while an object's staged file is created (its directories made, then the file),
+	// and for writing while dropStaged removes the directories an upload left empty.
+	dirs sync.RWMutex
 }
 
 // ParseURL reads s3://BUCKET[/PREFIX] into a bucket and a prefix without slashes at its ends.
@@ -198,8 +202,12 @@ func (s *Store) key(name string) string {
 	return s.cfg.Prefix + "/" + name
 }
 
-// Location implements evidence.Store: s3://BUCKET/PREFIX/NAME.
+// Location implements evidence.Store: s3://BUCKET/PREFIX/NAME; for a partial object (NAME.partial), which is never
+// uploaded, its path in the staging directory.
 func (s *Store) Location(name string) string {
+	if strings.HasSuffix(name, evidence.PartialSuffix) && s.staging != nil {
+		return s.staging.Location(name)
+	}
 	if name == "" {
 		return strings.TrimSuffix("s3://"+s.cfg.Bucket+"/"+s.cfg.Prefix, "/")
 	}
@@ -215,7 +223,9 @@ func (s *Store) Create(ctx context.Context, name string) (evidence.Object, error
 	if s.staging == nil {
 		return nil, errReadOnly
 	}
+	s.dirs.RLock()
 	local, err := s.staging.Create(ctx, name)
+	s.dirs.RUnlock()
 	if err != nil {
 		return nil, err
 	}

@@ -12,11 +12,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -377,101 +375,6 @@ func (f *fixture) uploads(t *testing.T, key string) []types.MultipartUpload {
 	return ups
 }
 
-// cutProxy forwards TCP connections to the store and can stop doing so: after limit bytes sent towards the store
-// (the upload is cut mid-way), or at once (Cut).
-type cutProxy struct {
-	ln      net.Listener
-	target  string
-	limit   int64
-	mu      sync.Mutex
-	sent    int64
-	cut     bool
-	conns   []net.Conn
-	wg      sync.WaitGroup
-	closeLn sync.Once
-}
-
-func startCutProxy(t *testing.T, target string, limit int64) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, limit: limit}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.Close)
-	return p
-}
-
-func (p *cutProxy) URL() string { return "http://" + p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		p.mu.Lock()
-		if err != nil || p.cut {
-			p.mu.Unlock()
-			c.Close()
-			if up != nil {
-				up.Close()
-			}
-			continue
-		}
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		p.wg.Go(func() { p.pipe(up, c, true) })
-		p.wg.Go(func() { p.pipe(c, up, false) })
-	}
-}
-
-// pipe copies src to dst; towards the store it counts, and cuts every connection once the limit is passed.
-func (p *cutProxy) pipe(dst, src net.Conn, counted bool) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && counted {
-			p.mu.Lock()
-			p.sent += int64(n)
-			over := p.limit > 0 && p.sent > p.limit
-			p.mu.Unlock()
-			if over {
-				p.Cut()
-				return
-			}
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	dst.Close()
-	src.Close()
-}
-
-// Cut closes every connection and refuses new ones (the listener stays, so the port is not reused).
-func (p *cutProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for _, c := range p.conns {
-		c.Close()
-	}
-}
-
-func (p *cutProxy) Close() {
-	p.closeLn.Do(func() { p.ln.Close() })
-	p.Cut()
-	p.wg.Wait()
-}
-
 // The store goes away before the statement is uploaded (first) or in the middle of the archive's parts (second):
 // the target fails with an error that says where its local copy is and what to do, the bucket never shows an
 // evidence.tar, and the next run (UploadStaged, as `warren acquire` does first) uploads the staged target without
@@ -489,7 +392,7 @@ func TestUploadFailureKeepsTheLocalCopy(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := "payments/api-" + map[bool]string{true: "a", false: "b"}[tc.limit == 0] + "/main"
-			proxy := startCutProxy(t, target, tc.limit)
+			proxy := s3test.StartCutProxy(t, target, tc.limit)
 			staging := t.TempDir()
 			cfg := f.config(proxy.URL(), staging)
 			cfg.AWS.RetryMaxAttempts = 1 // the cut is for good: retries would only take time

@@ -104,6 +104,14 @@ func (s *Store) dropStaged(ctx context.Context, name string) {
 			s.log.Warn("cannot remove an uploaded object's staged copy", "path", s.staging.Location(n), "err", err)
 		}
 	}
+	// The directories left empty go too, so that what stays in staging is what needs a person's attention.
+	s.dirs.Lock()
+	defer s.dirs.Unlock()
+	for dir := path.Dir(name); dir != "."; dir = path.Dir(dir) {
+		if os.Remove(s.staging.Location(dir)) != nil {
+			break // not empty (another target's, or an object being staged), or gone
+		}
+	}
 }
 
 // upload sends the staged copy of name (size bytes; parts: the SHA-256 of each part of s.cfg.PartSize, as written)

@@ -93,6 +93,7 @@ func runMain(m *testing.M) int {
 	code := m.Run()
 	code = stopFakeKubelet(code) // stream_env_test.go: the kubelet stand-in, if a test started it
 	cleanupAcquire()             // acquire_env_test.go: the collector binaries and the examiner's key
+	code = stopS3(code)          // acquire_s3_test.go: the S3 store, if a test started it
 	if err := kube.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: kube-apiserver:", err)
 		code = 1
