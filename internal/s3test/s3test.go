@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ const EnvWeedBin = "WARREN_WEED_BIN"
 const Region = "us-east-1"
 
 const (
-	// readyTimeout bounds the wait for the S3 gateway to answer a signed ListBuckets.
+	// readyTimeout bounds the wait for the S3 gateway to take a signed write.
 	readyTimeout = 90 * time.Second
 	pollInterval = 100 * time.Millisecond
 	// portAttempts is how often Start picks new ports when another process took one between our pick and the bind.
@@ -65,12 +66,13 @@ type Server struct {
 	Endpoint      string // http://127.0.0.1:PORT, the S3 API (path-style addressing)
 	AccessKey     string // of the one identity, allowed everything
 	SecretKey     string
-	StartDuration time.Duration // how long Start took, until a signed ListBuckets succeeded
+	StartDuration time.Duration // how long Start took, until a signed write succeeded
 	// HTTPClient is the client of AWSConfig and Client; Stop closes its idle connections, so that a test's leak
 	// check does not find their goroutines.
 	HTTPClient *http.Client
 
-	proc *testproc.Process
+	proc    *testproc.Process
+	sockets []string // weed's Unix sockets, removed by Stop
 }
 
 // binPath returns where scripts/s3-bin.sh puts weed:
@@ -102,8 +104,8 @@ func findBinary() (string, error) {
 	return p, nil
 }
 
-// Start starts weed server -s3 on free loopback ports and waits until its S3 API answers a signed request. ctx
-// bounds only the start. On error nothing is left running.
+// Start starts weed server -s3 on free loopback ports and waits until its S3 API takes a signed write. ctx bounds
+// only the start. On error nothing is left running.
 func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.Dir == "" {
 		return nil, errors.New("s3test: Options.Dir is required")
@@ -123,6 +125,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := writeIdentities(identities, s.AccessKey, s.SecretKey); err != nil {
 		return nil, fmt.Errorf("s3test: %w", err)
 	}
+	// Read by weed from -config_dir before $HOME/.seaweedfs and /etc/seaweedfs: a new bucket's first write waits
+	// for one volume, not seven, and without the deferral meant for a rebuilt master's old volume servers.
+	if err := os.WriteFile(filepath.Join(dir, "master.toml"), []byte(masterTOML), 0o600); err != nil {
+		return nil, fmt.Errorf("s3test: %w", err)
+	}
 	log := testproc.NewLog(o.Logger)
 	for attempt := 1; ; attempt++ {
 		data := filepath.Join(dir, "data")
@@ -137,7 +144,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, fmt.Errorf("s3test: %w", err)
 		}
 		port := func(i int) string { return strconv.Itoa(ports[i]) }
-		args := []string{"server",
+		args := []string{"-config_dir=" + dir, "server",
 			"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-dir=" + data,
 			"-master.port=" + port(0), "-master.port.grpc=" + port(1),
 			"-volume.port=" + port(2), "-volume.port.grpc=" + port(3),
@@ -148,6 +155,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			// Off: the Iceberg and Lance catalogs (fixed ports), and the telemetry report (nothing leaves loopback).
 			"-s3.port.iceberg=0", "-s3.port.lance=0",
 			"-master.telemetry=false", "-master.telemetry.url=http://127.0.0.1:1/",
+			"-master.electionTimeout=500ms",
 			// Small volumes on a test disk; the volume server grows more as objects need them.
 			"-master.volumeSizeLimitMB=1024", "-volume.max=0",
 			// Stop at once: the default waits 10 s for heartbeats to tell a master that is stopping too.
@@ -158,16 +166,16 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, fmt.Errorf("s3test: %w", err)
 		}
 		s.proc, s.Endpoint = p, "http://127.0.0.1:"+port(6)
-		client := s.Client()
-		err = testproc.WaitReady(ctx, p, "weed S3 API "+s.Endpoint, readyTimeout, pollInterval, func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{})
-			return err
-		})
+		s.sockets = nil
+		for i, name := range []string{"master", "volume", "filer", "s3"} {
+			// weed serves each gRPC port on a Unix socket too, under /tmp whatever its flags, and may leave it.
+			s.sockets = append(s.sockets, fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", name, ports[2*i+1]))
+		}
+		err = testproc.WaitReady(ctx, p, "weed S3 API "+s.Endpoint, readyTimeout, pollInterval, s.ready)
 		if err == nil {
 			break
 		}
+		s.removeSockets()
 		s.HTTPClient.CloseIdleConnections()
 		if attempt < portAttempts && p.PortTaken() {
 			continue
@@ -178,6 +186,35 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	s.StartDuration = time.Since(begin)
 	log.WriteLine("s3test: ", []byte(fmt.Sprintf("S3 API ready at %s in %s", s.Endpoint, s.StartDuration.Round(time.Millisecond))))
 	return s, nil
+}
+
+const masterTOML = `[master.volume_growth]
+copy_1 = 1
+allocation_deferral = "0s"
+`
+
+// readyBucket is where ready writes.
+const readyBucket = "warren-s3test-ready"
+
+// ready is a signed write: the S3 API answers once its filer is up, but writes wait (for a lock ring) until the
+// filer has announced itself to the master, seconds later.
+func (s *Server) ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c := s.Client()
+	if _, err := c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(readyBucket)}); err != nil {
+		if _, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(readyBucket)}); err != nil {
+			return err
+		}
+	}
+	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(readyBucket), Key: aws.String("ready"), Body: strings.NewReader("ready")})
+	return err
+}
+
+func (s *Server) removeSockets() {
+	for _, p := range s.sockets {
+		os.Remove(p)
+	}
 }
 
 // writeIdentities writes weed's -s3.config: one identity with every action, no anonymous access.
@@ -204,6 +241,7 @@ func randomHex(n int) string {
 // own before, with its last lines. Safe to call more than once.
 func (s *Server) Stop() error {
 	err := s.proc.Stop()
+	s.removeSockets()
 	s.HTTPClient.CloseIdleConnections()
 	return err
 }
