@@ -81,13 +81,9 @@ func binPath() (string, error) {
 	if d := os.Getenv(EnvWeedBin); d != "" {
 		return filepath.Join(d, "weed"), nil
 	}
-	cache := os.Getenv("WARREN_CACHE")
-	if cache == "" {
-		userCache, err := os.UserCacheDir()
-		if err != nil {
-			return "", fmt.Errorf("failed to find the binary cache (set %s or WARREN_CACHE): %w", EnvWeedBin, err)
-		}
-		cache = filepath.Join(userCache, "warren")
+	cache, err := testproc.CacheDir()
+	if err != nil {
+		return "", fmt.Errorf("%w (or set %s)", err, EnvWeedBin)
 	}
 	return filepath.Join(cache, "seaweedfs-"+WeedVersion, "bin", "weed"), nil
 }

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -300,4 +302,17 @@ func FreePorts(n int) ([]int, error) {
 // PortTaken reports whether p exited because a port it was given was taken meanwhile.
 func (p *Process) PortTaken() bool {
 	return p.Exited() && strings.Contains(p.Tail(), "address already in use")
+}
+
+// CacheDir is where the project's scripts cache the test servers they build (scripts/kube-bin.sh, s3-bin.sh):
+// ${WARREN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/warren}.
+func CacheDir() (string, error) {
+	if c := os.Getenv("WARREN_CACHE"); c != "" {
+		return c, nil
+	}
+	userCache, err := os.UserCacheDir() // $XDG_CACHE_HOME or $HOME/.cache
+	if err != nil {
+		return "", fmt.Errorf("failed to find the binary cache (set WARREN_CACHE): %w", err)
+	}
+	return filepath.Join(userCache, "warren"), nil
 }

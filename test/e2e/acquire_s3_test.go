@@ -35,6 +35,21 @@ func stopS3(code int) int {
 	return code
 }
 
+// newS3Env is the streaming suite's environment, the acquisition's, and a fresh bucket of the shared store, which
+// the AWS chain of the warren processes the test starts points at (s3Env).
+func newS3Env(t *testing.T) (*streamEnv, *s3test.Server, string) {
+	t.Helper()
+	e := newStreamEnv(t)
+	needAcquire(t)
+	srv := s3Shared.Get(t)
+	s3Env(t, srv)
+	bucket, err := srv.CreateBucket(t.Context(), "evidence")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, srv, bucket
+}
+
 // s3Env points the AWS chain of the warren processes the test starts at srv (static keys in the environment, no
 // shared files, no instance metadata) and leaves the region unset: --s3-endpoint makes it us-east-1.
 func s3Env(t *testing.T, srv *s3test.Server) {
@@ -53,14 +68,7 @@ func s3Env(t *testing.T, srv *s3test.Server) {
 // the SHA-256 the signed statement names. verify and resume read the bucket; a byte flipped in the bucket is named
 // by verify.
 func TestAcquireToS3(t *testing.T) {
-	e := newStreamEnv(t)
-	needAcquire(t)
-	srv := s3Shared.Get(t)
-	s3Env(t, srv)
-	bucket, err := srv.CreateBucket(t.Context(), "evidence")
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, srv, bucket := newS3Env(t)
 	a := imagePod(t, "s3-a", "busybox", "echo one > /tmp/one; exec sleep 3600", nil)
 	b := imagePod(t, "s3-b", "busybox", "echo two > /tmp/two; exec sleep 3600", nil)
 	out := "s3://" + bucket + "/cases/ir-7"
@@ -170,14 +178,7 @@ func TestAcquireToS3(t *testing.T) {
 // bucket. The same command run again against the store uploads the staged target, without acquiring it again, and
 // keeps it; verify passes.
 func TestAcquireToS3StoreGoneMidRun(t *testing.T) {
-	e := newStreamEnv(t)
-	needAcquire(t)
-	srv := s3Shared.Get(t)
-	s3Env(t, srv)
-	bucket, err := srv.CreateBucket(t.Context(), "evidence")
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, srv, bucket := newS3Env(t)
 	pod := imagePod(t, "s3-gone", "busybox", "echo gone > /tmp/gone; exec sleep 3600", nil)
 	dir := streamNS + "/" + pod.Name + "/main"
 	staging := filepath.Join(t.TempDir(), "staging")
