@@ -285,7 +285,8 @@ func TestWrongChecksumRefusedByTheStore(t *testing.T) {
 // first.
 const contentSHA256Mismatch = "400 XAmzContentSHA256Mismatch: The provided 'x-amz-content-sha256' header does not match what was computed."
 
-// badDigest is SeaweedFS's answer to a checksum that is not the body's (AWS answers 400 BadDigest too).
+// badDigest is SeaweedFS's answer to a checksum that is not the body's (AWS answers 400 BadDigest too, "The sha256
+// you specified did not match the calculated checksum.").
 const badDigest = "400 BadDigest: The Content-Md5 you specified did not match what we received."
 
 // A staged copy changed on the local disk after warren wrote it (a bad disk, a tamperer) is refused by the store:
