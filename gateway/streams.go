@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -42,6 +43,10 @@ func endedByGateway(cause error) bool {
 	return errors.As(cause, &e) || errors.Is(cause, errMaxStreamDuration)
 }
 
+// connectorClockError bounds the error of a connector's estimate of the gateway's clock (a Date header's second,
+// and its round trip).
+const connectorClockError = time.Second
+
 // tokenEnd is what the client of an upgraded session is told when its token stopped holding.
 func tokenEnd(reason string) *sessionEnd {
 	return &sessionEnd{wsCode: closePolicyViolation, code: http.StatusUnauthorized, reason: string(metav1.StatusReasonUnauthorized),
@@ -55,6 +60,13 @@ func (g *Gateway) lostOrRevoked(rt *route) *sessionEnd {
 	if err := g.recheckStream(streamToken(rt.claims)); err != nil {
 		rt.entry.Note("ended: " + err.Error())
 		return tokenEnd(err.Error())
+	}
+	// The connector ends an expired token's streams by its estimate of the gateway's clock, taken from a Date
+	// header: up to connectorClockError early. Its reason is then the expiry, not a lost connection.
+	if exp := rt.claims.Expiry(); g.cfg.DisconnectExpiredTokens && !exp.IsZero() && time.Until(exp) < connectorClockError {
+		reason := "token expired at " + exp.UTC().Format(time.RFC3339)
+		rt.entry.Note("ended: " + reason)
+		return tokenEnd(reason)
 	}
 	return &sessionEnd{wsCode: closeInternalError, code: http.StatusServiceUnavailable, reason: string(metav1.StatusReasonServiceUnavailable),
 		message: fmt.Sprintf("warren: the connection to cluster %q was lost", rt.cluster)}
