@@ -27,7 +27,8 @@ type Predicate struct {
 	Caller        Caller    `json:"caller"`
 	Collector     Collector `json:"collector"`
 	Profile       string    `json:"profile"`
-	// Mode is how warren reached the container: "exec" (pods/exec through the gateway).
+	// Mode is how warren reached the container: "exec" (pods/exec through the gateway), "volume" (a node's disk,
+	// offline: Volume says where).
 	Mode string `json:"mode"`
 	// Method is how the container's side was collected: "collector" (the static collector ran in the container)
 	// or "shell" (only the shell and the receiver's hashing; MethodReason says why).
@@ -51,7 +52,54 @@ type Predicate struct {
 	Execs []Exec `json:"execs,omitempty"`
 	// Footprint is what the collection left or changed in the container (an uploaded collector, its removal).
 	Footprint []string `json:"footprint,omitempty"`
-	Acquirer  Acquirer `json:"acquirer"`
+	// Volume is where on a node's disk a volume-mode acquisition (`warren acquire volume`, Mode "volume") read the
+	// container from.
+	Volume   *VolumeSource `json:"volume,omitempty"`
+	Acquirer Acquirer      `json:"acquirer"`
+}
+
+// VolumeSource is the part of a node's disk a volume-mode acquisition read: containerd's root on the mounted
+// volume, its databases as read (their sha256 ties the evidence to one state of them), the container's snapshots,
+// and where each image layer's files came from.
+type VolumeSource struct {
+	Root           string `json:"root"`           // the mounted volume, as given
+	ContainerdRoot string `json:"containerdRoot"` // relative to Root ("." for Root itself)
+	Layout         string `json:"layout"`         // which known layout it is: containerd, k3s, rke2, bottlerocket, root, custom
+	Namespace      string `json:"namespace"`      // containerd namespace of the container (Kubernetes: k8s.io)
+	Snapshotter    string `json:"snapshotter"`
+	SnapshotKey    string `json:"snapshotKey"`
+	// Databases are meta.db and the snapshotter's metadata.db, relative to the containerd root.
+	Databases []VolumeDatabase `json:"databases"`
+	// Layers are the image's layers, lowest first.
+	Layers []VolumeLayer `json:"layers,omitempty"`
+	// Drift counts what the container changed against its image; the archive's drift/changes.json lists it.
+	Drift VolumeDrift `json:"drift"`
+}
+
+// VolumeDatabase is one database as it was read.
+type VolumeDatabase struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// VolumeLayer is one image layer: its digests, and whether its files were read from the content store's blob
+// (Source "content", digests checked), the snapshotter's directory ("snapshot"), or not at all ("missing").
+type VolumeLayer struct {
+	Digest      string `json:"digest,omitempty"`
+	DiffID      string `json:"diffID,omitempty"`
+	ChainID     string `json:"chainID,omitempty"`
+	Source      string `json:"source"`
+	SnapshotDir string `json:"snapshotDir,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// VolumeDrift counts the container's changes against its image.
+type VolumeDrift struct {
+	Added    int `json:"added"`
+	Changed  int `json:"changed"`
+	Deleted  int `json:"deleted"`
+	CopiedUp int `json:"copiedUp"` // in the writable layer, identical to the image's file
 }
 
 // Target identifies the container acquired.

@@ -1,0 +1,474 @@
+package volume
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/warren-dev/warren/collector"
+	"github.com/warren-dev/warren/evidence"
+)
+
+// Archive paths of a volume-mode evidence.tar.
+const (
+	// FSPrefix holds the container's file system as it was on the disk: the image's files with the container's
+	// changes applied, whiteouts resolved.
+	FSPrefix = "container/fs"
+	// DriftPrefix holds the container's own changes: DriftPrefix/changes.json lists every added, changed and deleted
+	// path against the image, DriftPrefix/fs the added and changed files as the writable layer has them.
+	DriftPrefix = "drift"
+	// MetaPrefix holds what containerd knew: the container record (environment redacted), the image's index,
+	// manifest and config as stored (named by digest, so their subjects' sha256 are the digests), the snapshot
+	// chain and the layers.
+	MetaPrefix = "volume"
+)
+
+// fsBuild is the container's file system and its drift, ready to be written.
+type fsBuild struct {
+	final   *fnode
+	sources []source // final's layer indexes point into this; for overlayfs the writable layer is last
+	changes []Change
+	notes   []evidence.Skip
+	// upperEvents is the writable layer's walk (overlayfs), kept for the drift's copies.
+	upper source
+}
+
+// Change is one path the container changed against its image (drift/changes.json).
+type Change struct {
+	Path   string `json:"path"`   // escaped like archive names (collector.EscapeName, and \ as %5C)
+	Change string `json:"change"` // added, changed, deleted, copied-up
+	Type   string `json:"type"`   // file, dir, symlink, hardlink, char, block, fifo
+	// What lists what differs for a change: content, type, mode, owner, target, mtime, xattrs.
+	What        []string  `json:"what,omitempty"`
+	Opaque      bool      `json:"opaque,omitempty"` // a directory the container removed and made again
+	Size        int64     `json:"size,omitempty"`
+	SHA256      string    `json:"sha256,omitempty"`
+	Mode        string    `json:"mode,omitempty"`
+	UID         int       `json:"uid"`
+	GID         int       `json:"gid"`
+	ModTime     time.Time `json:"mtime,omitzero"`
+	Target      string    `json:"target,omitempty"`
+	ImageSize   int64     `json:"imageSize,omitempty"`
+	ImageSHA256 string    `json:"imageSha256,omitempty"`
+	// Archived is where the container's version is in the archive (DriftPrefix/fs/...), for added and changed
+	// regular files.
+	Archived string `json:"archived,omitempty"`
+}
+
+// Change kinds.
+const (
+	ChangeAdded    = "added"
+	ChangeChanged  = "changed"
+	ChangeDeleted  = "deleted"
+	ChangeCopiedUp = "copied-up"
+)
+
+// build puts the container's file system together.
+func (p *plan) build(ctx context.Context) (*fsBuild, error) {
+	b := &fsBuild{sources: append([]source(nil), p.sources...)}
+	native := p.snapshotter == SnapshotterNative
+	var upperEv []*hashedEntry
+	needHash := func(string) bool { return native }
+	if p.upper != nil && !native {
+		var err error
+		if upperEv, err = collect(ctx, p.upper, func(string) bool { return true }); err != nil {
+			return nil, fmt.Errorf("the container's writable layer %s: %w", p.upper.describe(), err)
+		}
+		want := map[string]bool{}
+		for _, e := range upperEv {
+			if e.kind == entryPut && e.hdr.Typeflag == tar.TypeReg {
+				want[e.path] = true
+			}
+		}
+		needHash = func(p string) bool { return want[p] }
+	}
+	image, err := p.buildImage(ctx, b, needHash)
+	if err != nil {
+		return nil, err
+	}
+	if native {
+		final := newRoot()
+		if p.upper != nil {
+			ev, err := collect(ctx, p.upper, func(string) bool { return true })
+			if err != nil {
+				return nil, fmt.Errorf("the container's snapshot %s: %w", p.upper.describe(), err)
+			}
+			for _, e := range ev {
+				if e.kind == entryPut {
+					n := final.put(e.path, e.hdr, 0, e.ord)
+					n.sum, n.notes = e.sum, e.notes
+				}
+			}
+		}
+		b.changes = diffTrees(image, final)
+		b.final, b.sources, b.upper = final, []source{p.upper}, p.upper
+		return b, nil
+	}
+	layer := len(b.sources)
+	b.changes = overlayDrift(image, upperEv)
+	for _, e := range upperEv {
+		apply(image, e, layer)
+	}
+	b.final, b.upper = image, p.upper
+	if p.upper != nil {
+		b.sources = append(b.sources, p.upper)
+	}
+	return b, nil
+}
+
+// hashedEntry is an entry with its content's sha256 when it was hashed.
+type hashedEntry struct {
+	*entry
+	sum string
+}
+
+func collect(ctx context.Context, s source, hashIt func(string) bool) ([]*hashedEntry, error) {
+	var out []*hashedEntry
+	err := s.walk(func(e *entry, open opener) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h := &hashedEntry{entry: e}
+		if e.kind == entryPut && e.hdr.Typeflag == tar.TypeReg && hashIt(e.path) {
+			sum, err := hashOpen(open)
+			if err != nil {
+				return fmt.Errorf("%s: %w", e.path, err)
+			}
+			h.sum = sum
+		}
+		out = append(out, h)
+		return nil
+	})
+	return out, err
+}
+
+func hashOpen(open opener) (string, error) {
+	r, err := open()
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// apply applies one entry of layer to t.
+func apply(t *fnode, e *hashedEntry, layer int) {
+	switch e.kind {
+	case entryPut:
+		n := t.put(e.path, e.hdr, layer, e.ord)
+		n.sum, n.notes = e.sum, e.notes
+	case entryWhiteout:
+		t.whiteout(e.path, layer)
+	case entryOpaque:
+		t.opaque(e.path, layer)
+	}
+}
+
+// buildImage builds the image's file system from the layer sources. A blob whose digest does not match is read
+// again from its snapshot directory when there is one (and said so), else the acquisition fails.
+func (p *plan) buildImage(ctx context.Context, b *fsBuild, needHash func(string) bool) (*fnode, error) {
+	for attempt := 0; ; attempt++ {
+		t := newRoot()
+		failed := -1
+		var ferr error
+		for i, src := range b.sources {
+			if src == nil {
+				continue
+			}
+			// Hard links of a layer tar get their target's hash (the target precedes them in the tar).
+			sums := map[string]string{}
+			err := src.walk(func(e *entry, open opener) error {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				h := &hashedEntry{entry: e}
+				if e.kind == entryPut {
+					switch {
+					case e.hdr.Typeflag == tar.TypeReg && needHash(e.path):
+						sum, err := hashOpen(open)
+						if err != nil {
+							return fmt.Errorf("%s: %w", e.path, err)
+						}
+						h.sum, sums[e.path] = sum, sum
+					case e.hdr.Typeflag == tar.TypeLink:
+						h.sum = sums[e.hdr.Linkname]
+					}
+				}
+				apply(t, h, i)
+				return nil
+			})
+			if err != nil {
+				failed, ferr = i, err
+				break
+			}
+		}
+		if ferr == nil {
+			return t, nil
+		}
+		if errors.Is(ferr, context.Canceled) || errors.Is(ferr, context.DeadlineExceeded) {
+			return nil, ferr
+		}
+		// Only an overlayfs layer has a directory of its own to fall back on.
+		if failed < len(p.layers) && len(b.sources) == len(p.layers) && p.snapshotter == SnapshotterOverlay {
+			li := &p.layers[failed]
+			if _, isBlob := b.sources[failed].(*blobLayer); isBlob && li.Snapshot != nil && li.Snapshot.Exists && attempt < len(p.layers) {
+				b.sources[failed] = &dirLayer{root: p.rootOf(b.sources[failed]), abs: p.absOf(), dir: li.Snapshot.Dir, overlay: true}
+				li.Source, li.Reason = "snapshot", joinReason(li.Reason, "the blob could not be used ("+ferr.Error()+")")
+				continue
+			}
+		}
+		return nil, fmt.Errorf("image layer %s: %w", b.sources[failed].describe(), ferr)
+	}
+}
+
+func (p *plan) rootOf(s source) *os.Root {
+	if bl, ok := s.(*blobLayer); ok {
+		return bl.root
+	}
+	return s.(*dirLayer).root
+}
+
+func (p *plan) absOf() string { return p.absRoot }
+
+// overlayDrift compares the overlayfs writable layer's entries with the image they sit on.
+func overlayDrift(image *fnode, upper []*hashedEntry) []Change {
+	var out []Change
+	inUpper := map[string]bool{}
+	var opaque []string
+	for _, e := range upper {
+		inUpper[e.path] = true
+	}
+	for _, e := range upper {
+		switch e.kind {
+		case entryOpaque:
+			opaque = append(opaque, e.path)
+		case entryWhiteout:
+			old := image.lookup(e.path)
+			if old == nil {
+				out = append(out, Change{Path: escapePath(e.path), Change: ChangeDeleted, Type: "unknown",
+					What: []string{"not in the image as read: a layer may be missing"}})
+				continue
+			}
+			_ = old.walk(e.path, func(p string, n *fnode) error {
+				out = append(out, deleted(p, n))
+				return nil
+			})
+		case entryPut:
+			if e.path == "" {
+				continue // the root directory of the writable layer
+			}
+			old := image.lookup(e.path)
+			if old == nil {
+				out = append(out, changeOf(e.path, ChangeAdded, e.hdr, e.sum, nil))
+				continue
+			}
+			what := differences(old, e.hdr, e.sum, true)
+			switch {
+			case len(what) > 0:
+				c := changeOf(e.path, ChangeChanged, e.hdr, e.sum, what)
+				c.ImageSize, c.ImageSHA256 = sizeOf(old), old.sum
+				out = append(out, c)
+			case e.hdr.Typeflag != tar.TypeDir:
+				c := changeOf(e.path, ChangeCopiedUp, e.hdr, e.sum, nil)
+				c.ImageSHA256 = old.sum
+				out = append(out, c)
+			}
+		}
+	}
+	for _, d := range opaque {
+		marked := false
+		for i := range out {
+			if out[i].Path == escapePath(d) && out[i].Type == "dir" {
+				out[i].Opaque, marked = true, true
+			}
+		}
+		old := image.lookup(d)
+		if old == nil {
+			continue
+		}
+		if !marked {
+			c := changeOf(d, ChangeChanged, nodeHeader(old), "", []string{"opaque"})
+			c.Opaque = true
+			out = append(out, c)
+		}
+		for name, child := range old.children {
+			cp := joinPath(d, name)
+			_ = child.walk(cp, func(p string, n *fnode) error {
+				if !inUpper[p] {
+					out = append(out, deleted(p, n))
+				}
+				return nil
+			})
+		}
+	}
+	return sortChanges(out)
+}
+
+// diffTrees compares two whole trees (the native snapshotter: the container's snapshot against the image).
+func diffTrees(image, final *fnode) []Change {
+	var out []Change
+	_ = final.walk("", func(p string, n *fnode) error {
+		if p == "" {
+			return nil
+		}
+		old := image.lookup(p)
+		hdr := nodeHeader(n)
+		switch {
+		case old == nil:
+			out = append(out, changeOf(p, ChangeAdded, hdr, n.sum, nil))
+		default:
+			if what := differences(old, hdr, n.sum, false); len(what) > 0 {
+				c := changeOf(p, ChangeChanged, hdr, n.sum, what)
+				c.ImageSize, c.ImageSHA256 = sizeOf(old), old.sum
+				out = append(out, c)
+			}
+		}
+		return nil
+	})
+	_ = image.walk("", func(p string, n *fnode) error {
+		if p != "" && final.lookup(p) == nil {
+			out = append(out, deleted(p, n))
+		}
+		return nil
+	})
+	return sortChanges(out)
+}
+
+// differences lists what differs between the image's node and the container's file. Directory times are not
+// compared (a directory's mtime moves with its entries); file mtimes are.
+func differences(old *fnode, hdr *tar.Header, sum string, compareMtime bool) []string {
+	oh := nodeHeader(old)
+	var what []string
+	if typeName(oh) != typeName(hdr) {
+		return []string{"type"}
+	}
+	if hdr.Typeflag == tar.TypeReg {
+		switch {
+		case oh.Size != hdr.Size:
+			what = append(what, "content")
+		case sum != "" && old.sum != "" && sum != old.sum:
+			what = append(what, "content")
+		}
+	}
+	if oh.Mode&0o7777 != hdr.Mode&0o7777 {
+		what = append(what, "mode")
+	}
+	if oh.Uid != hdr.Uid || oh.Gid != hdr.Gid {
+		what = append(what, "owner")
+	}
+	if (hdr.Typeflag == tar.TypeSymlink) && oh.Linkname != hdr.Linkname {
+		what = append(what, "target")
+	}
+	if (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) && (oh.Devmajor != hdr.Devmajor || oh.Devminor != hdr.Devminor) {
+		what = append(what, "device")
+	}
+	if hdr.Typeflag != tar.TypeDir && compareMtime && !oh.ModTime.IsZero() && !oh.ModTime.Equal(hdr.ModTime) {
+		what = append(what, "mtime")
+	}
+	if xattrsOf(oh) != xattrsOf(hdr) {
+		what = append(what, "xattrs")
+	}
+	return what
+}
+
+func xattrsOf(h *tar.Header) string {
+	var parts []string
+	for k, v := range h.PAXRecords {
+		if strings.HasPrefix(k, "SCHILY.xattr.") {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "\x00")
+}
+
+func deleted(p string, n *fnode) Change {
+	h := nodeHeader(n)
+	c := Change{Path: escapePath(p), Change: ChangeDeleted, Type: typeName(h), Mode: modeString(h), UID: h.Uid, GID: h.Gid,
+		ImageSize: sizeOf(n), ImageSHA256: n.sum}
+	return c
+}
+
+func changeOf(p, kind string, h *tar.Header, sum string, what []string) Change {
+	c := Change{Path: escapePath(p), Change: kind, Type: typeName(h), What: what, Mode: modeString(h), UID: h.Uid, GID: h.Gid,
+		ModTime: h.ModTime.UTC(), SHA256: sum}
+	if h.Typeflag == tar.TypeReg {
+		c.Size = h.Size
+	}
+	if h.Typeflag == tar.TypeSymlink || h.Typeflag == tar.TypeLink {
+		c.Target = escapePath(h.Linkname)
+	}
+	return c
+}
+
+func sizeOf(n *fnode) int64 {
+	if n.hdr != nil && n.hdr.Typeflag == tar.TypeReg {
+		return n.hdr.Size
+	}
+	return 0
+}
+
+// nodeHeader is a node's header, or the one an implicit directory is given.
+func nodeHeader(n *fnode) *tar.Header {
+	if n.hdr != nil {
+		return n.hdr
+	}
+	return &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755}
+}
+
+func typeName(h *tar.Header) string {
+	switch h.Typeflag {
+	case tar.TypeReg, tar.TypeRegA:
+		return "file"
+	case tar.TypeDir:
+		return "dir"
+	case tar.TypeSymlink:
+		return "symlink"
+	case tar.TypeLink:
+		return "hardlink"
+	case tar.TypeChar:
+		return "char"
+	case tar.TypeBlock:
+		return "block"
+	case tar.TypeFifo:
+		return "fifo"
+	}
+	return fmt.Sprintf("type-%c", h.Typeflag)
+}
+
+func modeString(h *tar.Header) string { return fmt.Sprintf("%04o", h.Mode&0o7777) }
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+func sortChanges(cs []Change) []Change {
+	sort.SliceStable(cs, func(i, j int) bool {
+		if cs[i].Path != cs[j].Path {
+			return cs[i].Path < cs[j].Path
+		}
+		return cs[i].Change < cs[j].Change
+	})
+	return cs
+}
+
+// escapePath makes a file name an archive and JSON name: collector.EscapeName (control bytes, '%' and invalid
+// UTF-8 as %XX), and '\' as %5C, which the evidence store refuses in names.
+func escapePath(p string) string {
+	return strings.ReplaceAll(collector.EscapeName(p), `\`, "%5C")
+}
