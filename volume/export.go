@@ -82,13 +82,27 @@ func (p *plan) build(ctx context.Context) (*fsBuild, error) {
 		if upperEv, err = collect(ctx, p.upper, func(string) bool { return true }); err != nil {
 			return nil, fmt.Errorf("the container's writable layer %s: %w", p.upper.describe(), err)
 		}
-		want := map[string]bool{}
+		// The image's version of what the container changed or deleted is hashed, for the drift.
+		want, gone := map[string]bool{}, map[string]bool{}
 		for _, e := range upperEv {
-			if e.kind == entryPut && e.hdr.Typeflag == tar.TypeReg {
+			switch {
+			case e.kind == entryPut && e.hdr.Typeflag == tar.TypeReg:
 				want[e.path] = true
+			case e.kind == entryWhiteout || e.kind == entryOpaque:
+				gone[e.path] = true
 			}
 		}
-		needHash = func(p string) bool { return want[p] }
+		needHash = func(p string) bool {
+			if want[p] {
+				return true
+			}
+			for a := p; a != ""; a = parentOf(a) {
+				if gone[a] {
+					return true
+				}
+			}
+			return false
+		}
 	}
 	image, err := p.buildImage(ctx, b, needHash)
 	if err != nil {
@@ -187,28 +201,55 @@ func (p *plan) buildImage(ctx context.Context, b *fsBuild, needHash func(string)
 			if src == nil {
 				continue
 			}
-			// Hard links of a layer tar get their target's hash (the target precedes them in the tar).
+			// A hard link of a layer tar is its target's file: it gets the target's header and hash (the target
+			// precedes it in the tar). A target that was not hashed is hashed in a second read of the layer, when the
+			// link's hash is needed.
 			sums := map[string]string{}
+			pending := map[string][]*fnode{}
 			err := src.walk(func(e *entry, open opener) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 				h := &hashedEntry{entry: e}
-				if e.kind == entryPut {
-					switch {
-					case e.hdr.Typeflag == tar.TypeReg && needHash(e.path):
+				if e.kind == entryPut && e.hdr.Typeflag == tar.TypeReg && needHash(e.path) {
+					sum, err := hashOpen(open)
+					if err != nil {
+						return fmt.Errorf("%s: %w", e.path, err)
+					}
+					h.sum, sums[e.path] = sum, sum
+				}
+				var target *fnode
+				if e.kind == entryPut && e.hdr.Typeflag == tar.TypeLink {
+					if target = t.lookup(e.hdr.Linkname); target != nil && target.hdr != nil && target.hdr.Typeflag == tar.TypeReg {
+						h.sum = sums[e.hdr.Linkname]
+					} else {
+						target = nil
+					}
+				}
+				apply(t, h, i)
+				if target != nil {
+					n := t.lookup(e.path)
+					n.linked = target.hdr
+					if n.sum == "" && needHash(e.path) {
+						pending[e.hdr.Linkname] = append(pending[e.hdr.Linkname], n)
+					}
+				}
+				return nil
+			})
+			if err == nil && len(pending) > 0 {
+				err = src.walk(func(e *entry, open opener) error {
+					if links := pending[e.path]; len(links) > 0 && e.kind == entryPut && e.hdr.Typeflag == tar.TypeReg {
 						sum, err := hashOpen(open)
 						if err != nil {
 							return fmt.Errorf("%s: %w", e.path, err)
 						}
-						h.sum, sums[e.path] = sum, sum
-					case e.hdr.Typeflag == tar.TypeLink:
-						h.sum = sums[e.hdr.Linkname]
+						for _, n := range links {
+							n.sum = sum
+						}
 					}
-				}
-				apply(t, h, i)
-				return nil
-			})
+					return nil
+				})
+			}
 			if err != nil {
 				failed, ferr = i, err
 				break
@@ -420,8 +461,14 @@ func sizeOf(n *fnode) int64 {
 	return 0
 }
 
-// nodeHeader is a node's header, or the one an implicit directory is given.
+// nodeHeader is a node's header as a file system shows it: an implicit directory's is made up, a hard link of a
+// layer tar has its target's (they are one file).
 func nodeHeader(n *fnode) *tar.Header {
+	if n.linked != nil {
+		h := *n.linked
+		h.Name = n.hdr.Name
+		return &h
+	}
 	if n.hdr != nil {
 		return n.hdr
 	}

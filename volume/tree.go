@@ -13,7 +13,9 @@ type fnode struct {
 	// source's walk. Whiteouts and opaque directories of a layer hide only what lower layers put.
 	layer, ord int
 	sum        string // sha256 (hex) of a regular file's content, when it was hashed
-	children   map[string]*fnode
+	// linked is, for a hard link of a layer tar, its target's header: the file the link is (same inode).
+	linked   *tar.Header
+	children map[string]*fnode
 	notes      []string
 }
 
