@@ -16,7 +16,7 @@ type fnode struct {
 	// linked is, for a hard link of a layer tar, its target's header: the file the link is (same inode).
 	linked   *tar.Header
 	children map[string]*fnode
-	notes      []string
+	notes    []string
 }
 
 func newRoot() *fnode { return &fnode{layer: -1, children: map[string]*fnode{}} }
