@@ -33,6 +33,8 @@ const acquireUsage = `usage:
       succeeded, 1 when any failed (the table and DIR/acquisition.json say which and why), 2 for usage errors
   warren acquire verify DIR|s3://BUCKET/PREFIX --key PUB [--s3-endpoint URL] [--s3-path-style] [--s3-region R]
       re-hashes every archive and file, checks every statement's signature; lists every failure, exit 1 on any
+  warren acquire volume --root DIR (--container ID | --list) --out DIR --signing-key KEY
+      a node's disk, offline: a container's file system and drift from a mounted volume's containerd root
 
 The token needs the rules ` + "`warren token issue --preset acquire --namespace N`" + ` prints. A target whose statement in DIR
 verifies is kept as it is: run the same command again to finish an interrupted acquisition.
@@ -46,6 +48,9 @@ A failed upload keeps the staged copy; the same command run again uploads it rat
 func runAcquire(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "verify" {
 		return runAcquireVerify(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "volume" {
+		return runAcquireVolume(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("warren acquire", flag.ContinueOnError)
 	fs.SetOutput(stderr)
