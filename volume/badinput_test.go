@@ -193,3 +193,56 @@ func pagesOf(t *testing.T, meta []byte) string {
 	db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
 	return strconv.FormatInt(size/4096, 10)
 }
+
+// TestVolumeUnsupportedSnapshotter: a container of a lazy-pulling snapshotter is refused with its name. (No such
+// snapshotter runs here: the record is written with bbolt in containerd's schema.)
+func TestVolumeUnsupportedSnapshotter(t *testing.T) {
+	for _, c := range []struct{ snapshotter, want string }{
+		{"stargz", "stargz (lazy-pulled eStargz layers live in a FUSE file system of the node, not on its disk)"},
+		{"soci", "SOCI (lazy-loaded layers are fetched from the registry on demand, not kept on the disk)"},
+		{"gcfs", "GKE image streaming (gcfs: the image is read from Google's remote store, not the node's disk)"},
+		{"devmapper", "devmapper (each snapshot is a thin block device, not a directory)"},
+		{"something", `"something"`},
+	} {
+		t.Run(c.snapshotter, func(t *testing.T) {
+			root := t.TempDir()
+			p := filepath.Join(root, volume.MetaDBPath)
+			os.MkdirAll(filepath.Dir(p), 0o700)
+			db, err := bolt.Open(p, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(func(tx *bolt.Tx) error {
+				v1, _ := tx.CreateBucket([]byte("v1"))
+				ns, _ := v1.CreateBucket([]byte("default"))
+				cs, _ := ns.CreateBucket([]byte("containers"))
+				ctr, _ := cs.CreateBucket([]byte("web"))
+				ctr.Put([]byte("snapshotter"), []byte(c.snapshotter))
+				ctr.Put([]byte("snapshotKey"), []byte("web"))
+				return ctr.Put([]byte("image"), []byte("docker.io/library/nginx:1"))
+			})
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := volume.Open(volume.Config{Root: root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			ctr, err := v.Find("", "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			signer, _ := newSigner(t)
+			_, err = v.Acquire(t.Context(), ctr, volume.AcquireOptions{Store: mustStore(t, t.TempDir()), Signer: signer})
+			want := "unsupported: container web uses the " + c.want + " snapshotter; this reads the overlayfs and native snapshotters only"
+			if !errors.Is(err, volume.ErrUnsupported) || err.Error() != want {
+				t.Fatalf("Acquire: %v\nwant: %s", err, want)
+			}
+			if l := v.List(); l.Namespaces[0].Containers[0].Unsupported == "" {
+				t.Errorf("--list does not say it is unsupported")
+			}
+		})
+	}
+}

@@ -86,7 +86,7 @@ func openBolt(path, tempDir string, maxBytes int64, lockWait time.Duration) (*bo
 	})
 	if err != nil {
 		d.close()
-		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
 	}
 	return d, nil
 }
@@ -121,7 +121,7 @@ func (d *boltDB) view(fn func(tx *bolt.Tx) error) error {
 	err := guard(func() error { return d.db.View(fn) })
 	var pe *panicError
 	if errors.As(err, &pe) {
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, d.path, pe)
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, d.path, pe)
 	}
 	return err
 }
@@ -135,7 +135,10 @@ func (d *boltDB) close() {
 	}
 }
 
-type panicError struct{ v any }
+type panicError struct {
+	v     any
+	stack []byte // where bbolt failed, for tests and debugging
+}
 
 func (p *panicError) Error() string { return fmt.Sprintf("bbolt failed on it (%v)", p.v) }
 
@@ -146,7 +149,7 @@ func guard(fn func() error) (err error) {
 	defer debug.SetPanicOnFault(old)
 	defer func() {
 		if v := recover(); v != nil {
-			err = &panicError{v: v}
+			err = &panicError{v: v, stack: debug.Stack()}
 		}
 	}()
 	return fn()

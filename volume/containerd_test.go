@@ -270,6 +270,38 @@ func testVolume(t *testing.T, snapshotter string) {
 		!slices.ContainsFunc(reasons, func(r string) bool { return strings.HasPrefix(r, "payments/api-7f9c/main/evidence.tar: sha256 ") }) {
 		t.Fatalf("verify after a flipped byte: %v", reasons)
 	}
+	if snapshotter == volume.SnapshotterOverlay {
+		missingLayer(t, s, res2, signer, keys)
+	}
+}
+
+// missingLayer: the first layer's blob is gone and so is its snapshot directory. The export goes on without that
+// layer's files and says so in the statement; the other layers and the container's writes are there.
+func missingLayer(t *testing.T, s *scenario, prev *volume.Result, signer *evidence.Signer, keys *evidence.Keys) {
+	dir := prev.Layers[0].Snapshot.Dir
+	if err := os.Rename(filepath.Join(s.cd.Root, dir), filepath.Join(s.cd.Root, dir+".moved")); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	res := acquire(t, s.cd.Root, out, s.id, signer)
+	if res.Method != volume.MethodSnapshot || res.Layers[0].Source != "missing" || res.Layers[1].Source != "snapshot" {
+		t.Fatalf("method %s, layers %+v", res.Method, res.Layers)
+	}
+	want := evidence.Skip{Path: "layer " + string(s.img.Layers[0].Digest), Reason: "not-found",
+		Detail: "the content store no longer has the blob (discarded after unpacking?); its snapshot directory " + dir + " is not on the volume"}
+	if !slices.Contains(res.Statement.Predicate.Skipped, want) {
+		t.Fatalf("skipped %+v, want %+v", res.Statement.Predicate.Skipped, want)
+	}
+	files, _ := readArchive(t, filepath.Join(out, res.Dir, evidence.ArchiveName))
+	for p, present := range map[string]bool{"container/fs/etc/keep.txt": false, "container/fs/fsops": false,
+		"container/fs/etc/l3.txt": true, "container/fs/layerdir/new": true, "container/fs/new.txt": true} {
+		if _, ok := files[p]; ok != present {
+			t.Errorf("%s in the archive: %v, want %v", p, ok, present)
+		}
+	}
+	if rep, err := evidence.Verify(t.Context(), mustStore(t, out), keys); err != nil || len(rep.Failures) > 0 {
+		t.Fatalf("verify: %v %v", err, rep.Failures)
+	}
 }
 
 func mustStore(t *testing.T, dir string) *evidence.LocalStore {

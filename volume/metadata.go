@@ -127,17 +127,18 @@ func readMetaDB(d *boltDB) (*metaState, error) {
 			}
 			st.SchemaVersion = n
 		}
-		return v1.ForEachBucket(func(name []byte) error {
-			if len(st.Namespaces) >= maxRecords {
-				return fmt.Errorf("%w: %s: more than %d namespaces", ErrCorrupt, d.path, maxRecords)
-			}
-			ns, err := readNamespace(string(name), v1.Bucket(name))
+		err := forEachBucket(v1, func(name string, b *bolt.Bucket) error {
+			ns, err := readNamespace(name, b)
 			if err != nil {
-				return fmt.Errorf("%w: %s: namespace %q: %v", ErrCorrupt, d.path, printable(name), err)
+				return fmt.Errorf("namespace %q: %v", printable([]byte(name)), err)
 			}
 			st.Namespaces = append(st.Namespaces, ns)
 			return nil
 		})
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCorrupt, d.path, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -307,7 +308,11 @@ func forEachBucket(b *bolt.Bucket, fn func(name string, b *bolt.Bucket) error) e
 		if n++; n > maxRecords {
 			return fmt.Errorf("more than %d records", maxRecords)
 		}
-		return fn(string(k), b.Bucket(k))
+		child := b.Bucket(k)
+		if child == nil { // listed but not found: keys out of order in a damaged page
+			return fmt.Errorf("bucket %q is listed but cannot be opened", printable(k))
+		}
+		return fn(string(k), child)
 	})
 }
 
