@@ -24,11 +24,13 @@ collectors:
 
 # kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, the kubelet
 # stand-in and its images (scripts/rootfs.sh, from Debian's packages), installs etcd from Debian when missing, helm
-# (from the Go module proxy) for the chart tests, and SeaweedFS (Go modules) for the object-storage tests.
+# (from the Go module proxy) for the chart tests, SeaweedFS (Go modules) for the object-storage tests, and Debian's
+# containerd and runc for the volume-mode tests (internal/containerdtest).
 kube:
 	scripts/kube-bin.sh >/dev/null
 	scripts/helm-bin.sh >/dev/null
 	scripts/s3-bin.sh >/dev/null
+	scripts/containerd-bin.sh >/dev/null
 
 # The whole suite: unit tests, fuzz seeds, and the end-to-end tests against a real kube-apiserver.
 test: kube lint
