@@ -107,7 +107,7 @@ func (v *Volume) Acquire(ctx context.Context, c *Container, opts AcquireOptions)
 			tw.Abandon()
 		}
 	}()
-	w := &writer{a: tw.Archive(), progress: opts.Progress}
+	w := &writer{a: tw.Archive(), progress: opts.Progress, tempDir: v.cfg.TempDir}
 	redactor := collector.NewRedactor(opts.RedactEnv)
 	if err := w.meta(p, redactor); err != nil {
 		return nil, err
@@ -333,6 +333,7 @@ type writer struct {
 	fileBytes int64
 	skipped   []evidence.Skip
 	dirsDone  map[string]bool
+	tempDir   string // hard-link targets kept aside (Config.TempDir)
 }
 
 func (w *writer) entry(hdr *tar.Header, body io.Reader) error {
@@ -477,15 +478,16 @@ func (w *writer) fs(ctx context.Context, b *fsBuild) error {
 // fsFrom writes the files whose final version is in source i (a second read of it). The targets of the layer's
 // hard links are kept aside in temporary files as they pass, so each link can be stored as a copy of its target.
 func (w *writer) fsFrom(ctx context.Context, final *fnode, i int, src source, linkTargets map[string]bool) error {
-	sp := &spool{files: map[string]*spooled{}}
+	sp := &spool{files: map[string]*spooled{}, tempDir: w.tempDir}
 	defer sp.close()
 	return w.walkFrom(ctx, final, i, src, linkTargets, sp)
 }
 
 // spool holds copies of hard-link targets, in a temporary directory made on first use.
 type spool struct {
-	dir   string
-	files map[string]*spooled
+	tempDir string // where dir is made
+	dir     string
+	files   map[string]*spooled
 }
 
 func (s *spool) get(p string) (*spooled, error) {
@@ -493,7 +495,7 @@ func (s *spool) get(p string) (*spooled, error) {
 		return f, nil
 	}
 	if s.dir == "" {
-		d, err := os.MkdirTemp("", "warren-volume-links-")
+		d, err := os.MkdirTemp(s.tempDir, "warren-volume-links-")
 		if err != nil {
 			return nil, err
 		}
