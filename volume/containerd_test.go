@@ -113,7 +113,7 @@ func startScenario(t *testing.T, snapshotter string) *scenario {
 	return s
 }
 
-func newSigner(t *testing.T) (*evidence.Signer, *evidence.Keys) {
+func newSigner(t testing.TB) (*evidence.Signer, *evidence.Keys) {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	s, err := evidence.NewSigner(priv)
@@ -304,7 +304,7 @@ func missingLayer(t *testing.T, s *scenario, prev *volume.Result, signer *eviden
 	}
 }
 
-func mustStore(t *testing.T, dir string) *evidence.LocalStore {
+func mustStore(t testing.TB, dir string) *evidence.LocalStore {
 	s, err := evidence.NewLocalStore(dir)
 	if err != nil {
 		t.Fatal(err)
