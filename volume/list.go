@@ -1,9 +1,5 @@
 package volume
 
-import (
-	"time"
-)
-
 // Listing is what a containerd root holds, for `--list`.
 type Listing struct {
 	Path          string            `json:"containerdRoot"`
@@ -25,21 +21,15 @@ type ListedNS struct {
 	Blobs      int               `json:"blobs"` // content blobs the namespace references
 }
 
-// ListedContainer is one container of a Listing: its record (without the spec) and snapshot chain.
+// ListedContainer is one container of a Listing: its record (without the spec and extensions, which the export
+// carries) and snapshot chain.
 type ListedContainer struct {
-	ID          string            `json:"id"`
-	Image       string            `json:"image,omitempty"`
-	Snapshotter string            `json:"snapshotter,omitempty"`
-	SnapshotKey string            `json:"snapshotKey,omitempty"`
-	Runtime     string            `json:"runtime,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	CreatedAt   time.Time         `json:"createdAt,omitzero"`
-	UpdatedAt   time.Time         `json:"updatedAt,omitzero"`
+	Container
 	// Target is where `warren acquire volume --container ID` writes it: namespace/pod/container.
 	Target string `json:"target"`
 	// Chain is its snapshots, the writable one first.
 	Chain []Snapshot `json:"snapshots,omitempty"`
-	// Supported is "" when the volume mode can export it, else why not.
+	// Unsupported is "" when the volume mode can export it, else why not.
 	Unsupported string `json:"unsupported,omitempty"`
 }
 
@@ -54,8 +44,8 @@ func (v *Volume) List() *Listing {
 		}
 		for _, c := range n.Containers {
 			ns, pod, name := TargetNames(c)
-			lc := ListedContainer{ID: c.ID, Image: c.Image, Snapshotter: c.Snapshotter, SnapshotKey: c.SnapshotKey, Runtime: c.Runtime,
-				Labels: c.Labels, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Target: ns + "/" + pod + "/" + name}
+			lc := ListedContainer{Container: *c, Target: ns + "/" + pod + "/" + name}
+			lc.Spec, lc.SpecType, lc.Extensions = nil, "", nil
 			p := &plan{c: c, ns: n, snapshotter: c.Snapshotter}
 			if p.snapshotter == "" {
 				p.snapshotter = p.findSnapshotter()
