@@ -459,6 +459,17 @@ func sameChanges(a, b []volume.Change) bool {
 
 func checkStatement(t *testing.T, res *volume.Result, s *scenario) {
 	t.Helper()
+	// The statement's subjects name the image's files with their hashes.
+	subjects := map[string]string{}
+	for _, sub := range res.Statement.Subject {
+		subjects[sub.Name] = sub.Digest["sha256"]
+	}
+	for path, content := range map[string]string{"container/fs/etc/keep.txt": "keep me\n", "container/fs/layerdir/new": "upper\n",
+		"container/fs/bin/tool-link": "#!/bin/sh\necho tool\n", "drift/fs/new.txt": "planted by the container\n"} {
+		if got := subjects[path]; got != containerdtest.SHA256([]byte(content)) {
+			t.Errorf("subject %s: sha256 %q, want that of %q", path, got, content)
+		}
+	}
 	p := res.Statement.Predicate
 	if p.Mode != "volume" || p.Target.ContainerID != "containerd://"+s.id || p.Target.Namespace != "payments" || p.Target.Pod != "api-7f9c" ||
 		p.Target.Container != "main" || p.Target.PodUID != "0e6c3d2a-uid" || p.Target.Image != "docker.io/warren/volume-test:1" {
