@@ -271,7 +271,32 @@ func testVolume(t *testing.T, snapshotter string) {
 		t.Fatalf("verify after a flipped byte: %v", reasons)
 	}
 	if snapshotter == volume.SnapshotterOverlay {
+		layerCache(t, s, res2, signer)
 		missingLayer(t, s, res2, signer, keys)
+	}
+}
+
+// layerCache: a layer's snapshot directory is a symbolic link into the snapshotter's layer cache, by the node's
+// absolute path (as GKE lays them out): it is followed on the volume, not on the examiner's machine.
+func layerCache(t *testing.T, s *scenario, prev *volume.Result, signer *evidence.Signer) {
+	dir := prev.Layers[1].Snapshot.Dir // io.containerd.snapshotter.v1.overlayfs/snapshots/N/fs
+	cache := "io.containerd.snapshotter.v1.overlayfs/layers/l1"
+	os.MkdirAll(filepath.Join(s.cd.Root, filepath.Dir(cache)), 0o700)
+	if err := os.Rename(filepath.Join(s.cd.Root, dir), filepath.Join(s.cd.Root, cache)); err != nil {
+		t.Fatal(err)
+	}
+	link := "/var/lib/containerd/" + cache
+	if err := os.Symlink(link, filepath.Join(s.cd.Root, dir)); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	res := acquire(t, s.cd.Root, out, s.id, signer)
+	if l := res.Layers[1]; l.Source != "snapshot" || l.Snapshot.Dir != cache || l.Snapshot.Link != link {
+		t.Fatalf("layer 1: %+v, snapshot %+v", l, l.Snapshot)
+	}
+	files, _ := readArchive(t, filepath.Join(out, res.Dir, evidence.ArchiveName))
+	if string(files["container/fs/layerdir/new"]) != "upper\n" {
+		t.Fatalf("layerdir/new from the layer cache: %q", files["container/fs/layerdir/new"])
 	}
 }
 

@@ -228,6 +228,12 @@ func (d *dirLayer) walk(fn func(e *entry, open opener) error) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", d.dir)
 	}
+	// The attribute calls take paths: the directory must be where it says, with no link on the way out of the root.
+	if real, err := filepath.EvalSymlinks(filepath.Join(d.abs, d.dir)); err != nil || real != filepath.Join(d.abs, d.dir) {
+		if rabs, aerr := filepath.EvalSymlinks(d.abs); aerr != nil || err != nil || !strings.HasPrefix(real, rabs+"/") {
+			return fmt.Errorf("%s leads outside the containerd root (%s)", d.dir, real)
+		}
+	}
 	ord := 0
 	var visit func(rel string, fi fs.FileInfo) error
 	visit = func(rel string, fi fs.FileInfo) error {

@@ -23,6 +23,9 @@ type Snapshot struct {
 	Kind   string `json:"kind,omitempty"` // active, committed, view
 	Dir    string `json:"dir,omitempty"`  // relative to the containerd root
 	Exists bool   `json:"exists"`         // whether Dir is on the volume
+	// Link is the target of a snapshot directory that is a symbolic link (GKE keeps unpacked layers in a layer
+	// cache and links them); Dir is then where it points on the volume.
+	Link string `json:"link,omitempty"`
 }
 
 // LayerInfo is one image layer and where its files were read from.
@@ -146,6 +149,7 @@ func (p *plan) chainOf(infos map[string]snapshotInfo, v *Volume) {
 			if p.snapshotter == SnapshotterOverlay {
 				s.Dir += "/fs"
 			}
+			s.Dir, s.Link = v.resolveSnapshotDir(p.snapDir, s.Dir)
 			if fi, err := v.root.Lstat(s.Dir); err == nil && fi.IsDir() {
 				s.Exists = true
 			}
@@ -155,6 +159,28 @@ func (p *plan) chainOf(infos map[string]snapshotInfo, v *Volume) {
 		p.chain = append(p.chain, s)
 		key = ref.Parent
 	}
+}
+
+// resolveSnapshotDir follows a snapshot directory that is a symbolic link, on the volume: a target naming the
+// snapshotter's directory (an absolute path of the node, such as /var/lib/containerd/io.containerd.snapshotter.v1.
+// overlayfs/layers/X) is taken from there, a relative one from the link's directory; the os.Root of the containerd
+// root keeps either inside it.
+func (v *Volume) resolveSnapshotDir(snapDir, dir string) (string, string) {
+	fi, err := v.root.Lstat(dir)
+	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		return dir, ""
+	}
+	target, err := v.root.Readlink(dir)
+	if err != nil {
+		return dir, ""
+	}
+	if i := strings.Index(target, snapDir+"/"); i >= 0 {
+		return target[i:], target
+	}
+	if !filepath.IsAbs(target) {
+		return filepath.ToSlash(filepath.Join(filepath.Dir(dir), target)), target
+	}
+	return dir, target // an absolute path elsewhere on the node: not followed
 }
 
 // resolveImage reads the container's image: its record, and from the content store the manifest for this
