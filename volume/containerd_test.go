@@ -327,6 +327,17 @@ func missingLayer(t *testing.T, s *scenario, prev *volume.Result, signer *eviden
 	if rep, err := evidence.Verify(t.Context(), mustStore(t, out), keys); err != nil || len(rep.Failures) > 0 {
 		t.Fatalf("verify: %v %v", err, rep.Failures)
 	}
+
+	// The writable layer gone too: the image alone, and the statement says so.
+	upper := res.Chain[0].Dir
+	if err := os.Rename(filepath.Join(s.cd.Root, upper), filepath.Join(s.cd.Root, upper+".moved")); err != nil {
+		t.Fatal(err)
+	}
+	res = acquire(t, s.cd.Root, t.TempDir(), s.id, signer)
+	want = evidence.Skip{Path: "volume", Reason: "not-found", Detail: "the container's writable layer " + upper + " is not on the volume: its writes are not in the export"}
+	if !slices.Contains(res.Statement.Predicate.Skipped, want) || len(res.Changes) != 0 {
+		t.Fatalf("skipped %+v (want %+v), changes %v", res.Statement.Predicate.Skipped, want, res.Changes)
+	}
 }
 
 func mustStore(t testing.TB, dir string) *evidence.LocalStore {

@@ -121,6 +121,14 @@ func runAcquireVolume(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
+	last := start
+	// A line on stderr every 5 s while the archive grows; the callback runs in the writing goroutine.
+	opts.Progress = func(written int64) {
+		if now := time.Now(); now.Sub(last) >= 5*time.Second {
+			last = now
+			fmt.Fprintf(stderr, "%s: %s written in %s\n", c.ID, humanBytes(written), now.Sub(start).Round(time.Second))
+		}
+	}
 	res, err := v.Acquire(ctx, c, opts)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
