@@ -71,6 +71,7 @@ var fsopsArgs = []string{
 	"write", "/etc/changed.txt", "changed by the container\n",
 	"chmod", "600", "/etc/mode.txt",
 	"rmrf", "/opq", "mkdir", "/opq", "write", "/opq/fresh", "fresh\n",
+	"socket", "/app.sock",
 }
 
 var k8sLabels = map[string]string{
@@ -417,6 +418,7 @@ func checkExport(t *testing.T, s *scenario, dir string) {
 		{"opq/a", volume.ChangeDeleted, nil},
 		{"opq/b", volume.ChangeDeleted, nil},
 		{"opq/fresh", volume.ChangeAdded, nil},
+		{"app.sock", volume.ChangeAdded, nil},
 	}
 	for _, e := range expect {
 		c, ok := byPath[e.path]
@@ -443,6 +445,12 @@ func checkExport(t *testing.T, s *scenario, dir string) {
 		if c, ok := byPath[p]; ok {
 			t.Errorf("drift lists %s (%s), which the container did not touch", p, c.Change)
 		}
+	}
+	if c := byPath["app.sock"]; c.Type != "socket" {
+		t.Errorf("app.sock: %+v, want a socket", c)
+	}
+	if _, ok := hdrs[fs("app.sock")]; ok {
+		t.Errorf("a socket in the archive")
 	}
 	if got := files["drift/fs/new.txt"]; string(got) != "planted by the container\n" {
 		t.Errorf("drift/fs/new.txt: %q", got)

@@ -491,6 +491,8 @@ func typeName(h *tar.Header) string {
 		return "block"
 	case tar.TypeFifo:
 		return "fifo"
+	case typeSocket:
+		return "socket"
 	}
 	return fmt.Sprintf("type-%c", h.Typeflag)
 }

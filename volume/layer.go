@@ -23,6 +23,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// typeSocket marks a socket of a snapshot directory in the tree: it is listed (drift, notes), never written.
+const typeSocket byte = 's'
+
 // An entry is one event of a layer, whiteouts already told apart from files, in the layer's order.
 type entry struct {
 	kind entryKind
@@ -356,7 +359,8 @@ func (d *dirLayer) header(full, rel string, fi fs.FileInfo) (*tar.Header, []stri
 			hdr.Devmajor, hdr.Devminor = int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
 		}
 	case m&fs.ModeSocket != 0:
-		return hdr, []string{"a socket: not representable in a tar, recorded without content"}, nil
+		hdr.Typeflag = typeSocket
+		return hdr, []string{"a socket: a tar cannot hold one; listed here, not in the archive"}, nil
 	default:
 		return nil, nil, fmt.Errorf("%s: unknown file type %v", full, m)
 	}

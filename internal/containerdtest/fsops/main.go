@@ -2,20 +2,21 @@
 // write into its writable layer (internal/containerdtest builds it static and plants it in an image):
 //
 //	fsops write PATH CONTENT | append PATH CONTENT | rm PATH | rmrf PATH | mkdir PATH | chmod OCTAL PATH |
-//	      symlink TARGET PATH | mv OLD NEW ...
+//	      symlink TARGET PATH | mv OLD NEW | socket PATH ...
 //
 // It stops at the first failing operation with exit status 1.
 package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 )
 
 func main() {
 	args := os.Args[1:]
-	arity := map[string]int{"write": 2, "append": 2, "rm": 1, "rmrf": 1, "mkdir": 1, "chmod": 2, "symlink": 2, "mv": 2}
+	arity := map[string]int{"write": 2, "append": 2, "rm": 1, "rmrf": 1, "mkdir": 1, "chmod": 2, "symlink": 2, "mv": 2, "socket": 1}
 	for len(args) > 0 {
 		op := args[0]
 		n, ok := arity[op]
@@ -51,6 +52,12 @@ func main() {
 			err = os.Symlink(a[0], a[1])
 		case "mv":
 			err = os.Rename(a[0], a[1])
+		case "socket": // a unix socket left behind, as a daemon that dies leaves it
+			var l *net.UnixListener
+			if l, err = net.ListenUnix("unix", &net.UnixAddr{Name: a[0], Net: "unix"}); err == nil {
+				l.SetUnlinkOnClose(false)
+				err = l.Close()
+			}
 		}
 		if err != nil {
 			fail(fmt.Errorf("%s %v: %w", op, a, err))
