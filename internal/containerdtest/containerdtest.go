@@ -282,6 +282,78 @@ func (c *Containerd) Run(ctx context.Context, ns string, s RunSpec) ([]byte, err
 	return c.Ctr(ctx, ns, args...)
 }
 
+// RunDetached creates the container and starts its task without waiting (ctr run --detach): the task runs until
+// StopTask. Its rootfs stays mounted (overlayfs: under State) while it runs.
+func (c *Containerd) RunDetached(ctx context.Context, ns string, s RunSpec) error {
+	args := []string{"run", "--detach", "--null-io", "--snapshotter", s.Snapshotter, "--runc-root", filepath.Join(c.State, "runc"),
+		"--fifo-dir", filepath.Join(c.State, "fifo")}
+	keys := make([]string, 0, len(s.Labels))
+	for k := range s.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		args = append(args, "--label", k+"="+s.Labels[k])
+	}
+	args = append(append(args, s.Image, s.ID), s.Args...)
+	_, err := c.Ctr(ctx, ns, args...)
+	return err
+}
+
+// TaskPID returns the pid of a running task's init process.
+func (c *Containerd) TaskPID(ctx context.Context, ns, id string) (int, error) {
+	out, err := c.Ctr(ctx, ns, "tasks", "ls")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == id {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return 0, fmt.Errorf("no task %s in namespace %s: %s", id, ns, strings.TrimSpace(string(out)))
+}
+
+// StopTask ends a running task (SIGTERM, then SIGKILL after 10 s) and deletes it, leaving the container and its
+// snapshot; its shim exits and its rootfs is unmounted.
+func (c *Containerd) StopTask(ctx context.Context, ns, id string) error {
+	if _, err := c.Ctr(ctx, ns, "tasks", "kill", "--signal", "SIGTERM", id); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(stopGrace)
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		out, err := c.Ctr(ctx, ns, "tasks", "ls")
+		if err != nil {
+			return err
+		}
+		running := false
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[0] == id && f[2] == "RUNNING" {
+				running = true
+			}
+		}
+		if !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			if _, err := c.Ctr(ctx, ns, "tasks", "kill", "--signal", "SIGKILL", id); err != nil {
+				return err
+			}
+			deadline = time.Now().Add(stopGrace)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	_, err := c.Ctr(ctx, ns, "tasks", "delete", id)
+	return err
+}
+
 // Stop stops containerd (SIGTERM, SIGKILL after 10 s) and waits for it, then ends any shim it left and unmounts
 // anything left mounted under its root: either is reported as an error (a leak). Safe to call more than once.
 func (c *Containerd) Stop() error {
@@ -303,16 +375,31 @@ func (c *Containerd) Stop() error {
 			t.Stop()
 		}
 		if pids := c.shims(); len(pids) > 0 {
+			// A shim is its containers' subreaper: their processes are its children. They go first, or they would
+			// outlive it.
+			var procs []int
 			for _, pid := range pids {
+				procs = append(procs, childrenOf(pid)...)
+			}
+			var sockets []string
+			for _, pid := range pids {
+				sockets = append(sockets, shimSockets(pid)...)
+			}
+			for _, pid := range append(procs, pids...) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
-			errs = append(errs, fmt.Errorf("leak: shims %v of this containerd were still running (killed)", pids))
-		}
-		if mounts := mountsUnder(c.Root); len(mounts) > 0 {
-			for i := len(mounts) - 1; i >= 0; i-- {
-				_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+			for _, p := range sockets { // a killed shim leaves its socket file behind
+				_ = os.Remove(p)
 			}
-			errs = append(errs, fmt.Errorf("leak: %d mounts were left under %s (unmounted): %v", len(mounts), c.Root, mounts))
+			errs = append(errs, fmt.Errorf("leak: shims %v of this containerd were still running, with container processes %v (killed)", pids, procs))
+		}
+		for _, dir := range []string{c.Root, c.State} {
+			if mounts := mountsUnder(dir); len(mounts) > 0 {
+				for i := len(mounts) - 1; i >= 0; i-- {
+					_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+				}
+				errs = append(errs, fmt.Errorf("leak: %d mounts were left under %s (unmounted): %v", len(mounts), dir, mounts))
+			}
 		}
 		os.RemoveAll(c.sockDir)
 		c.stopErr = errors.Join(errs...)
@@ -354,6 +441,68 @@ func (c *Containerd) shims() []int {
 		}
 	}
 	return pids
+}
+
+// shimSockets are the unix sockets a shim holds under /run/containerd/s (the path containerd 1.6 gives them).
+func shimSockets(pid int) []string {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return nil
+	}
+	byInode := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		if f := strings.Fields(line); len(f) >= 8 && strings.HasPrefix(f[7], "/run/containerd/s/") {
+			byInode[f[6]] = f[7]
+		}
+	}
+	fds, _ := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
+	var out []string
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "fd", fd.Name()))
+		if err != nil || !strings.HasPrefix(link, "socket:[") {
+			continue
+		}
+		if p, ok := byInode[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")]; ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// childrenOf lists the processes whose parent is pid, and theirs.
+func childrenOf(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses, so read after the last ')'.
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 {
+			if f := strings.Fields(string(stat[i+1:])); len(f) >= 2 {
+				if pp, err := strconv.Atoi(f[1]); err == nil {
+					parent[p] = pp
+				}
+			}
+		}
+	}
+	var out []int
+	var walk func(int)
+	walk = func(pp int) {
+		for p, q := range parent {
+			if q == pp {
+				out = append(out, p)
+				walk(p)
+			}
+		}
+	}
+	walk(pid)
+	return out
 }
 
 // mountsUnder lists the mount points under dir, in mount order.

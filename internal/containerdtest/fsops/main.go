@@ -2,7 +2,9 @@
 // write into its writable layer (internal/containerdtest builds it static and plants it in an image):
 //
 //	fsops write PATH CONTENT | append PATH CONTENT | rm PATH | rmrf PATH | mkdir PATH | chmod OCTAL PATH |
-//	      symlink TARGET PATH | mv OLD NEW | socket PATH ...
+//	      symlink TARGET PATH | mv OLD NEW | socket PATH | wait ...
+//
+// wait prints "fsops: waiting" and blocks until SIGTERM or SIGINT: a container that keeps running.
 //
 // It stops at the first failing operation with exit status 1.
 package main
@@ -11,12 +13,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 )
 
 func main() {
 	args := os.Args[1:]
-	arity := map[string]int{"write": 2, "append": 2, "rm": 1, "rmrf": 1, "mkdir": 1, "chmod": 2, "symlink": 2, "mv": 2, "socket": 1}
+	arity := map[string]int{"write": 2, "append": 2, "rm": 1, "rmrf": 1, "mkdir": 1, "chmod": 2, "symlink": 2, "mv": 2, "socket": 1, "wait": 0}
 	for len(args) > 0 {
 		op := args[0]
 		n, ok := arity[op]
@@ -52,6 +56,11 @@ func main() {
 			err = os.Symlink(a[0], a[1])
 		case "mv":
 			err = os.Rename(a[0], a[1])
+		case "wait":
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			fmt.Println("fsops: waiting")
+			<-sig
 		case "socket": // a unix socket left behind, as a daemon that dies leaves it
 			var l *net.UnixListener
 			if l, err = net.ListenUnix("unix", &net.UnixAddr{Name: a[0], Net: "unix"}); err == nil {
