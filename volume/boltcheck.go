@@ -47,10 +47,9 @@ const (
 )
 
 type boltMeta struct {
-	pageSize   uint32
-	root, hwm  uint64
-	txid       uint64
-	checksumOK bool
+	pageSize  uint32
+	root, hwm uint64
+	txid      uint64
 }
 
 // pickMeta chooses the meta page bbolt would: of the two, the valid one with the higher transaction id.
@@ -104,7 +103,7 @@ func readMeta(data []byte, off int) (boltMeta, error) {
 	if h.Sum64() != le.Uint64(meta[metaSize-8:]) {
 		return boltMeta{}, fmt.Errorf("bbolt meta page checksum mismatch")
 	}
-	m := boltMeta{pageSize: le.Uint32(meta[8:]), root: le.Uint64(meta[16:]), hwm: le.Uint64(meta[40:]), txid: le.Uint64(meta[48:]), checksumOK: true}
+	m := boltMeta{pageSize: le.Uint32(meta[8:]), root: le.Uint64(meta[16:]), hwm: le.Uint64(meta[40:]), txid: le.Uint64(meta[48:])}
 	if m.pageSize < 512 || m.pageSize > 1<<24 || m.pageSize&(m.pageSize-1) != 0 {
 		return boltMeta{}, fmt.Errorf("bbolt meta page: page size %d", m.pageSize)
 	}
