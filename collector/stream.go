@@ -31,10 +31,12 @@ type receiver struct {
 	wantSHA256 string // hex digest of the binary sent; "" skips the self check (tests of the parser)
 	maxTotal   int64  // bound on the sum of entry sizes; negative: none
 	res        *Result
-	self       SelfInfo
-	manifest   *Manifest
-	seen       map[string]bool
-	total      int64
+	// prefixes are the archive directories the stream may hold besides container/ (a mode's own: node/, drift/).
+	prefixes []string
+	self     SelfInfo
+	manifest *Manifest
+	seen     map[string]bool
+	total    int64
 }
 
 // receive reads the stream from r to its end. The first entry must be SelfPath with the expected self-hash;
@@ -95,9 +97,9 @@ func lastPath(res *Result) string {
 	return res.Files[len(res.Files)-1].Path
 }
 
-// validArchivePath: valid UTF-8 without control characters, relative, clean, below container/ or one of the
-// collector's own names.
-func validArchivePath(name string) bool {
+// validArchivePath: valid UTF-8 without control characters, relative, clean, below container/ (or one of the
+// extra prefixes, each ending in '/') or one of the collector's own names.
+func validArchivePath(name string, prefixes ...string) bool {
 	if len(name) == 0 || len(name) > maxArchivePath || !utf8.ValidString(name) || path.Clean(name) != name ||
 		strings.HasPrefix(name, "/") || name == ".." || strings.HasPrefix(name, "../") || strings.Contains(name, "/../") {
 		return false
@@ -111,7 +113,12 @@ func validArchivePath(name string) bool {
 	case SelfPath, SkippedPath, ManifestPath:
 		return true
 	}
-	return strings.HasPrefix(name, "container/") && len(name) > len("container/")
+	for _, p := range append([]string{"container/"}, prefixes...) {
+		if strings.HasPrefix(name, p) && len(name) > len(p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (rc *receiver) checkHeader(hdr *tar.Header, i int) error {
@@ -119,7 +126,7 @@ func (rc *receiver) checkHeader(hdr *tar.Header, i int) error {
 	if hdr.Typeflag != tar.TypeReg {
 		return &IntegrityError{Path: shown, Reason: fmt.Sprintf("entry of type %q; only regular files are accepted", hdr.Typeflag)}
 	}
-	if !validArchivePath(hdr.Name) {
+	if !validArchivePath(hdr.Name, rc.prefixes...) {
 		return &IntegrityError{Path: shown, Reason: "not an acceptable archive path"}
 	}
 	if rc.seen[hdr.Name] {

@@ -28,51 +28,13 @@ type scenario struct {
 	id          string
 }
 
-// The image: three layers (gzip, zstd, plain) with a whiteout of a directory, an opaque directory, a whiteout of a
-// file, a symlink and a hard link.
+// The image and what the container does to its writable layer: containerdtest's drift scenario, which the node
+// mode's tests run too.
 func testImage(fsops []byte) containerdtest.Image {
-	return containerdtest.Image{
-		Name:       "docker.io/warren/volume-test:1",
-		Entrypoint: []string{"/fsops"},
-		Layers: []containerdtest.Layer{
-			{Compression: "gzip", Files: []containerdtest.File{
-				{Path: "fsops", Mode: 0o755, Content: fsops},
-				{Path: "etc", Type: tar.TypeDir},
-				{Path: "etc/keep.txt", Content: []byte("keep me\n")},
-				{Path: "etc/old.txt", Content: []byte("old\n")},
-				{Path: "etc/changed.txt", Content: []byte("original\n")},
-				{Path: "etc/mode.txt", Content: []byte("mode\n")},
-				{Path: "etc/removed-in-l3", Content: []byte("gone in layer 3\n")},
-				{Path: "etc/link", Type: tar.TypeSymlink, Linkname: "keep.txt"},
-				{Path: "opq/a", Content: []byte("a\n")},
-				{Path: "opq/b", Content: []byte("b\n")},
-				{Path: "gone/x", Content: []byte("x\n")},
-				{Path: "layerdir/old", Content: []byte("lower\n")},
-			}},
-			{Compression: "zstd", Files: []containerdtest.File{
-				containerdtest.Whiteout("gone"),
-				containerdtest.Opaque("layerdir"),
-				{Path: "layerdir/new", Content: []byte("upper\n")},
-				{Path: "bin/tool", Mode: 0o755, Content: []byte("#!/bin/sh\necho tool\n")},
-				{Path: "bin/tool-link", Type: tar.TypeLink, Linkname: "bin/tool", Mode: 0o755},
-			}},
-			{Files: []containerdtest.File{
-				containerdtest.Whiteout("etc/removed-in-l3"),
-				{Path: "etc/l3.txt", Content: []byte("three\n")},
-			}},
-		},
-	}
+	return containerdtest.DriftImage("docker.io/warren/volume-test:1", fsops)
 }
 
-// What the container does to its writable layer.
-var fsopsArgs = []string{
-	"write", "/new.txt", "planted by the container\n",
-	"rm", "/etc/old.txt",
-	"write", "/etc/changed.txt", "changed by the container\n",
-	"chmod", "600", "/etc/mode.txt",
-	"rmrf", "/opq", "mkdir", "/opq", "write", "/opq/fresh", "fresh\n",
-	"socket", "/app.sock",
-}
+var fsopsArgs = containerdtest.DriftOps
 
 var k8sLabels = map[string]string{
 	"io.kubernetes.pod.namespace":    "payments",

@@ -9,9 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
-	"strings"
-	"time"
 
 	"github.com/warren-dev/warren/collector"
 	"github.com/warren-dev/warren/evidence"
@@ -24,7 +21,7 @@ const (
 	FSPrefix = "container/fs"
 	// DriftPrefix holds the container's own changes: DriftPrefix/changes.json lists every added, changed and deleted
 	// path against the image, DriftPrefix/fs the added and changed files as the writable layer has them.
-	DriftPrefix = "drift"
+	DriftPrefix = collector.DriftPrefix
 	// MetaPrefix holds what containerd knew: the container record (environment redacted), the image's index,
 	// manifest and config as stored (named by digest, so their subjects' sha256 are the digests), the snapshot
 	// chain and the layers.
@@ -41,34 +38,16 @@ type fsBuild struct {
 	upper source
 }
 
-// Change is one path the container changed against its image (drift/changes.json).
-type Change struct {
-	Path   string `json:"path"`   // escaped like archive names (collector.EscapeName, and \ as %5C)
-	Change string `json:"change"` // added, changed, deleted, copied-up
-	Type   string `json:"type"`   // file, dir, symlink, hardlink, char, block, fifo
-	// What lists what differs for a change: content, type, mode, owner, target, mtime, xattrs.
-	What        []string  `json:"what,omitempty"`
-	Opaque      bool      `json:"opaque,omitempty"` // a directory the container removed and made again
-	Size        int64     `json:"size,omitempty"`
-	SHA256      string    `json:"sha256,omitempty"`
-	Mode        string    `json:"mode,omitempty"`
-	UID         int       `json:"uid"`
-	GID         int       `json:"gid"`
-	ModTime     time.Time `json:"mtime,omitzero"`
-	Target      string    `json:"target,omitempty"`
-	ImageSize   int64     `json:"imageSize,omitempty"`
-	ImageSHA256 string    `json:"imageSha256,omitempty"`
-	// Archived is where the container's version is in the archive (DriftPrefix/fs/...), for added and changed
-	// regular files.
-	Archived string `json:"archived,omitempty"`
-}
+// Change is one path the container changed against its image (drift/changes.json): the record the node mode
+// writes too (collector.DriftChange).
+type Change = collector.DriftChange
 
 // Change kinds.
 const (
-	ChangeAdded    = "added"
-	ChangeChanged  = "changed"
-	ChangeDeleted  = "deleted"
-	ChangeCopiedUp = "copied-up"
+	ChangeAdded    = collector.ChangeAdded
+	ChangeChanged  = collector.ChangeChanged
+	ChangeDeleted  = collector.ChangeDeleted
+	ChangeCopiedUp = collector.ChangeCopiedUp
 )
 
 // build puts the container's file system together.
@@ -387,71 +366,20 @@ func diffTrees(image, final *fnode) []Change {
 	return sortChanges(out)
 }
 
-// differences lists what differs between the image's node and the container's file. Directory times are not
-// compared (a directory's mtime moves with its entries); file mtimes are.
+// differences lists what differs between the image's node and the container's file (collector.DriftDifferences:
+// the node mode compares by the same rules).
 func differences(old *fnode, hdr *tar.Header, sum string, compareMtime bool) []string {
-	oh := nodeHeader(old)
-	var what []string
-	if typeName(oh) != typeName(hdr) {
-		return []string{"type"}
-	}
-	if hdr.Typeflag == tar.TypeReg {
-		switch {
-		case oh.Size != hdr.Size:
-			what = append(what, "content")
-		case sum != "" && old.sum != "" && sum != old.sum:
-			what = append(what, "content")
-		}
-	}
-	if oh.Mode&0o7777 != hdr.Mode&0o7777 {
-		what = append(what, "mode")
-	}
-	if oh.Uid != hdr.Uid || oh.Gid != hdr.Gid {
-		what = append(what, "owner")
-	}
-	if (hdr.Typeflag == tar.TypeSymlink) && oh.Linkname != hdr.Linkname {
-		what = append(what, "target")
-	}
-	if (hdr.Typeflag == tar.TypeChar || hdr.Typeflag == tar.TypeBlock) && (oh.Devmajor != hdr.Devmajor || oh.Devminor != hdr.Devminor) {
-		what = append(what, "device")
-	}
-	if hdr.Typeflag != tar.TypeDir && compareMtime && !oh.ModTime.IsZero() && !oh.ModTime.Equal(hdr.ModTime) {
-		what = append(what, "mtime")
-	}
-	if xattrsOf(oh) != xattrsOf(hdr) {
-		what = append(what, "xattrs")
-	}
-	return what
-}
-
-func xattrsOf(h *tar.Header) string {
-	var parts []string
-	for k, v := range h.PAXRecords {
-		if strings.HasPrefix(k, "SCHILY.xattr.") {
-			parts = append(parts, k+"="+v)
-		}
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, "\x00")
+	return collector.DriftDifferences(nodeHeader(old), hdr, old.sum, sum, compareMtime)
 }
 
 func deleted(p string, n *fnode) Change {
-	h := nodeHeader(n)
-	c := Change{Path: escapePath(p), Change: ChangeDeleted, Type: typeName(h), Mode: modeString(h), UID: h.Uid, GID: h.Gid,
-		ImageSize: sizeOf(n), ImageSHA256: n.sum}
+	c := collector.DeletedDriftChange(p, nodeHeader(n), n.sum)
+	c.ImageSize = sizeOf(n)
 	return c
 }
 
 func changeOf(p, kind string, h *tar.Header, sum string, what []string) Change {
-	c := Change{Path: escapePath(p), Change: kind, Type: typeName(h), What: what, Mode: modeString(h), UID: h.Uid, GID: h.Gid,
-		ModTime: h.ModTime.UTC(), SHA256: sum}
-	if h.Typeflag == tar.TypeReg {
-		c.Size = h.Size
-	}
-	if h.Typeflag == tar.TypeSymlink || h.Typeflag == tar.TypeLink {
-		c.Target = escapePath(h.Linkname)
-	}
-	return c
+	return collector.NewDriftChange(p, kind, h, sum, what)
 }
 
 func sizeOf(n *fnode) int64 {
@@ -475,29 +403,7 @@ func nodeHeader(n *fnode) *tar.Header {
 	return &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755}
 }
 
-func typeName(h *tar.Header) string {
-	switch h.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
-		return "file"
-	case tar.TypeDir:
-		return "dir"
-	case tar.TypeSymlink:
-		return "symlink"
-	case tar.TypeLink:
-		return "hardlink"
-	case tar.TypeChar:
-		return "char"
-	case tar.TypeBlock:
-		return "block"
-	case tar.TypeFifo:
-		return "fifo"
-	case typeSocket:
-		return "socket"
-	}
-	return fmt.Sprintf("type-%c", h.Typeflag)
-}
-
-func modeString(h *tar.Header) string { return fmt.Sprintf("%04o", h.Mode&0o7777) }
+func typeName(h *tar.Header) string { return collector.DriftTypeName(h) }
 
 func joinPath(dir, name string) string {
 	if dir == "" {
@@ -506,18 +412,7 @@ func joinPath(dir, name string) string {
 	return dir + "/" + name
 }
 
-func sortChanges(cs []Change) []Change {
-	sort.SliceStable(cs, func(i, j int) bool {
-		if cs[i].Path != cs[j].Path {
-			return cs[i].Path < cs[j].Path
-		}
-		return cs[i].Change < cs[j].Change
-	})
-	return cs
-}
+func sortChanges(cs []Change) []Change { return collector.SortDriftChanges(cs) }
 
-// escapePath makes a file name an archive and JSON name: collector.EscapeName (control bytes, '%' and invalid
-// UTF-8 as %XX), and '\' as %5C, which the evidence store refuses in names.
-func escapePath(p string) string {
-	return strings.ReplaceAll(collector.EscapeName(p), `\`, "%5C")
-}
+// escapePath makes a file name an archive and JSON name (collector.EscapePath).
+func escapePath(p string) string { return collector.EscapePath(p) }

@@ -21,10 +21,12 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
+
+	"github.com/warren-dev/warren/collector"
 )
 
 // typeSocket marks a socket of a snapshot directory in the tree: it is listed (drift, notes), never written.
-const typeSocket byte = 's'
+const typeSocket = collector.TypeSocket
 
 // An entry is one event of a layer, whiteouts already told apart from files, in the layer's order.
 type entry struct {

@@ -259,7 +259,10 @@ func (c *Containerd) Import(ctx context.Context, ns, tarball, snapshotter string
 // RunSpec is a container for Run.
 type RunSpec struct {
 	ID, Image, Snapshotter string
-	Labels                 map[string]string
+	// Rootfs, when set, is a directory given to containerd as the container's root file system (ctr run --rootfs):
+	// no snapshotter, no image (Image and Snapshotter are not used).
+	Rootfs string
+	Labels map[string]string
 	// Args is the command; empty: the image's entrypoint.
 	Args []string
 }
@@ -285,8 +288,13 @@ func (c *Containerd) Run(ctx context.Context, ns string, s RunSpec) ([]byte, err
 // RunDetached creates the container and starts its task without waiting (ctr run --detach): the task runs until
 // StopTask. Its rootfs stays mounted (overlayfs: under State) while it runs.
 func (c *Containerd) RunDetached(ctx context.Context, ns string, s RunSpec) error {
-	args := []string{"run", "--detach", "--null-io", "--snapshotter", s.Snapshotter, "--runc-root", filepath.Join(c.State, "runc"),
-		"--fifo-dir", filepath.Join(c.State, "fifo")}
+	args := []string{"run", "--detach", "--null-io", "--runc-root", filepath.Join(c.State, "runc"), "--fifo-dir", filepath.Join(c.State, "fifo")}
+	image := s.Image
+	if s.Rootfs != "" {
+		args, image = append(args, "--rootfs"), s.Rootfs
+	} else {
+		args = append(args, "--snapshotter", s.Snapshotter)
+	}
 	keys := make([]string, 0, len(s.Labels))
 	for k := range s.Labels {
 		keys = append(keys, k)
@@ -295,7 +303,7 @@ func (c *Containerd) RunDetached(ctx context.Context, ns string, s RunSpec) erro
 	for _, k := range keys {
 		args = append(args, "--label", k+"="+s.Labels[k])
 	}
-	args = append(append(args, s.Image, s.ID), s.Args...)
+	args = append(append(args, image, s.ID), s.Args...)
 	_, err := c.Ctr(ctx, ns, args...)
 	return err
 }

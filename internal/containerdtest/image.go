@@ -238,3 +238,51 @@ func FSOps(t testing.TB) []byte {
 	}
 	return data
 }
+
+// DriftImage is an image of three layers (gzip, zstd, plain) with a whiteout of a directory, an opaque directory, a
+// whiteout of a file, a symlink and a hard link, fsops as /fsops and its entrypoint: with DriftOps, the scenario
+// whose drift the volume mode and the node mode read.
+func DriftImage(name string, fsops []byte) Image {
+	return Image{
+		Name:       name,
+		Entrypoint: []string{"/fsops"},
+		Layers: []Layer{
+			{Compression: "gzip", Files: []File{
+				{Path: "fsops", Mode: 0o755, Content: fsops},
+				{Path: "etc", Type: tar.TypeDir},
+				{Path: "etc/keep.txt", Content: []byte("keep me\n")},
+				{Path: "etc/old.txt", Content: []byte("old\n")},
+				{Path: "etc/changed.txt", Content: []byte("original\n")},
+				{Path: "etc/mode.txt", Content: []byte("mode\n")},
+				{Path: "etc/removed-in-l3", Content: []byte("gone in layer 3\n")},
+				{Path: "etc/link", Type: tar.TypeSymlink, Linkname: "keep.txt"},
+				{Path: "opq/a", Content: []byte("a\n")},
+				{Path: "opq/b", Content: []byte("b\n")},
+				{Path: "gone/x", Content: []byte("x\n")},
+				{Path: "layerdir/old", Content: []byte("lower\n")},
+			}},
+			{Compression: "zstd", Files: []File{
+				Whiteout("gone"),
+				Opaque("layerdir"),
+				{Path: "layerdir/new", Content: []byte("upper\n")},
+				{Path: "bin/tool", Mode: 0o755, Content: []byte("#!/bin/sh\necho tool\n")},
+				{Path: "bin/tool-link", Type: tar.TypeLink, Linkname: "bin/tool", Mode: 0o755},
+			}},
+			{Files: []File{
+				Whiteout("etc/removed-in-l3"),
+				{Path: "etc/l3.txt", Content: []byte("three\n")},
+			}},
+		},
+	}
+}
+
+// DriftOps is what the DriftImage's container does to its writable layer (fsops arguments): a file written, one
+// deleted, one's content and another's mode changed, a directory replaced, a socket left behind.
+var DriftOps = []string{
+	"write", "/new.txt", "planted by the container\n",
+	"rm", "/etc/old.txt",
+	"write", "/etc/changed.txt", "changed by the container\n",
+	"chmod", "600", "/etc/mode.txt",
+	"rmrf", "/opq", "mkdir", "/opq", "write", "/opq/fresh", "fresh\n",
+	"socket", "/app.sock",
+}
