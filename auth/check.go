@@ -13,6 +13,9 @@ type Decision struct {
 	Allowed bool
 	Status  int
 	Reason  string
+	// PodSpecs, when set on a decision not (yet) allowed, are the ceiling's podSpec rules the request's body must
+	// pass one of (a pod creation in a collector namespace): the connector reads and checks it.
+	PodSpecs []*PodSpec
 }
 
 // Check decides a request of a verified caller: path is the API path after the /clusters/<cluster> prefix. The
@@ -47,6 +50,10 @@ func Decide(claims *Claims, ceiling *Policy, a Attributes) Decision {
 		return d
 	}
 	if ceiling != nil {
+		if ps := ceiling.PodSpecFor(a); ps.Check != nil {
+			d.PodSpecs, d.Reason = ps.Check, "the pod's body must be "+ps.describe()+" (a podSpec rule of the cluster's policy)"
+			return d
+		}
 		if ok, why := ceiling.Authorize(a); !ok {
 			d.Reason = "the cluster's policy does not allow it: " + why
 			return d

@@ -62,9 +62,11 @@ func ValidContainerdID(s string) bool { return len(s) <= 76 && containerdIDPatte
 func (m ModeArgs) Args() []string {
 	a := []string{m.Mode}
 	a = append(a, commonArgs(m.Options.withDefaults())...)
-	if m.Wait > 0 {
-		a = append(a, "--wait="+m.Wait.String())
+	wait := m.Wait
+	if wait <= 0 {
+		wait = DefaultWait
 	}
+	a = append(a, "--wait="+wait.String())
 	switch m.Mode {
 	case ModeEphemeral:
 		if m.TargetContainerID != "" {

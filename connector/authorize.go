@@ -1,8 +1,10 @@
 package connector
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
+	"github.com/warren-dev/warren/internal/collectorpod"
 	"github.com/warren-dev/warren/internal/review"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
@@ -137,7 +140,13 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 		} else {
 			d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling)
 			entry.Attributes(d.Attributes)
-			if !d.Allowed {
+			if !d.Allowed && len(d.PodSpecs) > 0 {
+				if err := checkCollectorPod(r, d.Namespace, d.PodSpecs); err != nil {
+					refuse(err.Code, collectorPodRefusal+err.Message, 0)
+					return
+				}
+				entry.Note("pod body checked: warren's collector pod (podSpec " + collectorpod.Kind + ")")
+			} else if !d.Allowed {
 				refuse(d.Status, d.Reason, 0)
 				return
 			}
@@ -181,4 +190,38 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// collectorPodRefusal starts the refusal of a pod creation a podSpec rule checked.
+const collectorPodRefusal = "the cluster's policy allows only warren's collector pod here (podSpec " + collectorpod.Kind + "): "
+
+// checkCollectorPod reads the body of a pod creation (at most collectorpod.MaxBody, application/json, no
+// Content-Encoding) and checks it against the podSpec rules: one must let it through. The bytes checked are the
+// bytes forwarded: r.Body is replaced by them.
+func checkCollectorPod(r *http.Request, namespace string, specs []*auth.PodSpec) *collectorpod.CheckError {
+	if err := collectorpod.CheckRequestBody(r.Header); err != nil {
+		return err
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, collectorpod.MaxBody+1))
+	if err != nil {
+		return &collectorpod.CheckError{Code: http.StatusBadRequest, Message: "the pod could not be read: " + err.Error()}
+	}
+	if len(body) > collectorpod.MaxBody {
+		return &collectorpod.CheckError{Code: http.StatusRequestEntityTooLarge,
+			Message: fmt.Sprintf("the pod is larger than %d bytes; warren's collector pod is about 3 KiB", collectorpod.MaxBody)}
+	}
+	_ = r.Body.Close()
+	var first *collectorpod.CheckError
+	for _, s := range specs {
+		if _, cerr := collectorpod.CheckNodePod(body, namespace, s.Allowed()); cerr == nil {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.ContentLength = int64(len(body))
+			r.Header.Del("Transfer-Encoding")
+			r.TransferEncoding = nil
+			return nil
+		} else if first == nil {
+			first = cerr
+		}
+	}
+	return first
 }
