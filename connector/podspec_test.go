@@ -265,5 +265,3 @@ func TestCeilingPodSpecRules(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-

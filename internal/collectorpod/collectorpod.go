@@ -83,7 +83,7 @@ func NodePod(p NodeParams) *corev1.Pod {
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: p.Name, Namespace: p.Namespace,
-			Labels: map[string]string{LabelName: Kind, LabelComponent: componentNode, LabelAcquisition: p.AcquisitionID},
+			Labels:      map[string]string{LabelName: Kind, LabelComponent: componentNode, LabelAcquisition: p.AcquisitionID},
 			Annotations: map[string]string{AnnotationTarget: p.Target, AnnotationContainerID: p.ContainerID},
 		},
 		Spec: corev1.PodSpec{
