@@ -3,6 +3,7 @@ package acquire
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -10,7 +11,9 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/dynamic"
@@ -41,6 +44,9 @@ type run struct {
 	shared   *shared
 	keys     *evidence.Keys
 	redactor *collector.Redactor
+
+	consents consents
+	seq      atomic.Int64 // numbers the run's ephemeral containers and collector pods
 
 	mu    sync.Mutex // guards index
 	index *evidence.Index
@@ -94,7 +100,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		r.index.Targets = append(r.index.Targets, evidence.IndexTarget{Namespace: t.namespace, Pod: t.pod, Container: t.container,
 			Dir: t.dir, Result: evidence.ResultPending})
 	}
-	if err := preflight(ctx, r.cs, targets, cfg.RequestTimeout, cfg.Observer.Warn); err != nil {
+	if err := r.preflightModes(ctx, targets); err != nil {
 		return nil, err
 	}
 	caller, token, _ := r.rec.caller()
@@ -198,7 +204,7 @@ func (r *run) acquire(ctx context.Context, t *target) evidence.IndexTarget {
 	if rep := evidence.VerifyTarget(ctx, r.cfg.Store, t.dir, r.keys); rep.OK() {
 		p := rep.Statement.Predicate
 		res.Result, res.Reason = evidence.ResultKept, "acquired by acquisition "+p.AcquisitionID+" at "+p.FinishedOn.Format(time.RFC3339)+"; its statement verifies"
-		res.Method, res.Files, res.Bytes, res.SHA256, res.Skipped = p.Method, p.Archive.Files, p.Archive.Size, p.Archive.SHA256, len(p.Skipped)
+		res.Mode, res.Method, res.Files, res.Bytes, res.SHA256, res.Skipped = p.Mode, p.Method, p.Archive.Files, p.Archive.Size, p.Archive.SHA256, len(p.Skipped)
 		res.StartedOn, res.FinishedOn = p.StartedOn, p.FinishedOn
 		return res
 	}
@@ -232,13 +238,69 @@ func (r *run) acquire(ctx context.Context, t *target) evidence.IndexTarget {
 	opts := collector.Options{Profile: r.cfg.Profile, Method: r.cfg.Method, MaxBytes: r.cfg.MaxBytes, TimeBudget: r.cfg.TimeBudget,
 		RedactEnv: r.cfg.RedactEnv, CopySecrets: r.cfg.CopySecrets, Arch: arch, BinaryDir: r.cfg.CollectorDir,
 		Log: r.log.With("target", t.name())}
-	cres, err := collector.Collect(ctx, ex.exec, opts, sink)
-	if err != nil {
+	var tried attempts
+	var mr *modeResult // the mode that collected
+	for _, mode := range r.cfg.chain() {
+		if ctx.Err() != nil {
+			break
+		}
+		cur := &modeResult{}
+		ok, how := r.consent(ctx, mode)
+		if !ok {
+			tried.add(mode, evidence.OutcomeNotConsented, notConsentedReason(mode))
+			continue
+		}
+		cur.consent = how
+		// The preflight answered for exec alone, or for the one mode asked for; in auto each mode is asked (once per run).
+		if r.cfg.Mode == ModeAuto && len(r.cfg.chain()) > 1 {
+			if ok, why := r.permitted(ctx, mode, t); !ok {
+				tried.add(mode, evidence.OutcomeNotPermitted, why)
+				continue
+			}
+		}
+		switch mode {
+		case ModeExec:
+			cur.cres, err = collector.Collect(ctx, ex.exec, opts, sink)
+		case ModeEphemeral:
+			err = r.ephemeral(ctx, t, ex, opts, node, sink, cur)
+		case ModeNode:
+			err = r.nodeMode(ctx, t, ex, opts, node, sink, cur)
+		}
+		if err == nil {
+			cur.mode, mr = mode, cur
+			tried.add(mode, evidence.OutcomeUsed, cur.why)
+			break
+		}
+		reason := describeModeError(mode, err, t)
+		// Another mode may follow only where this one wrote nothing: the archive holds one collection.
+		untouched := tw.Archive().Written() == 0
+		switch {
+		case cur.unavailable && untouched:
+			tried.add(mode, evidence.OutcomeUnavailable, reason)
+			continue
+		case mode == ModeExec && errors.Is(err, collector.ErrNoShell) && untouched:
+			tried.add(mode, evidence.OutcomeFailed, reason)
+			continue
+		}
+		tried.add(mode, evidence.OutcomeFailed, reason)
+		break
+	}
+	if mr == nil && err == nil {
+		if ctx.Err() != nil {
+			return fail("interrupted (%v) before a collection started", context.Cause(ctx))
+		}
+		return fail("%s", noModeReason(r.cfg, tried))
+	}
+	if mr == nil {
 		if ctx.Err() != nil {
 			return fail("interrupted (%v): the partial archive is %s", context.Cause(ctx), r.cfg.Store.Location(t.dir+"/"+evidence.ArchiveName+evidence.PartialSuffix))
 		}
-		return fail("%s", describeExecError(err, t))
+		if len(tried) > 1 {
+			return fail("%s", tried.summary())
+		}
+		return fail("%s", describeModeError(tried[len(tried)-1].Mode, err, t))
 	}
+	cres := mr.cres
 	// Every entry the collector's manifest vouched for is what the archive holds, byte for byte.
 	stored := map[string]evidence.File{}
 	for _, f := range tw.Archive().Files() {
@@ -256,18 +318,31 @@ func (r *run) acquire(ctx context.Context, t *target) evidence.IndexTarget {
 		return fail("Kubernetes-side evidence: %v", err)
 	}
 	pred := r.predicate(t, cres, kube, ex, log)
+	pred.Mode, pred.ModeAttempts, pred.Ephemeral, pred.NodePod = mr.mode, tried, mr.ephemeral, mr.nodePod
+	pred.Footprint = append(pred.Footprint, mr.footprint...)
 	pred.StartedOn, pred.FinishedOn = res.StartedOn, r.cfg.Now().UTC()
 	st, err := tw.Finish(ctx, r.cfg.Signer, pred)
 	if err != nil {
 		return fail("%v", err)
 	}
 	finished = true
-	res.Result, res.Method, res.FinishedOn = evidence.ResultAcquired, cres.Mode, pred.FinishedOn
+	res.Result, res.Mode, res.Method, res.FinishedOn = evidence.ResultAcquired, mr.mode, cres.Mode, pred.FinishedOn
 	res.Files, res.Bytes, res.SHA256, res.Skipped = st.Predicate.Archive.Files, st.Predicate.Archive.Size, st.Predicate.Archive.SHA256, len(pred.Skipped)
 	if cres.ModeReason != "" {
 		res.Reason = "shell: " + cres.ModeReason
 	}
+	if mr.mode != ModeExec && len(tried) > 1 {
+		res.Reason = tried.summary()
+	}
 	return res
+}
+
+// noModeReason is why no mode could be used for a target.
+func noModeReason(c Config, tried attempts) string {
+	if len(tried) == 0 {
+		return "no mode to use: --allow-modes " + strings.Join(c.AllowModes, ",")
+	}
+	return "no mode could collect it: " + tried.summary()
 }
 
 func (r *run) predicate(t *target, cres *collector.Result, kube *kubeEvidence, ex *execer, log *requestLog) evidence.Predicate {
@@ -303,12 +378,14 @@ func (r *run) predicate(t *target, cres *collector.Result, kube *kubeEvidence, e
 	// received) with the request that carried each.
 	p.Execs = ex.records()
 	p.Witness = evidence.Witness{StdoutBytes: cres.Stdout.Bytes, StdoutSHA256: cres.Stdout.SHA256}
-	for i := range p.Execs {
-		if len(cres.Execs) != len(p.Execs) {
+	// The collection's execs are the last ones (an exec that found no shell may come first, in auto mode).
+	off := len(p.Execs) - len(cres.Execs)
+	for i := range cres.Execs {
+		if off < 0 {
 			break
 		}
 		c := cres.Execs[i]
-		e := &p.Execs[i]
+		e := &p.Execs[off+i]
 		e.Argv = c.Argv // the collector names its scripts
 		e.StdinBytes, e.StdinSHA256, e.StdoutBytes, e.StdoutSHA256 = c.Stdin.Bytes, c.Stdin.SHA256, c.Stdout.Bytes, c.Stdout.SHA256
 		if e.StdoutSHA256 == cres.Stdout.SHA256 && e.StdoutBytes == cres.Stdout.Bytes && p.Witness.AuditID == "" {

@@ -8,10 +8,12 @@
 package acquire
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,8 +21,11 @@ import (
 
 	"github.com/warren-dev/warren/collector"
 	"github.com/warren-dev/warren/evidence"
+	"github.com/warren-dev/warren/internal/collectorpod"
 	"github.com/warren-dev/warren/internal/limit"
 )
+
+func validImage(ref string) bool { return collectorpod.ValidImage(ref) }
 
 // Config configures one acquisition run. DefaultConfig gives the defaults; Run applies them to zero fields.
 type Config struct {
@@ -47,8 +52,31 @@ type Config struct {
 	Case, Examiner string
 	// Profile is collector.ProfileTriage (default) or collector.ProfileFull.
 	Profile string
-	// Mode is how warren reaches containers: ModeAuto (default) or ModeExec; both mean exec in this version.
+	// Mode is how warren reaches containers: ModeAuto (default: exec, and where the container has no shell the
+	// next of AllowModes that is consented to and permitted), ModeExec, ModeEphemeral or ModeNode.
 	Mode string
+	// AllowModes are the modes ModeAuto may use (DefaultAllowModes: exec, ephemeral); tried in the order exec,
+	// ephemeral, node. The node mode is never used unless named here or in Mode.
+	AllowModes []string
+	// Consented are the modes whose lasting traces the examiner accepted before the run (`--allow-modes` given, or
+	// `--mode` naming the mode); ConsentedBy says how, for the statements ("--allow-modes exec,ephemeral").
+	Consented   []string
+	ConsentedBy string
+	// Confirm, when not nil, asks the examiner once per run before a mode not in Consented leaves its trace (what
+	// says which): a terminal prompt. Nil: such a mode is not used.
+	Confirm func(ctx context.Context, mode, what string) bool
+	// CollectorImage is warren's collector image, pinned by digest (NAME@sha256:...), that the ephemeral and node
+	// modes run; default DefaultCollectorImage (set when warren is built for a release).
+	CollectorImage string
+	// CollectorNamespace is where the node mode creates its collector pods; default "warren-acquire".
+	CollectorNamespace string
+	// NodeRuntimeDir, NodeContainerdRoot and NodeContainerdNamespace are where containerd keeps its running
+	// containers' bundles and its root on the nodes, and its namespace of Kubernetes' containers; defaults
+	// collector.DefaultRuntimeDir, DefaultContainerdRoot, DefaultContainerdNamespace (NodeLayouts has k3s's and
+	// RKE2's).
+	NodeRuntimeDir, NodeContainerdRoot, NodeContainerdNamespace string
+	// StartTimeout bounds the wait for an ephemeral container or a collector pod to start running; default 2 minutes.
+	StartTimeout time.Duration
 	// Method is the collection method: collector.MethodAuto (default), MethodCollector or MethodShell.
 	Method string
 	// MaxBytes bounds the file content stored per target (collector.Options.MaxBytes; 0: its default, 2 GiB).
@@ -90,21 +118,50 @@ type Config struct {
 
 // Modes and protocols.
 const (
-	ModeAuto = "auto"
-	ModeExec = "exec"
+	ModeAuto      = "auto"
+	ModeExec      = "exec"
+	ModeEphemeral = "ephemeral"
+	ModeNode      = "node"
 
 	ProtocolAuto      = "auto"
 	ProtocolWebSocket = "websocket"
 	ProtocolSPDY      = "spdy"
 )
 
+// defaultCollectorImage is set by a release build (-ldflags -X ...acquire.defaultCollectorImage=NAME@sha256:...):
+// the collector image built from the same source, whose binary's digest the collector's self-hash is checked
+// against. A development build has none (give --collector-image).
+var defaultCollectorImage string
+
+// DefaultCollectorImage is the collector image this build of warren runs by default, or "".
+func DefaultCollectorImage() string { return defaultCollectorImage }
+
+// NodeLayout is where a distribution keeps containerd's state on its nodes.
+type NodeLayout struct{ RuntimeDir, ContainerdRoot string }
+
+// NodeLayouts are the known layouts: containerd's own (EKS, GKE, AKS, kubeadm, Bottlerocket's host containerd), k3s
+// and RKE2 (their embedded containerd).
+var NodeLayouts = map[string]NodeLayout{
+	"containerd":   {collector.DefaultRuntimeDir, collector.DefaultContainerdRoot},
+	"bottlerocket": {collector.DefaultRuntimeDir, collector.DefaultContainerdRoot},
+	"k3s":          {"/run/k3s/containerd/io.containerd.runtime.v2.task", "/var/lib/rancher/k3s/agent/containerd"},
+	"rke2":         {"/run/k3s/containerd/io.containerd.runtime.v2.task", "/var/lib/rancher/rke2/agent/containerd"},
+}
+
 // DefaultConfig returns the defaults, for flags and documentation.
 func DefaultConfig() Config {
 	lim := limit.DefaultConfig()
 	return Config{
-		Namespace:      "default",
-		Profile:        collector.ProfileTriage,
-		Mode:           ModeAuto,
+		Namespace:               "default",
+		Profile:                 collector.ProfileTriage,
+		Mode:                    ModeAuto,
+		AllowModes:              DefaultAllowModes,
+		CollectorImage:          defaultCollectorImage,
+		CollectorNamespace:      "warren-acquire",
+		NodeRuntimeDir:          collector.DefaultRuntimeDir,
+		NodeContainerdRoot:      collector.DefaultContainerdRoot,
+		NodeContainerdNamespace: collector.DefaultContainerdNamespace,
+		StartTimeout:            2 * time.Minute,
 		Method:         collector.MethodAuto,
 		MaxBytes:       collector.DefaultMaxBytes,
 		TimeBudget:     collector.DefaultTimeBudget,
@@ -139,6 +196,27 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Method == "" {
 		c.Method = d.Method
+	}
+	if c.AllowModes == nil {
+		c.AllowModes = d.AllowModes
+	}
+	if c.CollectorImage == "" {
+		c.CollectorImage = d.CollectorImage
+	}
+	if c.CollectorNamespace == "" {
+		c.CollectorNamespace = d.CollectorNamespace
+	}
+	if c.NodeRuntimeDir == "" {
+		c.NodeRuntimeDir = d.NodeRuntimeDir
+	}
+	if c.NodeContainerdRoot == "" {
+		c.NodeContainerdRoot = d.NodeContainerdRoot
+	}
+	if c.NodeContainerdNamespace == "" {
+		c.NodeContainerdNamespace = d.NodeContainerdNamespace
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = d.StartTimeout
 	}
 	if c.MaxBytes == 0 {
 		c.MaxBytes = d.MaxBytes
@@ -226,11 +304,33 @@ func (c Config) validate() error {
 		return usage("--profile %q: want triage or full", c.Profile)
 	}
 	switch c.Mode {
-	case ModeAuto, ModeExec:
-	case "ephemeral", "node":
-		return usage("--mode %s is not available in this version: use --mode exec (or auto)", c.Mode)
+	case ModeAuto, ModeExec, ModeEphemeral, ModeNode:
 	default:
-		return usage("--mode %q: want auto or exec", c.Mode)
+		return usage("--mode %q: want auto, exec, ephemeral or node", c.Mode)
+	}
+	for _, m := range c.AllowModes {
+		if !slices.Contains(modeOrder, m) {
+			return usage("--allow-modes: unknown mode %q (want exec, ephemeral, node)", m)
+		}
+	}
+	if c.Mode == ModeAuto && len(c.AllowModes) == 0 {
+		return usage("--allow-modes is empty: auto has no mode to use")
+	}
+	if c.Mode == ModeEphemeral || c.Mode == ModeNode || (c.Mode == ModeAuto && (slices.Contains(c.AllowModes, ModeEphemeral) || slices.Contains(c.AllowModes, ModeNode))) {
+		if c.CollectorImage != "" && !validImage(c.CollectorImage) {
+			return usage("--collector-image %q: want an image pinned by digest, NAME@sha256:<64 hex digits> (the statement names exactly what ran)", c.CollectorImage)
+		}
+		if c.CollectorImage == "" && c.Mode != ModeAuto {
+			return usage("--mode %s needs --collector-image (this build of warren has no default): warren's collector image, pinned by digest", c.Mode)
+		}
+	}
+	for name, dir := range map[string]string{"--node-runtime-dir": c.NodeRuntimeDir, "--node-containerd-root": c.NodeContainerdRoot} {
+		if !collector.CleanAbsDir(dir) {
+			return usage("%s %q: want an absolute, clean directory", name, dir)
+		}
+	}
+	if !collector.ValidContainerdID(c.NodeContainerdNamespace) {
+		return usage("--node-containerd-namespace %q: not a containerd namespace", c.NodeContainerdNamespace)
 	}
 	switch c.Method {
 	case collector.MethodAuto, collector.MethodCollector, collector.MethodShell:

@@ -52,7 +52,7 @@ func (e *execer) exec(ctx context.Context, argv []string, stdin io.Reader, stdou
 		stdin = inGate
 	}
 	outGate, errGate := newGate(nil, stdout), newGate(nil, stderr)
-	c, err := e.execRetrying(ctx, argv, stdin, outGate, errGate)
+	c, err := e.streamRetrying(ctx, e.execURL(argv, stdin != nil), stdin, outGate, errGate)
 	// Nothing touches the caller's streams once Exec has returned (see gate).
 	outGate.close()
 	errGate.close()
@@ -70,10 +70,41 @@ func (e *execer) exec(ctx context.Context, argv []string, stdin io.Reader, stdou
 	return err
 }
 
-// execRetrying runs one exec, and again while the gateway answers the upgrade with 429 (a rate or stream limit)
-// or 503 (no connector right now), waiting as long as it says (Retry-After), for at most retryFor. Nothing has been
-// sent or received when an upgrade is refused, so trying again is safe.
-func (e *execer) execRetrying(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer) (call, error) {
+// attach is a collector.Attach to container of pod namespace/name over pods/attach (an ephemeral collector
+// container, the node mode's pod), recorded as the execs are. Its stdin is the collector's session (it holds nothing
+// of the caller's and ends by itself once the session has), so only stdout and stderr are gated.
+func (e *execer) attach(namespace, pod, container string) collector.Attach {
+	return func(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) error {
+		rec := evidence.Exec{Argv: []string{"attach", namespace + "/" + pod + "/" + container}, Started: e.now().UTC()}
+		outGate, errGate := newGate(nil, stdout), newGate(nil, stderr)
+		u := e.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("attach").
+			VersionedParams(&corev1.PodAttachOptions{Container: container, Stdin: true, Stdout: true, Stderr: true},
+				scheme.ParameterCodec).URL()
+		c, err := e.streamRetrying(ctx, u, stdin, outGate, errGate)
+		outGate.close()
+		errGate.close()
+		rec.AuditID, rec.GatewayRequestID = c.auditID, c.gatewayID
+		rec.Ended = e.now().UTC()
+		if err != nil {
+			rec.Error = err.Error()
+		}
+		e.mu.Lock()
+		e.execs = append(e.execs, rec)
+		e.mu.Unlock()
+		return err
+	}
+}
+
+func (e *execer) execURL(argv []string, stdin bool) *url.URL {
+	return e.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(e.namespace).Name(e.pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: e.container, Command: argv, Stdin: stdin, Stdout: true, Stderr: true},
+			scheme.ParameterCodec).URL()
+}
+
+// streamRetrying runs one exec or attach, and again while the gateway answers the upgrade with 429 (a rate or stream
+// limit) or 503 (no connector right now), waiting as long as it says (Retry-After), for at most retryFor. Nothing
+// has been sent or received when an upgrade is refused, so trying again is safe.
+func (e *execer) streamRetrying(ctx context.Context, u *url.URL, stdin io.Reader, stdout, stderr io.Writer) (call, error) {
 	deadline := time.Now().Add(e.retryFor)
 	backoff := time.Second
 	for {
@@ -81,7 +112,7 @@ func (e *execer) execRetrying(ctx context.Context, argv []string, stdin io.Reade
 			return call{}, err
 		}
 		var c call
-		err := e.execOnce(withCall(withLog(ctx, e.log), &c), argv, stdin, stdout, stderr)
+		err := e.streamOnce(withCall(withLog(ctx, e.log), &c), u, stdin, stdout, stderr)
 		wait, retry := retryAfter(err, c, backoff)
 		if !retry || ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
 			return c, err
@@ -97,10 +128,7 @@ func (e *execer) execRetrying(ctx context.Context, argv []string, stdin io.Reade
 	}
 }
 
-func (e *execer) execOnce(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	u := e.cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(e.namespace).Name(e.pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: e.container, Command: argv, Stdin: stdin != nil, Stdout: true, Stderr: true},
-			scheme.ParameterCodec).URL()
+func (e *execer) streamOnce(ctx context.Context, u *url.URL, stdin io.Reader, stdout, stderr io.Writer) error {
 	ex, err := newExecutor(e.rest, e.protocol, u)
 	if err != nil {
 		return err

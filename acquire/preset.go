@@ -2,6 +2,7 @@ package acquire
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/warren-dev/warren/auth"
 )
@@ -51,4 +52,49 @@ func Preset(namespaces []string) ([]PresetRule, error) {
 		}
 	}
 	return rules, nil
+}
+
+// Presets are the token presets: acquire (exec), acquire-ephemeral (and the ephemeral mode), acquire-node (and the
+// node mode).
+var Presets = []string{"acquire", "acquire-ephemeral", "acquire-node"}
+
+// PresetRules are the rules of the presets named (several are merged): each adds to acquire's what its mode needs.
+// collectorNamespace is where the node mode creates its pods (Config.CollectorNamespace).
+func PresetRules(names []string, namespaces []string, collectorNamespace string) ([]PresetRule, error) {
+	rules, err := Preset(namespaces)
+	if err != nil {
+		return nil, err
+	}
+	ns := strings.Join(namespaces, ",")
+	for _, name := range names {
+		switch name {
+		case "acquire":
+		case "acquire-ephemeral":
+			rules = append(rules,
+				PresetRule{Rule: "patch:pods/ephemeralcontainers:" + ns, Why: "the ephemeral mode: add the collector as an ephemeral container (it cannot be removed)"},
+				PresetRule{Rule: "create:pods/attach:" + ns, Why: "the ephemeral mode: read the collector's sealed stream"})
+		case "acquire-node":
+			if collectorNamespace == "" {
+				collectorNamespace = DefaultConfig().CollectorNamespace
+			}
+			rules = append(rules,
+				PresetRule{Rule: "create,get,delete:pods:" + collectorNamespace, Why: "the node mode: create, watch and delete the collector pod " +
+					"(the connector's ceiling should keep it to warren's collector pod: a podSpec rule)"},
+				PresetRule{Rule: "create:pods/attach:" + collectorNamespace, Why: "the node mode: read the collector's sealed stream"})
+		default:
+			return nil, fmt.Errorf("unknown preset %q: want %s", name, strings.Join(Presets, ", "))
+		}
+	}
+	seen := map[string]bool{}
+	out := rules[:0]
+	for _, r := range rules {
+		if _, err := auth.ParseRule(r.Rule); err != nil {
+			return nil, err
+		}
+		if !seen[r.Rule] {
+			seen[r.Rule] = true
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }

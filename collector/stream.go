@@ -19,6 +19,7 @@ const (
 	maxSelfJSON     = 64 << 10
 	maxSkippedJSON  = 64 << 20
 	maxManifestJSON = 512 << 20
+	maxNodeJSON     = 4 << 20
 	maxEntries      = 4 << 20
 	maxArchivePath  = 8 << 10
 	// metaAllowance is what the collector's generated entries (bodyfile, processes.json, ...) may add to MaxBytes.
@@ -154,6 +155,8 @@ func (rc *receiver) checkHeader(hdr *tar.Header, i int) error {
 		bound = maxSkippedJSON
 	case ManifestPath:
 		bound = maxManifestJSON
+	case NodeBundlePath:
+		bound = maxNodeJSON
 	}
 	if bound >= 0 && hdr.Size > bound {
 		return &IntegrityError{Path: shown, Reason: fmt.Sprintf("%d bytes, more than the %d allowed", hdr.Size, bound)}
@@ -164,7 +167,7 @@ func (rc *receiver) checkHeader(hdr *tar.Header, i int) error {
 func (rc *receiver) entry(tr *tar.Reader, hdr *tar.Header, i int) error {
 	// The collector's metadata is read whole (bounded above) to be checked before the sink sees it.
 	var meta []byte
-	if hdr.Name == SelfPath || hdr.Name == SkippedPath || hdr.Name == ManifestPath {
+	if hdr.Name == SelfPath || hdr.Name == SkippedPath || hdr.Name == ManifestPath || (hdr.Name == NodeBundlePath && rc.prefixes != nil) {
 		var err error
 		if meta, err = io.ReadAll(tr); err != nil {
 			return &IntegrityError{Path: hdr.Name, Reason: "truncated: " + err.Error()}
@@ -185,6 +188,12 @@ func (rc *receiver) entry(tr *tar.Reader, hdr *tar.Header, i int) error {
 			return &IntegrityError{Path: SkippedPath, Reason: "not valid JSON: " + err.Error()}
 		}
 		rc.res.Skipped = append(rc.res.Skipped, skips...)
+	case NodeBundlePath:
+		var n NodeInfo
+		if err := decodeStrict(meta, &n); err != nil {
+			return &IntegrityError{Path: NodeBundlePath, Reason: "not valid JSON: " + err.Error()}
+		}
+		rc.res.Node = &n
 	case ManifestPath:
 		var m Manifest
 		if err := decodeStrict(meta, &m); err != nil {

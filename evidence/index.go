@@ -43,7 +43,7 @@ type IndexTarget struct {
 	Dir        string    `json:"dir"`
 	Result     string    `json:"result"` // ResultAcquired, ResultKept or ResultFailed
 	Reason     string    `json:"reason,omitempty"`
-	Mode       string    `json:"mode,omitempty"`   // exec
+	Mode       string    `json:"mode,omitempty"`   // exec, ephemeral, node, volume
 	Method     string    `json:"method,omitempty"` // collector or shell
 	Files      int       `json:"files,omitempty"`
 	Bytes      int64     `json:"bytes,omitempty"` // of evidence.tar

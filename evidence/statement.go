@@ -27,9 +27,14 @@ type Predicate struct {
 	Caller        Caller    `json:"caller"`
 	Collector     Collector `json:"collector"`
 	Profile       string    `json:"profile"`
-	// Mode is how warren reached the container: "exec" (pods/exec through the gateway), "volume" (a node's disk,
-	// offline: Volume says where).
+	// Mode is how warren reached the container: "exec" (pods/exec through the gateway), "ephemeral" (an ephemeral
+	// container running the collector image in the target's PID namespace, read over pods/attach: Ephemeral says
+	// which), "node" (a collector pod on the target's node reading containerd's state: NodePod says which), "volume"
+	// (a node's disk, offline: Volume says where).
 	Mode string `json:"mode"`
+	// ModeAttempts are the modes considered for this target, in order, each with its outcome: why the earlier ones
+	// were not used, and which was.
+	ModeAttempts []ModeAttempt `json:"modeAttempts,omitempty"`
 	// Method is how the container's side was collected: "collector" (the static collector ran in the container)
 	// or "shell" (only the shell and the receiver's hashing; MethodReason says why).
 	Method       string      `json:"method"`
@@ -54,8 +59,12 @@ type Predicate struct {
 	Footprint []string `json:"footprint,omitempty"`
 	// Volume is where on a node's disk a volume-mode acquisition (`warren acquire volume`, Mode "volume") read the
 	// container from.
-	Volume   *VolumeSource `json:"volume,omitempty"`
-	Acquirer Acquirer      `json:"acquirer"`
+	Volume *VolumeSource `json:"volume,omitempty"`
+	// Ephemeral is the ephemeral container an ephemeral-mode acquisition added to the target's pod.
+	Ephemeral *EphemeralSource `json:"ephemeral,omitempty"`
+	// NodePod is the collector pod a node-mode acquisition ran on the target's node, and what became of it.
+	NodePod  *NodePodSource `json:"nodePod,omitempty"`
+	Acquirer Acquirer       `json:"acquirer"`
 }
 
 // VolumeSource is the part of a node's disk a volume-mode acquisition read: containerd's root on the mounted
@@ -74,6 +83,70 @@ type VolumeSource struct {
 	Layers []VolumeLayer `json:"layers,omitempty"`
 	// Drift counts what the container changed against its image; the archive's drift/changes.json lists it.
 	Drift VolumeDrift `json:"drift"`
+}
+
+// ModeAttempt is one mode considered for a target.
+type ModeAttempt struct {
+	Mode string `json:"mode"`
+	// Outcome is used, failed (tried: Reason says what happened), not-allowed (not in --allow-modes),
+	// not-consented (its lasting trace was not accepted), not-permitted (the token, the connector's ceiling or RBAC
+	// refuses what it needs) or unavailable (it cannot read this container: Reason says why).
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Mode attempt outcomes.
+const (
+	OutcomeUsed         = "used"
+	OutcomeFailed       = "failed"
+	OutcomeNotAllowed   = "not-allowed"
+	OutcomeNotConsented = "not-consented"
+	OutcomeNotPermitted = "not-permitted"
+	OutcomeUnavailable  = "unavailable"
+)
+
+// EphemeralSource is the ephemeral container an acquisition added. It cannot be removed from the pod: Kubernetes
+// keeps it in the pod's spec (and its status, terminated once the collector exits) for the pod's life.
+type EphemeralSource struct {
+	Container string `json:"container"`
+	Image     string `json:"image"`
+	// ImageID is the image as the kubelet ran it (status.ephemeralContainerStatuses[].imageID).
+	ImageID string `json:"imageID,omitempty"`
+	// TargetContainer is the container whose PID namespace it joined (targetContainerName).
+	TargetContainer string `json:"targetContainer"`
+	// User and Capabilities are what it ran with, and why (copied from the target).
+	User         string `json:"user"`
+	Capabilities string `json:"capabilities"`
+	// Consent is how the examiner accepted the lasting trace: --allow-modes or --mode given, or a terminal prompt.
+	Consent string    `json:"consent"`
+	Added   time.Time `json:"added"`
+	// Log: its stdout, sealed with a key only the acquirer had, is also in the node's container log.
+	Log string `json:"log"`
+}
+
+// NodePodSource is the collector pod of a node-mode acquisition.
+type NodePodSource struct {
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	UID       string `json:"uid,omitempty"`
+	Node      string `json:"node"`
+	Image     string `json:"image"`
+	ImageID   string `json:"imageID,omitempty"`
+	// RuntimeDir and ContainerdRoot are the node's directories the pod mounted read-only; ContainerdNamespace and
+	// ContainerID the container it read.
+	RuntimeDir          string    `json:"runtimeDir"`
+	ContainerdRoot      string    `json:"containerdRoot"`
+	ContainerdNamespace string    `json:"containerdNamespace"`
+	ContainerID         string    `json:"containerID"`
+	Consent             string    `json:"consent"`
+	Created             time.Time `json:"created"`
+	// Deleted is when the pod was deleted (DeletedConfirmed: the API no longer had it); DeleteError what went wrong.
+	Deleted          time.Time `json:"deleted,omitzero"`
+	DeletedConfirmed bool      `json:"deletedConfirmed"`
+	DeleteError      string    `json:"deleteError,omitempty"`
+	// Snapshotter and Drift are what the collector found (node/bundle.json has the rest).
+	Snapshotter string `json:"snapshotter,omitempty"`
+	Drift       string `json:"drift,omitempty"`
 }
 
 // VolumeDatabase is one database as it was read.

@@ -27,6 +27,7 @@ const acquireUsage = `usage:
   warren acquire [POD[/CONTAINER]...] --out DIR|s3://BUCKET/PREFIX (-n NS | --all-namespaces) [-l SELECTOR | --all] [-c CONTAINER]
                  (--kubeconfig F [--context C] | --gateway URL --cluster C (--token T | --token-file F | --token-command CMD)
                  [--ca-file F] [--pin sha256:B64]) --signing-key KEY [--case ID] [--examiner NAME] [--profile triage|full]
+                 [--mode auto|exec|ephemeral|node] [--allow-modes LIST] [--collector-image NAME@sha256:D]
                  [--max-bytes N] [--time-budget D] [--parallel N] [--redact-env REGEX]
                  [--s3-endpoint URL] [--s3-path-style] [--s3-region R] [--staging-dir DIR] ...
       acquires every container of each target pod (or POD/CONTAINER) through the gateway: exit 0 when every target
@@ -36,8 +37,9 @@ const acquireUsage = `usage:
   warren acquire volume --root DIR (--container ID | --list) --out DIR --signing-key KEY
       a node's disk, offline: a container's file system and drift from a mounted volume's containerd root
 
-The token needs the rules ` + "`warren token issue --preset acquire --namespace N`" + ` prints. A target whose statement in DIR
-verifies is kept as it is: run the same command again to finish an interrupted acquisition.
+The token needs the rules ` + "`warren token issue --preset acquire --namespace N`" + ` prints (acquire-ephemeral and
+acquire-node add the ephemeral and node modes'). A target whose statement in DIR verifies is kept as it is: run the
+same command again to finish an interrupted acquisition.
 
 With --out s3://BUCKET/PREFIX the same layout goes to object storage (AWS credentials and region from the standard
 chain): each object is staged in --staging-dir, then uploaded with its x-amz-checksum-sha256, which the store checks.
@@ -76,8 +78,17 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.Case, "case", "", "case id, in every statement")
 	fs.StringVar(&c.Examiner, "examiner", "", "examiner's name, in every statement")
 	fs.StringVar(&c.Profile, "profile", d.Profile, "triage (volatile state, configuration, persistence, small files) or full (triage, then the whole root filesystem up to --max-bytes)")
-	fs.StringVar(&c.Mode, "mode", d.Mode, "how to reach the containers: auto or exec (both mean exec in this version)")
-	allowModes := fs.String("allow-modes", "", "modes auto may use, comma-separated (this version has exec only)")
+	fs.StringVar(&c.Mode, "mode", d.Mode, "how to reach the containers: auto (exec, and where a container has no shell the next of --allow-modes), exec, "+
+		"ephemeral (an ephemeral container running the collector image: it cannot be removed from the pod) or node (a collector pod on the node reading containerd's state)")
+	allowModes := fs.String("allow-modes", strings.Join(d.AllowModes, ","), "modes auto may use, comma-separated, of exec, ephemeral, node; "+
+		"giving it is consent to their lasting traces (without it, warren asks on a terminal before adding an ephemeral container, and never uses node)")
+	fs.StringVar(&c.CollectorImage, "collector-image", d.CollectorImage, "warren's collector image, pinned by digest (NAME@sha256:...), for the ephemeral and node modes")
+	fs.StringVar(&c.CollectorNamespace, "collector-namespace", d.CollectorNamespace, "namespace of the node mode's collector pods")
+	nodeLayout := fs.String("node-layout", "", "where the nodes keep containerd's state: containerd (default), k3s, rke2 or bottlerocket")
+	fs.StringVar(&c.NodeRuntimeDir, "node-runtime-dir", "", "containerd's runtime v2 task directory on the nodes (default: the layout's, "+d.NodeRuntimeDir+")")
+	fs.StringVar(&c.NodeContainerdRoot, "node-containerd-root", "", "containerd's root on the nodes (default: the layout's, "+d.NodeContainerdRoot+")")
+	fs.StringVar(&c.NodeContainerdNamespace, "node-containerd-namespace", d.NodeContainerdNamespace, "containerd namespace of Kubernetes' containers")
+	fs.DurationVar(&c.StartTimeout, "start-timeout", d.StartTimeout, "bound on the wait for an ephemeral container or collector pod to start")
 	fs.StringVar(&c.Method, "method", d.Method, "collection method: auto (the collector where it can run, else shell), collector or shell")
 	maxBytes := fs.String("max-bytes", strconv.FormatInt(d.MaxBytes, 10), "bound on the file content stored per target: bytes, or a quantity such as 500Mi or 2Gi; 0 for the default, -1 for none")
 	fs.DurationVar(&c.TimeBudget, "time-budget", d.TimeBudget, "bound on the collection inside each container; what is not reached is recorded as skipped")
@@ -109,15 +120,29 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	if c.MaxBytes, err = parseBytes(*maxBytes); err != nil {
 		return usageErr("--max-bytes %q: %v", *maxBytes, err)
 	}
-	if *allowModes != "" {
-		allowed := splitList(*allowModes)
-		for _, m := range allowed {
-			if m != acquire.ModeExec && m != "ephemeral" && m != "node" {
-				return usageErr("--allow-modes %q: unknown mode %q (want exec, ephemeral, node)", *allowModes, m)
-			}
+	c.AllowModes = splitList(*allowModes)
+	for _, m := range c.AllowModes {
+		if m != acquire.ModeExec && m != acquire.ModeEphemeral && m != acquire.ModeNode {
+			return usageErr("--allow-modes %q: unknown mode %q (want exec, ephemeral, node)", *allowModes, m)
 		}
-		if !contains(allowed, acquire.ModeExec) {
-			return usageErr("--allow-modes %s leaves no mode this version has: it acquires through exec only", *allowModes)
+	}
+	// Consent: --allow-modes given (flag or WARREN_ALLOW_MODES), or --mode naming the mode.
+	if flagGiven(fs, "allow-modes") {
+		c.Consented, c.ConsentedBy = c.AllowModes, "--allow-modes "+*allowModes
+	}
+	if c.Mode == acquire.ModeEphemeral || c.Mode == acquire.ModeNode {
+		c.Consented, c.ConsentedBy = append(c.Consented, c.Mode), "--mode "+c.Mode
+	}
+	if *nodeLayout != "" {
+		l, ok := acquire.NodeLayouts[*nodeLayout]
+		if !ok {
+			return usageErr("--node-layout %q: want containerd, k3s, rke2 or bottlerocket", *nodeLayout)
+		}
+		if c.NodeRuntimeDir == "" {
+			c.NodeRuntimeDir = l.RuntimeDir
+		}
+		if c.NodeContainerdRoot == "" {
+			c.NodeContainerdRoot = l.ContainerdRoot
 		}
 	}
 	for _, r := range redact {
@@ -154,8 +179,16 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	c.REST, c.Cluster, c.Store, c.Signer, c.Logger, c.Version = restCfg, cc.Cluster, store, signer, log, version
-	ui := newAcquireUI(stdout, stderr, isTerminal(stdout))
+	terminal := isTerminal(stdout)
+	var in io.Reader
+	if isTerminal(os.Stdin) && isTerminal(stderr) {
+		in = os.Stdin
+	}
+	ui := newAcquireUI(stdout, stderr, in, terminal)
 	c.Observer = ui
+	if in != nil {
+		c.Confirm = ui.Confirm // asks before a mode leaves a trace the examiner did not accept beforehand
+	}
 	sum, err := acquire.Run(ctx, c)
 	ui.close()
 	if err != nil {
@@ -301,4 +334,11 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// flagGiven reports whether the flag was set, on the command line or from its WARREN_ variable.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -21,6 +25,11 @@ import (
 // 10 s a line per target in flight. Warnings go to stderr. It implements acquire.Observer.
 type acquireUI struct {
 	out, errOut io.Writer
+	in          io.Reader // the terminal, for Confirm; nil: never asks
+
+	refresh  chan any    // the bars are drawn when tick sends on it (mpb.WithManualRefresh)
+	promptMu sync.Mutex  // held while a question waits for its answer
+	paused   atomic.Bool // no drawing while a question is asked
 
 	mu     sync.Mutex
 	bars   *mpb.Progress // nil without a terminal
@@ -37,10 +46,10 @@ type activeTarget struct {
 	bar *mpb.Bar
 }
 
-func newAcquireUI(out, errOut io.Writer, terminal bool) *acquireUI {
-	u := &acquireUI{out: out, errOut: errOut, active: map[string]*activeTarget{}, stop: make(chan struct{})}
+func newAcquireUI(out, errOut io.Writer, in io.Reader, terminal bool) *acquireUI {
+	u := &acquireUI{out: out, errOut: errOut, in: in, active: map[string]*activeTarget{}, stop: make(chan struct{}), refresh: make(chan any, 1)}
 	if terminal {
-		u.bars = mpb.New(mpb.WithOutput(out), mpb.WithWidth(32), mpb.WithRefreshRate(200*time.Millisecond))
+		u.bars = mpb.New(mpb.WithOutput(out), mpb.WithWidth(32), mpb.WithManualRefresh(u.refresh))
 	}
 	u.ticker.Go(u.tick)
 	return u
@@ -59,6 +68,15 @@ func (u *acquireUI) tick() {
 		case <-u.stop:
 			return
 		case <-t.C:
+		}
+		if u.paused.Load() {
+			continue
+		}
+		if u.bars != nil {
+			select {
+			case u.refresh <- nil:
+			default:
+			}
 		}
 		u.mu.Lock()
 		for name, a := range u.active {
@@ -135,6 +153,32 @@ func (u *acquireUI) Finished(t acquire.TargetInfo, r evidence.IndexTarget) {
 	u.line(fmt.Sprintf("[%d/%d] %s", done, total, msg))
 	if a != nil && a.bar != nil {
 		a.bar.SetTotal(-1, true)
+	}
+}
+
+// Confirm asks the examiner, on the terminal, whether a mode that leaves a lasting trace may be used in this run
+// (acquire.Config.Confirm); the bars stand still while it waits. Anything but y or yes is no; so is the end of the
+// input, or ctx ending.
+func (u *acquireUI) Confirm(ctx context.Context, mode, what string) bool {
+	u.promptMu.Lock()
+	defer u.promptMu.Unlock()
+	u.paused.Store(true)
+	defer u.paused.Store(false)
+	fmt.Fprintf(u.errOut, "\nwarren acquire: a container has no shell, and the next mode is %s: %s.\nUse the %s mode in this run? [y/N] ", mode, what, mode)
+	answer := make(chan string, 1)
+	go func() { // ends with the line, or with the process
+		line, _ := bufio.NewReader(u.in).ReadString('\n')
+		answer <- strings.ToLower(strings.TrimSpace(line))
+	}()
+	select {
+	case a := <-answer:
+		ok := a == "y" || a == "yes"
+		if !ok {
+			fmt.Fprintf(u.errOut, "not using the %s mode\n", mode)
+		}
+		return ok
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -20,7 +20,8 @@ const tokenUsage = `usage:
       prints a caller token (audience "warren") for one cluster; several need --multi-cluster, and a gateway
       started with --allow-multi-cluster-tokens
   warren token issue --preset acquire --namespace N [--namespace N2 ...] [--print-rules | --key KEY --subject S --cluster C ...]
-      the rules warren acquire needs in namespaces N (with --print-rules: only print them, with what each is for)
+      the rules warren acquire needs in namespaces N (with --print-rules: only print them, with what each is for);
+      --preset acquire-ephemeral and acquire-node [--collector-namespace C] add the ephemeral and node modes' rules
   warren token connector --key KEY --cluster C [--ttl 8760h]
       prints a connector's join token (audience "warren-connector", bound to cluster C): the connector exchanges it
       at the gateway for short-lived credentials bound to a key of its own, and renews them with it
@@ -59,7 +60,9 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&rules, "rule", "what the token may do, VERBS:RESOURCES[:NAMESPACES[:NAMES]]; repeat for several")
 	ttl := fs.Duration("ttl", 15*time.Minute, "token lifetime")
 	issuer := fs.String("issuer", auth.DefaultIssuer, "issuer (iss claim)")
-	preset := fs.String("preset", "", "add the rules a job needs: acquire (warren acquire in --namespace)")
+	preset := fs.String("preset", "", "add the rules a job needs: acquire (warren acquire in --namespace), acquire-ephemeral and acquire-node "+
+		"(and its ephemeral or node mode); comma-separate to combine")
+	collectorNS := fs.String("collector-namespace", acquire.DefaultConfig().CollectorNamespace, "with --preset acquire-node: the namespace of the collector pods")
 	var presetNS stringList
 	fs.Var(&presetNS, "namespace", "namespace(s) of --preset, repeat or comma-separate; * for every namespace")
 	printRules := fs.Bool("print-rules", false, "print the rules (with --preset: and what each is for) instead of issuing a token; no --key needed")
@@ -76,20 +79,18 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 		if len(presetNS) > 0 {
 			return usageErr("token issue: --namespace goes with --preset, e.g. --preset acquire --namespace payments")
 		}
-	case "acquire":
+	default:
 		var nss []string
 		for _, n := range presetNS {
 			nss = append(nss, splitList(n)...)
 		}
 		var err error
-		if presetRules, err = acquire.Preset(nss); err != nil {
-			return usageErr("token issue: --preset acquire: %v", err)
+		if presetRules, err = acquire.PresetRules(splitList(*preset), nss, *collectorNS); err != nil {
+			return usageErr("token issue: --preset %s: %v", *preset, err)
 		}
 		for _, r := range presetRules {
 			rules = append(rules, r.Rule)
 		}
-	default:
-		return usageErr("token issue: unknown --preset %q: want acquire", *preset)
 	}
 	if *printRules {
 		if len(rules) == 0 {
