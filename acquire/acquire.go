@@ -3,9 +3,9 @@ package acquire
 import (
 	"archive/tar"
 	"context"
-	"errors"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"

@@ -51,13 +51,17 @@ func TestValidate(t *testing.T) {
 		{"-c disagrees", func(c *Config) { c.Pods, c.Container = []string{"p/a"}, "b" }, `target "p/a" names container "a", -c says "b"`},
 		{"profile", func(c *Config) { c.Profile = "deep" }, `--profile "deep": want triage or full`},
 		{"mode node without an image", func(c *Config) { c.Mode = "node" }, "--mode node needs --collector-image (this build of warren has no default): warren's collector image, pinned by digest"},
-		{"mode node", func(c *Config) { c.Mode, c.CollectorImage = "node", "ghcr.io/warren-dev/warren-collector@sha256:" + strings.Repeat("a", 64) }, ""},
+		{"mode node", func(c *Config) {
+			c.Mode, c.CollectorImage = "node", "ghcr.io/warren-dev/warren-collector@sha256:"+strings.Repeat("a", 64)
+		}, ""},
 		{"mode ephemeral, an image by tag", func(c *Config) { c.Mode, c.CollectorImage = "ephemeral", "ghcr.io/warren-dev/warren-collector:v1" },
 			`--collector-image "ghcr.io/warren-dev/warren-collector:v1": want an image pinned by digest, NAME@sha256:<64 hex digits> (the statement names exactly what ran)`},
 		{"unknown mode", func(c *Config) { c.Mode = "ssh" }, `--mode "ssh": want auto, exec, ephemeral or node`},
 		{"unknown allowed mode", func(c *Config) { c.AllowModes = []string{"exec", "ssh"} }, `--allow-modes: unknown mode "ssh" (want exec, ephemeral, node)`},
 		{"no allowed mode", func(c *Config) { c.AllowModes = []string{} }, "--allow-modes is empty: auto has no mode to use"},
-		{"node paths", func(c *Config) { c.Mode, c.CollectorImage, c.NodeRuntimeDir = "node", "ghcr.io/warren-dev/warren-collector@sha256:" + strings.Repeat("a", 64), "/run/../etc" },
+		{"node paths", func(c *Config) {
+			c.Mode, c.CollectorImage, c.NodeRuntimeDir = "node", "ghcr.io/warren-dev/warren-collector@sha256:"+strings.Repeat("a", 64), "/run/../etc"
+		},
 			`--node-runtime-dir "/run/../etc": want an absolute, clean directory`},
 		{"method", func(c *Config) { c.Method = "magic" }, `--method "magic": want auto, collector or shell`},
 		{"protocol", func(c *Config) { c.ExecProtocol = "h2" }, `--exec-protocol "h2": want auto, websocket or spdy`},
