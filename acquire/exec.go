@@ -220,8 +220,8 @@ func shortArgv(argv []string) []string {
 func describeExecError(err error, t *target) string {
 	switch {
 	case errors.Is(err, collector.ErrNoShell):
-		return fmt.Sprintf("container %s has no /bin/sh (a distroless image?): exec mode cannot collect it; "+
-			"acquire its node's disk instead (warren acquire volume)", t.container)
+		return fmt.Sprintf("container %s has no /bin/sh (a distroless image?): exec mode cannot collect it; use the ephemeral or node mode "+
+			"(--allow-modes exec,ephemeral, or --mode ephemeral), or acquire its node's disk (warren acquire volume)", t.container)
 	case statusOf(err) != nil && statusOf(err).ErrStatus.Code == http.StatusForbidden:
 		return "exec refused: " + statusOf(err).ErrStatus.Message
 	case strings.Contains(err.Error(), "too many"):

@@ -215,7 +215,11 @@ func TestAcquireTargetsThatCannotBe(t *testing.T) {
 		t.Fatalf("summary: %s", prettyJSON(sum.Index))
 	}
 	for key, want := range map[string]string{
-		distroless.Name + "/main": "container main has no /bin/sh (a distroless image?): exec mode cannot collect it; acquire its node's disk instead (warren acquire volume)",
+		distroless.Name + "/main": "exec: failed: container main has no /bin/sh (a distroless image?): exec mode cannot collect it; use the ephemeral or node mode " +
+			"(--allow-modes exec,ephemeral, or --mode ephemeral), or acquire its node's disk (warren acquire volume); ephemeral: not-consented: " +
+			"an ephemeral container cannot be removed from its pod once added: it stays in the pod's spec and status (terminated once the collector " +
+			"exits) for the pod's life, and its output, sealed with a key only warren has, stays in the node's container log: not used without " +
+			"consent: give --allow-modes with ephemeral for unattended runs, or run warren acquire on a terminal to be asked",
 		good.Name + "/sidecar":    `pod default/` + good.Name + ` has no container "sidecar" (it has main)`,
 		"no-such-pod/":            "pod default/no-such-pod not found",
 	} {
