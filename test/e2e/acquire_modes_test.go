@@ -385,7 +385,9 @@ func newNodeEnv(t *testing.T) *nodeEnv {
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n.collectorNS}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), n.collectorNS, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Namespaces().Delete(context.Background(), n.collectorNS, metav1.DeleteOptions{})
+	})
 	// No controller manager: the namespace's default service account is made by hand.
 	if _, err := cs.CoreV1().ServiceAccounts(n.collectorNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -417,7 +419,9 @@ func newNodeEnv(t *testing.T) *nodeEnv {
 	return n
 }
 
-func (n *nodeEnv) runtimeDir() string { return filepath.Join(n.cd.State, "io.containerd.runtime.v2.task") }
+func (n *nodeEnv) runtimeDir() string {
+	return filepath.Join(n.cd.State, "io.containerd.runtime.v2.task")
+}
 
 // run starts a detached container in the real containerd (args: fsops operations, then wait).
 func (n *nodeEnv) run(t *testing.T, spec containerdtest.RunSpec) {
@@ -596,7 +600,10 @@ func TestAcquireNodeModeCeiling(t *testing.T) {
 		mutate func(p *corev1.Pod)
 		want   string
 	}{
-		{"privileged", func(p *corev1.Pod) { p.Spec.Containers[0].SecurityContext.Privileged = new(bool); *p.Spec.Containers[0].SecurityContext.Privileged = true },
+		{"privileged", func(p *corev1.Pod) {
+			p.Spec.Containers[0].SecurityContext.Privileged = new(bool)
+			*p.Spec.Containers[0].SecurityContext.Privileged = true
+		},
 			pre + "spec.containers[0].securityContext.privileged is true, warren's collector pod has false"},
 		{"another image", func(p *corev1.Pod) { p.Spec.Containers[0].Image = "busybox@sha256:" + strings.Repeat("3", 64) },
 			pre + `image "busybox@sha256:` + strings.Repeat("3", 64) + `" is not one of the collector images the cluster's policy allows (` + n.image + ")"},

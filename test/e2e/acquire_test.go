@@ -220,8 +220,8 @@ func TestAcquireTargetsThatCannotBe(t *testing.T) {
 			"an ephemeral container cannot be removed from its pod once added: it stays in the pod's spec and status (terminated once the collector " +
 			"exits) for the pod's life, and its output, sealed with a key only warren has, stays in the node's container log: not used without " +
 			"consent: give --allow-modes with ephemeral for unattended runs, or run warren acquire on a terminal to be asked",
-		good.Name + "/sidecar":    `pod default/` + good.Name + ` has no container "sidecar" (it has main)`,
-		"no-such-pod/":            "pod default/no-such-pod not found",
+		good.Name + "/sidecar": `pod default/` + good.Name + ` has no container "sidecar" (it has main)`,
+		"no-such-pod/":         "pod default/no-such-pod not found",
 	} {
 		if tg := got[key]; tg.Result != evidence.ResultFailed || tg.Reason != want {
 			t.Errorf("%s: %s %q\nwant: %q", key, tg.Result, tg.Reason, want)

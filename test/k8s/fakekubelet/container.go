@@ -33,13 +33,13 @@ type container struct {
 	// external is the containerID (with its scheme) of a container the stand-in does not run itself but reports as
 	// running (AnnotationExternalPrefix); "" for its own.
 	external string
-	dir       string // RootDir/pods/POD/containers/NAME: rootfs, upper, work, termination-log, pid
-	img       *image // nil if the container is waiting for want of one
-	proc      processSpec
-	pod       *podNamespaces
-	hostPID   bool
-	logs      *logFile
-	log       *slog.Logger
+	dir      string // RootDir/pods/POD/containers/NAME: rootfs, upper, work, termination-log, pid
+	img      *image // nil if the container is waiting for want of one
+	proc     processSpec
+	pod      *podNamespaces
+	hostPID  bool
+	logs     *logFile
+	log      *slog.Logger
 
 	// Set once started, then not changed.
 	cmd       *os.Process    // nil if the process did not start
