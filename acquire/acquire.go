@@ -38,6 +38,7 @@ type run struct {
 	log      *slog.Logger
 	rest     *rest.Config
 	cs       kubernetes.Interface
+	jsonCS   kubernetes.Interface // sends JSON bodies: a connector with a podSpec rule reads only those
 	dyn      dynamic.Interface
 	rec      *recording
 	limiter  flowcontrol.RateLimiter
@@ -84,6 +85,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	if r.dyn, err = dynamic.NewForConfig(r.rest); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	jsonCfg := rest.CopyConfig(r.rest)
+	jsonCfg.ContentType = "application/json"
+	if r.jsonCS, err = kubernetes.NewForConfig(jsonCfg); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	started := cfg.Now().UTC()

@@ -48,7 +48,7 @@ func (r *run) nodeMode(ctx context.Context, t *target, ex *execer, opts collecto
 		RuntimeDir: args.RuntimeDir, ContainerdRoot: args.ContainerdRoot, ContainerdNamespace: args.Namespace, ContainerID: id, Consent: mr.consent}
 	r.cfg.Observer.Warn(fmt.Sprintf("creating collector pod %s/%s on node %s for %s (%s; consent: %s)", src.Namespace, name, src.Node, t.name(), nodeTrace, mr.consent))
 	cctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
-	created, err := r.cs.CoreV1().Pods(src.Namespace).Create(cctx, pod, metav1.CreateOptions{FieldManager: "warren-acquire"})
+	created, err := r.jsonCS.CoreV1().Pods(src.Namespace).Create(cctx, pod, metav1.CreateOptions{FieldManager: "warren-acquire"})
 	cancel()
 	if err != nil {
 		return unavailable(mr, "creating the collector pod %s/%s was refused: %v", src.Namespace, name, apiMessage(err))

@@ -593,7 +593,15 @@ func TestAcquireNodeModeCeiling(t *testing.T) {
 	good := collectorpod.NodePod(collectorpod.NodeParams{Name: uniqueName("warren-collector"), Namespace: n.collectorNS, NodeName: fakeKubeletNode,
 		Image: n.image, Target: "default/x/main", ContainerID: "containerd://abc", AcquisitionID: "t", ActiveDeadlineSeconds: 60,
 		Args: collector.ModeArgs{Mode: collector.ModeNode, ContainerID: "abc", Namespace: "k8s.io", RuntimeDir: n.runtimeDir(), ContainerdRoot: n.cd.Root}})
-	pods := n.cs.CoreV1().Pods(n.collectorNS)
+	// client-go sends protobuf by default: the connector does not decode it, so even warren's own pod is refused so.
+	_, err := n.cs.CoreV1().Pods(n.collectorNS).Create(context.Background(), good, metav1.CreateOptions{})
+	if want := `connector: the cluster's policy allows only warren's collector pod here (podSpec warren-collector): the pod must be sent as ` +
+		`application/json to be checked, not "application/vnd.kubernetes.protobuf"`; err == nil || err.Error() != want {
+		t.Errorf("protobuf: %v\nwant 415 %s", err, want)
+	}
+	jsonCfg := rest.CopyConfig(n.cfg)
+	jsonCfg.ContentType = "application/json"
+	pods := clientset(t, jsonCfg).CoreV1().Pods(n.collectorNS)
 	const pre = "connector: the cluster's policy allows only warren's collector pod here (podSpec warren-collector): not warren's collector pod: "
 	for _, c := range []struct {
 		name   string
