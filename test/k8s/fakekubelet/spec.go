@@ -2,10 +2,10 @@ package fakekubelet
 
 import (
 	"context"
-	"slices"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -310,7 +310,9 @@ func capabilities(privileged bool, c *corev1.Capabilities) (uint64, error) {
 	if c == nil {
 		return caps, nil
 	}
-	isAll := func(n corev1.Capability) bool { return strings.EqualFold(strings.TrimPrefix(strings.ToUpper(string(n)), "CAP_"), "ALL") }
+	isAll := func(n corev1.Capability) bool {
+		return strings.EqualFold(strings.TrimPrefix(strings.ToUpper(string(n)), "CAP_"), "ALL")
+	}
 	if slices.ContainsFunc(c.Add, isAll) {
 		caps = 1<<len(capNames) - 1
 	}
