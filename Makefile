@@ -1,7 +1,10 @@
 # warren: see README.md. `make test` is what CI runs.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION)
+# COLLECTOR_IMAGE, for a release: warren's collector image pinned by digest (docker build --target collector), the
+# default --collector-image of the ephemeral and node modes.
+COLLECTOR_IMAGE ?=
+LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION) -X github.com/warren-dev/warren/acquire.defaultCollectorImage=$(COLLECTOR_IMAGE)
 BIN       := bin/warren
 # The in-container collector, static for each node architecture; -trimpath and an empty build id make its digest
 # a function of the source and VERSION alone (collector/build_test.go builds it twice and compares).
