@@ -640,3 +640,33 @@ func TestAcquireNodeModeCeiling(t *testing.T) {
 		t.Fatalf("pods were created: %v %d", err, len(list.Items))
 	}
 }
+
+// TestAcquireModesCLI: the flags as a person gives them: a distroless target without --allow-modes (not on a
+// terminal) fails saying the ephemeral mode needs consent; with --allow-modes exec,ephemeral and a token of the
+// acquire-ephemeral preset it is acquired in ephemeral mode, the table says so, and the statement names the consent;
+// a --collector-image by tag is a usage error.
+func TestAcquireModesCLI(t *testing.T) {
+	e := newStreamEnv(t)
+	image := collectorImage(t)
+	pod := distroless(t, "acq-cli-modes", "cli", nil)
+	token := callerToken(t, []string{streamCluster}, presetRules(t, "", "acquire-ephemeral")...)
+	out := filepath.Join(t.TempDir(), "out")
+	args := append(e.acquireArgs(token, out), pod.Name, "--collector-image", image)
+	stdout, stderr, code := warrenAcquire(t, args...)
+	if code != 1 || !strings.Contains(stdout, "ephemeral: not-consented: an ephemeral container cannot be removed from its pod once added") {
+		t.Fatalf("without --allow-modes: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	stdout, stderr, code = warrenAcquire(t, append(args, "--allow-modes", "exec,ephemeral")...)
+	if code != 0 || !strings.Contains(stdout, "ephemeral/collector") || !strings.Contains(stderr, "adding ephemeral container warren-collector-") {
+		t.Fatalf("with --allow-modes: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	store := mustStore(t, out)
+	rep := evidence.VerifyTarget(context.Background(), store, streamNS+"/"+pod.Name+"/main", acqShared.keys)
+	if !rep.OK() || rep.Statement.Predicate.Ephemeral.Consent != "--allow-modes exec,ephemeral" {
+		t.Fatalf("statement: %v %+v", rep.Failures, rep.Statement)
+	}
+	_, stderr, code = warrenAcquire(t, append(e.acquireArgs(token, out), pod.Name, "--mode", "ephemeral", "--collector-image", "warren.test/warren-collector:v1")...)
+	if code != 2 || !strings.Contains(stderr, `--collector-image "warren.test/warren-collector:v1": want an image pinned by digest`) {
+		t.Fatalf("an image by tag: exit %d\n%s", code, stderr)
+	}
+}
