@@ -1,10 +1,8 @@
 package connector
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"strings"
@@ -141,7 +139,7 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 			d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling)
 			entry.Attributes(d.Attributes)
 			if !d.Allowed && len(d.PodSpecs) > 0 {
-				if err := checkCollectorPod(r, d.Namespace, d.PodSpecs); err != nil {
+				if err := c.checkCollectorPod(r, d.Namespace, d.PodSpecs, claims); err != nil {
 					refuse(err.Code, collectorPodRefusal+err.Message, 0)
 					return
 				}
@@ -192,36 +190,3 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 	})
 }
 
-// collectorPodRefusal starts the refusal of a pod creation a podSpec rule checked.
-const collectorPodRefusal = "the cluster's policy allows only warren's collector pod here (podSpec " + collectorpod.Kind + "): "
-
-// checkCollectorPod reads the body of a pod creation (at most collectorpod.MaxBody, application/json, no
-// Content-Encoding) and checks it against the podSpec rules: one must let it through. The bytes checked are the
-// bytes forwarded: r.Body is replaced by them.
-func checkCollectorPod(r *http.Request, namespace string, specs []*auth.PodSpec) *collectorpod.CheckError {
-	if err := collectorpod.CheckRequestBody(r.Header); err != nil {
-		return err
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, collectorpod.MaxBody+1))
-	if err != nil {
-		return &collectorpod.CheckError{Code: http.StatusBadRequest, Message: "the pod could not be read: " + err.Error()}
-	}
-	if len(body) > collectorpod.MaxBody {
-		return &collectorpod.CheckError{Code: http.StatusRequestEntityTooLarge,
-			Message: fmt.Sprintf("the pod is larger than %d bytes; warren's collector pod is about 3 KiB", collectorpod.MaxBody)}
-	}
-	_ = r.Body.Close()
-	var first *collectorpod.CheckError
-	for _, s := range specs {
-		if _, cerr := collectorpod.CheckNodePod(body, namespace, s.Allowed()); cerr == nil {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			r.ContentLength = int64(len(body))
-			r.Header.Del("Transfer-Encoding")
-			r.TransferEncoding = nil
-			return nil
-		} else if first == nil {
-			first = cerr
-		}
-	}
-	return first
-}

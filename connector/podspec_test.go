@@ -65,6 +65,10 @@ func TestCeilingPodSpec(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
 	api := &fakeAPI{handler: func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/payments/pods/") {
+			serveTarget(w, r)
+			return
+		}
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		got = append(got, r.Method+" "+r.URL.Path+" "+string(b))
@@ -265,3 +269,74 @@ func TestCeilingPodSpecRules(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// serveTarget is the API server's view of the collector pods' targets: payments/api-7f9c runs main as
+// containerd://4f1c on node-7.
+func serveTarget(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if r.URL.Path != "/api/v1/namespaces/payments/pods/api-7f9c" {
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`))
+		return
+	}
+	json.NewEncoder(w).Encode(corev1.Pod{Spec: corev1.PodSpec{NodeName: "node-7"}, Status: corev1.PodStatus{
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "main", ContainerID: "containerd://4f1c"}}}})
+}
+
+// TestCeilingPodSpecTarget: warren's collector pod must read a container the caller may acquire: one the named pod
+// runs under that id on that node, in a pod the token may exec into.
+func TestCeilingPodSpecTarget(t *testing.T) {
+	api := &fakeAPI{handler: serveTarget}
+	c := testConnector(t, api, Config{Audit: &memSink{}})
+	tokenWith := func(rules ...string) *auth.Claims {
+		cl := &auth.Claims{}
+		cl.Subject = "alice"
+		for _, r := range rules {
+			pr, err := auth.ParseRule(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cl.Warren.Rules = append(cl.Warren.Rules, pr)
+		}
+		return cl
+	}
+	exec := tokenWith("create:pods/exec:payments")
+	base := func() *collectorpod.NodeParams {
+		p := collectorpod.NodeParams{NodeName: "node-7", Target: "payments/api-7f9c/main", ContainerID: "containerd://4f1c",
+			Args: collector.ModeArgs{ContainerID: "4f1c"}}
+		return &p
+	}
+	if err := c.bindTarget(t.Context(), base(), exec); err != nil {
+		t.Fatalf("the container of a pod the token may exec into: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*collectorpod.NodeParams)
+		claims *auth.Claims
+		code   int
+		msg    string
+	}{
+		{"another node", func(p *collectorpod.NodeParams) { p.NodeName = "node-8" }, exec, 403,
+			`the collector pod's target: pod payments/api-7f9c is on node "node-7", the collector pod is pinned to "node-8"`},
+		{"another container id", func(p *collectorpod.NodeParams) { p.Args.ContainerID, p.ContainerID = "beef", "containerd://beef" }, exec, 403,
+			`the collector pod's target: container main of pod payments/api-7f9c is "containerd://4f1c", not containerd://beef`},
+		{"an annotation that lies", func(p *collectorpod.NodeParams) { p.Args.ContainerID = "beef" }, exec, 403,
+			`the collector pod's target: annotation warren.dev/container-id "containerd://4f1c" is not the container the collector reads (containerd://beef)`},
+		{"no such container", func(p *collectorpod.NodeParams) { p.Target = "payments/api-7f9c/sidecar" }, exec, 403,
+			`the collector pod's target: pod payments/api-7f9c has no container "sidecar"`},
+		{"no such pod", func(p *collectorpod.NodeParams) { p.Target = "payments/gone/main" }, tokenWith("create:pods/exec:payments"), 403,
+			`the collector pod's target: pod payments/gone does not exist`},
+		{"a malformed target", func(p *collectorpod.NodeParams) { p.Target = "payments/api-7f9c" }, exec, 403,
+			`the collector pod's target: annotation warren.dev/target "payments/api-7f9c": want NAMESPACE/POD/CONTAINER`},
+		{"a pod the token may not exec into", func(p *collectorpod.NodeParams) {}, tokenWith("get:pods:payments", "create:pods/exec:kube-system"), 403,
+			`the collector pod's target: the node mode reads what exec would, and token of "alice" cannot create resource "pods/exec" in API group "" ` +
+				`in the namespace "payments" (it needs --rule create:pods/exec:payments:api-7f9c)`},
+	} {
+		p := base()
+		tc.mutate(p)
+		err := c.bindTarget(t.Context(), p, tc.claims)
+		if err == nil || err.Code != tc.code || err.Message != tc.msg {
+			t.Errorf("%s: %v\nwant %d %s", tc.name, err, tc.code, tc.msg)
+		}
+	}
+}

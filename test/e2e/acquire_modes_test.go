@@ -587,7 +587,8 @@ func TestAcquireNodeModeBadInputs(t *testing.T) {
 
 // TestAcquireNodeModeCeiling: through the gateway and the connector, the token of the node preset creates exactly
 // warren's collector pod and nothing else in the collector namespace: a privileged variant, another image, an extra
-// host mount and a pod sent as YAML are each refused with what differs; an exec into a collector pod is refused.
+// host mount, warren's pod for a container the token may not exec into, and pods sent as protobuf or YAML are each
+// refused with what differs.
 func TestAcquireNodeModeCeiling(t *testing.T) {
 	n := newNodeEnv(t)
 	good := collectorpod.NodePod(collectorpod.NodeParams{Name: uniqueName("warren-collector"), Namespace: n.collectorNS, NodeName: fakeKubeletNode,
@@ -627,6 +628,15 @@ func TestAcquireNodeModeCeiling(t *testing.T) {
 		if !apierrors.IsForbidden(err) || apierrors.ReasonForError(err) != metav1.StatusReasonForbidden || err.Error() != c.want {
 			t.Errorf("%s: %v\nwant 403 %s", c.name, err, c.want)
 		}
+	}
+	// Warren's pod, but for a container of a pod the token may not exec into: the node mode reads what exec would.
+	other := good.DeepCopy()
+	other.Annotations[collectorpod.AnnotationTarget] = "kube-system/etcd/main"
+	_, err = pods.Create(context.Background(), other, metav1.CreateOptions{})
+	if want := `connector: the cluster's policy allows only warren's collector pod here (podSpec warren-collector): the collector pod's target: ` +
+		`the node mode reads what exec would, and token of "e2e-caller" cannot create resource "pods/exec" in API group "" in the namespace ` +
+		`"kube-system" (it needs --rule create:pods/exec:kube-system:etcd)`; err == nil || err.Error() != want {
+		t.Errorf("another namespace's container: %v\nwant %s", err, want)
 	}
 	// The same pod as YAML: not read, refused.
 	body := "apiVersion: v1\nkind: Pod\nmetadata: {name: yaml}\nspec: {containers: [{name: c, image: busybox}]}\n"
