@@ -189,4 +189,3 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
