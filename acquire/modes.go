@@ -150,13 +150,19 @@ type reviewAnswer struct {
 	why string
 }
 
-// review asks about a (without its name first, then with it when rules might name it), remembering the answer.
+// review asks about a in its namespace, and only when that is refused about its pod (rules may name pods), each
+// question once per run.
 func (r *run) review(ctx context.Context, a action) (bool, string) {
-	v, _ := r.shared.get(ctx, "review/"+a.String()+"/"+a.name, func(ctx context.Context) (any, error) {
-		ok, why, err := r.ask(ctx, a, "")
-		if err == nil && !ok && a.name != "" {
-			ok, why, err = r.ask(ctx, a, a.name)
-		}
+	ok, why := r.reviewCached(ctx, a, "")
+	if ok || a.name == "" {
+		return ok, why
+	}
+	return r.reviewCached(ctx, a, a.name)
+}
+
+func (r *run) reviewCached(ctx context.Context, a action, name string) (bool, string) {
+	v, _ := r.shared.get(ctx, "review/"+a.String()+"/"+name, func(ctx context.Context) (any, error) {
+		ok, why, err := r.ask(ctx, a, name)
 		if err != nil {
 			// An older gateway or connector forwards the review to the API server: the request itself will tell.
 			r.cfg.Observer.Warn(fmt.Sprintf("cannot ask whether the token may %s (%v); going on", a, err))
