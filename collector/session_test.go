@@ -241,3 +241,33 @@ func TestDetectSnapshot(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkSealOpen measures sealing and opening a stream (what the ephemeral and node modes add to exec's).
+func BenchmarkSealOpen(b *testing.B) {
+	key := NewSessionKey()
+	chunk := bytes.Repeat([]byte("evidence"), 32<<10/8)
+	const total = 64 << 20
+	b.SetBytes(total)
+	for b.Loop() {
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			w, err := newSealWriter(pw, key)
+			for n := 0; err == nil && n < total; n += len(chunk) {
+				_, err = w.Write(chunk)
+			}
+			if err == nil {
+				err = w.Close()
+			}
+			pw.CloseWithError(err)
+			done <- err
+		}()
+		r, _ := newOpenReader(pr, key)
+		if n, err := io.Copy(io.Discard, r); err != nil || n != total {
+			b.Fatal(n, err)
+		}
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+}

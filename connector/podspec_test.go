@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/collector"
 	"github.com/warren-dev/warren/internal/collectorpod"
-	"github.com/warren-dev/warren/internal/wire"
 )
 
 const (
@@ -64,7 +62,7 @@ func podJSON(t *testing.T, mutate func(p *corev1.Pod)) string {
 func TestCeilingPodSpec(t *testing.T) {
 	var mu sync.Mutex
 	var got []string
-	api := &fakeAPI{handler: func(w http.ResponseWriter, r *http.Request) {
+	handler := func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/api/v1/namespaces/payments/pods/") {
 			serveTarget(w, r)
 			return
@@ -75,26 +73,26 @@ func TestCeilingPodSpec(t *testing.T) {
 		mu.Unlock()
 		w.WriteHeader(http.StatusCreated)
 		w.Write([]byte("{}"))
-	}}
+	}
 	ceiling, err := auth.ParsePolicy([]byte(podSpecCeiling))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := testConnector(t, api, Config{Ceiling: ceiling, Audit: &memSink{}})
+	b := newBench(t, benchOpts{ceiling: ceiling, api: handler})
+	// The token allows everything, the resources named-only too: what refuses is the ceiling.
+	who := caller("*:*", "patch:pods/ephemeralcontainers")
 	send := func(method, path, contentType, encoding, body string) (int, string) {
-		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		h := http.Header{}
 		if contentType != "" {
-			req.Header.Set("Content-Type", contentType)
+			h.Set("Content-Type", contentType)
 		}
 		if encoding != "" {
-			req.Header.Set("Content-Encoding", encoding)
+			h.Set("Content-Encoding", encoding)
 		}
-		req.Header.Set(wire.HeaderRequestID, "gw-1")
-		rec := httptest.NewRecorder()
-		c.upstream.ServeHTTP(rec, req)
-		var st struct{ Message string }
-		json.Unmarshal(rec.Body.Bytes(), &st)
-		return rec.Code, st.Message
+		r := request{method: method, target: path, header: h, body: body}
+		tok, id := b.assert(r, who, nil)
+		got := b.send(r, id, tok)
+		return got.code, got.message
 	}
 	create := "/api/v1/namespaces/" + collectorNS + "/pods"
 	good := podJSON(t, nil)
@@ -286,8 +284,7 @@ func serveTarget(w http.ResponseWriter, r *http.Request) {
 // TestCeilingPodSpecTarget: warren's collector pod must read a container the caller may acquire: one the named pod
 // runs under that id on that node, in a pod the token may exec into.
 func TestCeilingPodSpecTarget(t *testing.T) {
-	api := &fakeAPI{handler: serveTarget}
-	c := testConnector(t, api, Config{Audit: &memSink{}})
+	c := newBench(t, benchOpts{api: serveTarget}).conn
 	tokenWith := func(rules ...string) *auth.Claims {
 		cl := &auth.Claims{}
 		cl.Subject = "alice"
