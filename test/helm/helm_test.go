@@ -648,11 +648,11 @@ func TestChartAcquisitionModes(t *testing.T) {
 	}
 	// The node mode needs its images.
 	if _, err := helm(t, "template", "x", c.chartDir(), "--namespace", "warren", "--set", "gateway.url=https://g", "--set", "token.value=t",
-		"--set", "acquisition.node.enabled=true"); err == nil || !strings.Contains(err.Error(), "acquisition.node.images: list warren's collector image(s), each pinned by digest (NAME@sha256:...)") {
+		"--set", "gatewayKeys[0]=k", "--set", "acquisition.node.enabled=true"); err == nil || !strings.Contains(err.Error(), "acquisition.node.images: list warren's collector image(s), each pinned by digest (NAME@sha256:...)") {
 		t.Errorf("node mode without images: %v", err)
 	}
 	if _, err := helm(t, "template", "x", c.chartDir(), "--namespace", "warren", "--set", "gateway.url=https://g", "--set", "token.value=t",
-		"--set", "acquisition.node.enabled=true", "--set", "acquisition.node.images[0]=ghcr.io/warren-dev/warren-collector:latest"); err == nil ||
+		"--set", "gatewayKeys[0]=k", "--set", "acquisition.node.enabled=true", "--set", "acquisition.node.images[0]=ghcr.io/warren-dev/warren-collector:latest"); err == nil ||
 		!strings.Contains(err.Error(), "values don't meet the specifications of the schema") {
 		t.Errorf("an image by tag: %v", err)
 	}
