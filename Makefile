@@ -1,7 +1,10 @@
 # warren: see README.md. `make test` is what CI runs.
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION)
+# COLLECTOR_IMAGE, for a release: warren's collector image pinned by digest (docker build --target collector), the
+# default --collector-image of the ephemeral and node modes.
+COLLECTOR_IMAGE ?=
+LDFLAGS   := -s -w -buildid= -X main.version=$(VERSION) -X github.com/warren-dev/warren/acquire.defaultCollectorImage=$(COLLECTOR_IMAGE)
 BIN       := bin/warren
 # The in-container collector, static for each node architecture; -trimpath and an empty build id make its digest
 # a function of the source and VERSION alone (collector/build_test.go builds it twice and compares).
@@ -23,11 +26,14 @@ collectors:
 	done
 
 # kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, the kubelet
-# stand-in and its images (scripts/rootfs.sh, from Debian's packages), installs etcd from Debian when missing, and
-# helm (from the Go module proxy) for the chart tests.
+# stand-in and its images (scripts/rootfs.sh, from Debian's packages), installs etcd from Debian when missing, helm
+# (from the Go module proxy) for the chart tests, SeaweedFS (Go modules) for the object-storage tests, and Debian's
+# containerd and runc for the volume-mode tests (internal/containerdtest).
 kube:
 	scripts/kube-bin.sh >/dev/null
 	scripts/helm-bin.sh >/dev/null
+	scripts/s3-bin.sh >/dev/null
+	scripts/containerd-bin.sh >/dev/null
 
 # The whole suite: unit tests, fuzz seeds, and the end-to-end tests against a real kube-apiserver.
 test: kube lint
@@ -63,6 +69,12 @@ demo: build kube
 
 clean:
 	rm -rf bin .demo
+
+# bench-acquire measures warren acquire against the real kube-apiserver and the kubelet stand-in: one 1 GiB target
+# against a bulk GET of 1 GiB, the time to the first byte, 200 pods at --parallel 50 (~4 min).
+.PHONY: bench-acquire
+bench-acquire: kube
+	$(GO) test ./test/e2e -run XXX -bench BenchmarkAcquire -benchtime 1x -count 1 -timeout 60m
 
 # bench puts warren beside direct access, a reverse-proxy hop, ssh -R and rancher/remotedialer on this machine
 # (bench/, its own module; installs openssh-server when missing; ~15 min). BENCH_FLAGS=-repeats=1 for a quick run.

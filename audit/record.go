@@ -24,6 +24,7 @@ type Record struct {
 	Time      time.Time `json:"time"`      // written as RFC 3339 with nanoseconds, in UTC; zero means now
 	Component string    `json:"component"` // ComponentGateway or ComponentConnector
 	RequestID string    `json:"requestID"`
+	AuditID   string    `json:"auditID,omitempty"` // the Audit-ID sent on to the API server (its audit event's auditID)
 	Cluster   string    `json:"cluster"`
 	Subject   string    `json:"subject,omitempty"`
 	TokenID   string    `json:"tokenID,omitempty"`
@@ -47,8 +48,12 @@ type Record struct {
 	DurationMS  float64  `json:"durationMs"`
 	Command     []string `json:"command,omitempty"` // exec: the command query parameters, in order (ExecDetails)
 	Container   string   `json:"container,omitempty"`
-	SourceIP    string   `json:"sourceIP,omitempty"`
-	UserAgent   string   `json:"userAgent,omitempty"`
+	// StdoutBytes and StdoutSHA256 witness an exec session's stdout as it went to the caller (the connector writes
+	// them): bytes of the stdout channel or stream, and their SHA-256 in lowercase hex.
+	StdoutBytes  int64  `json:"stdoutBytes,omitempty"`
+	StdoutSHA256 string `json:"stdoutSha256,omitempty"`
+	SourceIP     string `json:"sourceIP,omitempty"`
+	UserAgent    string `json:"userAgent,omitempty"`
 	// Suppressed, on a summary record, counts refusals that were not recorded one by one (see Suppressed).
 	Suppressed *Suppressed `json:"suppressed,omitempty"`
 	// Truncated names the fields Write clipped to MaxFieldBytes of JSON, each with its length in bytes before.

@@ -30,7 +30,8 @@ func Authorize(rules []Rule, a Attributes) (allowed bool, reason string) {
 		return false, fmt.Sprintf("unsupported HTTP method for resource %q", a.CombinedResource())
 	}
 	for i, r := range rules {
-		if r.matches(a) {
+		// A podSpec rule grants only through the connector's check of the pod (Policy.PodSpecFor).
+		if r.PodSpec == nil && r.matches(a) {
 			return true, fmt.Sprintf("allowed by rule %d (%s)", i+1, r)
 		}
 	}

@@ -13,6 +13,9 @@ type Decision struct {
 	Allowed bool
 	Status  int
 	Reason  string
+	// PodSpecs, when set on a decision not (yet) allowed, are the ceiling's podSpec rules the request's body must
+	// pass one of (a pod creation in a collector namespace): the connector reads and checks it.
+	PodSpecs []*PodSpec
 }
 
 // Check decides a request of a verified caller: path is the API path after the /clusters/<cluster> prefix. The
@@ -28,20 +31,29 @@ func Check(r *http.Request, path string, claims *Claims, ceiling *Policy) Decisi
 		}
 		return Decision{Attributes: a, Status: http.StatusBadRequest, Reason: reason}
 	}
-	d := Decision{Attributes: a, Status: http.StatusForbidden}
-	who := fmt.Sprintf("token of %q", claims.Subject)
 	if ok, why := AuthorizeImpersonation(claims.Warren.Rules, r.Header); !ok {
-		d.Reason = fmt.Sprintf("%s cannot impersonate: %s", who, why)
-		return d
+		return Decision{Attributes: a, Status: http.StatusForbidden, Reason: fmt.Sprintf("token of %q cannot impersonate: %s", claims.Subject, why)}
 	}
+	return Decide(claims, ceiling, a)
+}
+
+// Decide decides attributes a for a verified caller: the token's rules must allow them and, when ceiling is not
+// nil, the ceiling too. A denial's Reason names the rule the token lacks (as --rule) or the ceiling's refusal. Check
+// uses it for requests, and warren's answer to a SelfSubjectAccessReview for the action asked about.
+func Decide(claims *Claims, ceiling *Policy, a Attributes) Decision {
+	d := Decision{Attributes: a, Status: http.StatusForbidden}
 	if ok, why := Authorize(claims.Warren.Rules, a); !ok {
-		d.Reason = who + " " + why
+		d.Reason = fmt.Sprintf("token of %q %s", claims.Subject, why)
 		if s := SuggestRule(a); s != "" {
 			d.Reason += fmt.Sprintf(" (it needs --rule %s)", s)
 		}
 		return d
 	}
 	if ceiling != nil {
+		if ps := ceiling.PodSpecFor(a); ps.Check != nil {
+			d.PodSpecs, d.Reason = ps.Check, "the pod's body must be "+ps.describe()+" (a podSpec rule of the cluster's policy)"
+			return d
+		}
 		if ok, why := ceiling.Authorize(a); !ok {
 			d.Reason = "the cluster's policy does not allow it: " + why
 			return d

@@ -63,10 +63,17 @@ func ParsePolicy(data []byte) (*Policy, error) {
 	return &p, nil
 }
 
-// Authorize is Authorize(p.Rules, a); a nil policy has no rules.
+// Authorize is Authorize(p.Rules, a), but for what its podSpec rules restrict (PodSpecFor): a request they refuse
+// is refused, and a pod creation they speak for is refused here (only the connector's check of its body can allow
+// it). A nil policy has no rules.
 func (p *Policy) Authorize(a Attributes) (bool, string) {
 	if p == nil {
 		return Authorize(nil, a)
+	}
+	if d := p.PodSpecFor(a); d.Refusal != "" {
+		return false, d.Refusal
+	} else if d.Check != nil {
+		return false, "a pod created in namespace " + a.Namespace + " must be " + d.describe() + " (a podSpec rule): its body is checked by the connector"
 	}
 	return Authorize(p.Rules, a)
 }

@@ -44,6 +44,8 @@ type Rule struct {
 	Resources  []string `json:"resources"`
 	Namespaces []string `json:"namespaces,omitempty"`
 	Names      []string `json:"names,omitempty"`
+	// PodSpec, in a ceiling only, keeps the pods of the rule's namespaces to warren's collector pod (see PodSpec).
+	PodSpec *PodSpec `json:"podSpec,omitempty"`
 }
 
 // Scope is the "warren" claim of a token: the clusters it may reach and, for a caller, what it may do there.
@@ -208,6 +210,9 @@ func (r Rule) validate() error {
 		if n == "" || len(n) > maxNameLength || strings.ContainsAny(n, "/%") || n == "." || n == ".." || !printable(n) {
 			return fmt.Errorf("invalid name %q", clip(n))
 		}
+	}
+	if r.PodSpec != nil {
+		return r.PodSpec.validate(r)
 	}
 	return nil
 }

@@ -351,6 +351,9 @@ func (v *Verifier) checkClaims(c *Claims) error {
 		if err := r.Validate(); err != nil {
 			return invalid(nil, fmt.Sprintf("malformed token: warren.rules[%d]: %v", i, err))
 		}
+		if r.PodSpec != nil {
+			return invalid(nil, fmt.Sprintf("malformed token: warren.rules[%d]: a podSpec belongs in a connector's ceiling, not in a token", i))
+		}
 	}
 	if v.cfg.Revoked != nil && c.ID == "" {
 		return invalid(nil, "token has no id (jti claim), required to check revocation")

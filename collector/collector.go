@@ -177,6 +177,8 @@ type Result struct {
 	Execs []ExecRecord
 	// Footprint lists what the collection left or changed in the container (uploaded file, its removal).
 	Footprint []string
+	// Node is the node mode's node/bundle.json: where the container was found and its drift's counts.
+	Node *NodeInfo
 	// Started and Ended bound the collection.
 	Started, Ended time.Time
 }

@@ -9,6 +9,9 @@ import (
 // mount is one line of /proc/PID/mountinfo.
 type mount struct {
 	Point, Root, FSType, Source, Options string
+	// SuperOptions are the file system's own options (an overlay's lowerdir, upperdir, workdir), still
+	// octal-escaped as mountinfo writes them.
+	SuperOptions string
 	// Secret says why the mount holds Kubernetes secret material ("" when it does not).
 	Secret string
 }
@@ -29,8 +32,11 @@ func parseMountinfo(data []byte) []mount {
 		if sep < 0 || len(f) < sep+3 {
 			continue
 		}
-		out = append(out, mount{Root: unoctal(f[3]), Point: unoctal(f[4]), Options: f[5], FSType: f[sep+1],
-			Source: unoctal(f[sep+2])})
+		m := mount{Root: unoctal(f[3]), Point: unoctal(f[4]), Options: f[5], FSType: f[sep+1], Source: unoctal(f[sep+2])}
+		if len(f) > sep+3 {
+			m.SuperOptions = f[sep+3]
+		}
+		out = append(out, m)
 	}
 	return out
 }

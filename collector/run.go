@@ -39,6 +39,12 @@ type run struct {
 // self is the collector's SelfInfo (its own hash, taken before Run). Run fails only when w fails or opts is
 // invalid; everything the target refuses is a recorded skip.
 func Run(ctx context.Context, opts Options, self SelfInfo, w io.Writer) error {
+	return runPhases(ctx, opts, self, w, nil)
+}
+
+// runPhases is Run with the entries of a mode (extra, when not nil) written after the evidence and before
+// SkippedPath.
+func runPhases(ctx context.Context, opts Options, self SelfInfo, w io.Writer, extra func(c *run) error) error {
 	opts = opts.withDefaults()
 	fsys, err := openRootFS(opts.Root)
 	if err != nil {
@@ -79,6 +85,11 @@ func Run(ctx context.Context, opts Options, self SelfInfo, w io.Writer) error {
 	}
 	if err := c.copyRecent(ws); err != nil {
 		return err
+	}
+	if extra != nil {
+		if err := extra(c); err != nil {
+			return err
+		}
 	}
 	if e.skips == nil {
 		e.skips = []Skip{}
@@ -220,20 +231,24 @@ func (c *run) collectMounts() error {
 	return c.e.metaJSON("container/secret-mounts.json", secrets)
 }
 
-// Main is warren-collector's main: "collect [flags]" writes the stream to stdout, "version" prints the version.
-// It returns the exit code.
-func Main(args []string, stdout, stderr io.Writer) int {
+// Main is warren-collector's main: "collect [flags]" writes the stream to stdout (exec mode: the binary was
+// uploaded and runs in the target), "ephemeral [flags]" and "node [flags]" wait for the acquirer on stdin and write
+// the sealed stream (the runtime started the collector beside its target: see ModeArgs and session.go),
+// "version" prints the version. It returns the exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: warren-collector collect [flags] | version")
+		fmt.Fprintln(stderr, "usage: warren-collector collect [flags] | ephemeral [flags] | node [flags] | version")
 		return 2
 	}
 	switch args[0] {
 	case "version", "--version":
 		fmt.Fprintln(stdout, Version())
 		return 0
+	case ModeEphemeral, ModeNode:
+		return mainAttached(args, stdin, stdout, stderr)
 	case "collect":
 	default:
-		fmt.Fprintf(stderr, "warren-collector: unknown command %q (want collect or version)\n", args[0])
+		fmt.Fprintf(stderr, "warren-collector: unknown command %q (want collect, ephemeral, node or version)\n", args[0])
 		return 2
 	}
 	started := time.Now().UTC()

@@ -19,6 +19,7 @@ const (
 	maxSelfJSON     = 64 << 10
 	maxSkippedJSON  = 64 << 20
 	maxManifestJSON = 512 << 20
+	maxNodeJSON     = 4 << 20
 	maxEntries      = 4 << 20
 	maxArchivePath  = 8 << 10
 	// metaAllowance is what the collector's generated entries (bodyfile, processes.json, ...) may add to MaxBytes.
@@ -31,10 +32,12 @@ type receiver struct {
 	wantSHA256 string // hex digest of the binary sent; "" skips the self check (tests of the parser)
 	maxTotal   int64  // bound on the sum of entry sizes; negative: none
 	res        *Result
-	self       SelfInfo
-	manifest   *Manifest
-	seen       map[string]bool
-	total      int64
+	// prefixes are the archive directories the stream may hold besides container/ (a mode's own: node/, drift/).
+	prefixes []string
+	self     SelfInfo
+	manifest *Manifest
+	seen     map[string]bool
+	total    int64
 }
 
 // receive reads the stream from r to its end. The first entry must be SelfPath with the expected self-hash;
@@ -95,9 +98,9 @@ func lastPath(res *Result) string {
 	return res.Files[len(res.Files)-1].Path
 }
 
-// validArchivePath: valid UTF-8 without control characters, relative, clean, below container/ or one of the
-// collector's own names.
-func validArchivePath(name string) bool {
+// validArchivePath: valid UTF-8 without control characters, relative, clean, below container/ (or one of the
+// extra prefixes, each ending in '/') or one of the collector's own names.
+func validArchivePath(name string, prefixes ...string) bool {
 	if len(name) == 0 || len(name) > maxArchivePath || !utf8.ValidString(name) || path.Clean(name) != name ||
 		strings.HasPrefix(name, "/") || name == ".." || strings.HasPrefix(name, "../") || strings.Contains(name, "/../") {
 		return false
@@ -111,7 +114,12 @@ func validArchivePath(name string) bool {
 	case SelfPath, SkippedPath, ManifestPath:
 		return true
 	}
-	return strings.HasPrefix(name, "container/") && len(name) > len("container/")
+	for _, p := range append([]string{"container/"}, prefixes...) {
+		if strings.HasPrefix(name, p) && len(name) > len(p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (rc *receiver) checkHeader(hdr *tar.Header, i int) error {
@@ -119,7 +127,7 @@ func (rc *receiver) checkHeader(hdr *tar.Header, i int) error {
 	if hdr.Typeflag != tar.TypeReg {
 		return &IntegrityError{Path: shown, Reason: fmt.Sprintf("entry of type %q; only regular files are accepted", hdr.Typeflag)}
 	}
-	if !validArchivePath(hdr.Name) {
+	if !validArchivePath(hdr.Name, rc.prefixes...) {
 		return &IntegrityError{Path: shown, Reason: "not an acceptable archive path"}
 	}
 	if rc.seen[hdr.Name] {
@@ -147,6 +155,8 @@ func (rc *receiver) checkHeader(hdr *tar.Header, i int) error {
 		bound = maxSkippedJSON
 	case ManifestPath:
 		bound = maxManifestJSON
+	case NodeBundlePath:
+		bound = maxNodeJSON
 	}
 	if bound >= 0 && hdr.Size > bound {
 		return &IntegrityError{Path: shown, Reason: fmt.Sprintf("%d bytes, more than the %d allowed", hdr.Size, bound)}
@@ -157,7 +167,7 @@ func (rc *receiver) checkHeader(hdr *tar.Header, i int) error {
 func (rc *receiver) entry(tr *tar.Reader, hdr *tar.Header, i int) error {
 	// The collector's metadata is read whole (bounded above) to be checked before the sink sees it.
 	var meta []byte
-	if hdr.Name == SelfPath || hdr.Name == SkippedPath || hdr.Name == ManifestPath {
+	if hdr.Name == SelfPath || hdr.Name == SkippedPath || hdr.Name == ManifestPath || (hdr.Name == NodeBundlePath && rc.prefixes != nil) {
 		var err error
 		if meta, err = io.ReadAll(tr); err != nil {
 			return &IntegrityError{Path: hdr.Name, Reason: "truncated: " + err.Error()}
@@ -178,6 +188,12 @@ func (rc *receiver) entry(tr *tar.Reader, hdr *tar.Header, i int) error {
 			return &IntegrityError{Path: SkippedPath, Reason: "not valid JSON: " + err.Error()}
 		}
 		rc.res.Skipped = append(rc.res.Skipped, skips...)
+	case NodeBundlePath:
+		var n NodeInfo
+		if err := decodeStrict(meta, &n); err != nil {
+			return &IntegrityError{Path: NodeBundlePath, Reason: "not valid JSON: " + err.Error()}
+		}
+		rc.res.Node = &n
 	case ManifestPath:
 		var m Manifest
 		if err := decodeStrict(meta, &m); err != nil {

@@ -13,6 +13,8 @@ import (
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
+	"github.com/warren-dev/warren/internal/collectorpod"
+	"github.com/warren-dev/warren/internal/review"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 )
@@ -120,27 +122,54 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 			refuse(http.StatusUnauthorized, "the caller's token expired at "+claims.ExpiresAt.UTC().Format(time.RFC3339), 0)
 			return
 		}
-		d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling)
-		entry.Attributes(d.Attributes)
-		if !d.Allowed {
-			refuse(d.Status, d.Reason, 0)
+		// The gateway checks the Audit-ID too; the connector does not rely on it before the API server adopts it.
+		auditID, err := wire.CheckAuditID(r.Header)
+		if err != nil {
+			refuse(http.StatusBadRequest, err.Error(), 0)
 			return
 		}
-		if auth.LongRunning(r, d.Attributes) {
-			// Re-checked while it runs, on the caller's token id and expiry as asserted: a token revoked at this
-			// connector (or, with DisconnectExpiredTokens, expired) meanwhile ends the stream here, whatever the
-			// gateway does.
-			ctx, untrack := c.streams.Track(r.Context(), callerStreamToken(claims))
-			defer untrack()
-			defer func() {
-				if e := streams.EndedBy(ctx); e != nil {
-					entry.Note("ended: " + e.Reason)
-				}
-			}()
-			if auth.Follows(r, d.Attributes) {
-				ctx = streams.WithCleanEnd(ctx, endedByConnector)
+		entry.AuditID(auditID)
+		// A SelfSubjectAccessReview asks about the caller's own rights: answerReview decides it below.
+		isReview := review.Is(r, r.URL.Path)
+		if isReview {
+			if c.answerReview(w, r, claims, entry) {
+				return
 			}
-			r = r.WithContext(ctx)
+		} else {
+			d := auth.Check(r, r.URL.Path, claims, c.cfg.Ceiling)
+			entry.Attributes(d.Attributes)
+			if !d.Allowed && len(d.PodSpecs) > 0 {
+				if err := c.checkCollectorPod(r, d.Namespace, d.PodSpecs, claims); err != nil {
+					refuse(err.Code, collectorPodRefusal+err.Message, 0)
+					return
+				}
+				entry.Note("pod body checked: warren's collector pod (podSpec " + collectorpod.Kind + ")")
+			} else if !d.Allowed {
+				refuse(d.Status, d.Reason, 0)
+				return
+			}
+			if auth.LongRunning(r, d.Attributes) {
+				// Re-checked while it runs, on the caller's token id and expiry as asserted: a token revoked at this
+				// connector (or, with DisconnectExpiredTokens, expired) meanwhile ends the stream here, whatever the
+				// gateway does.
+				ctx, untrack := c.streams.Track(r.Context(), callerStreamToken(claims))
+				defer untrack()
+				defer func() {
+					if e := streams.EndedBy(ctx); e != nil {
+						entry.Note("ended: " + e.Reason)
+					}
+				}()
+				if auth.Follows(r, d.Attributes) {
+					ctx = streams.WithCleanEnd(ctx, endedByConnector)
+				}
+				r = r.WithContext(ctx)
+			}
+		}
+		if wire.Upgrade(r.Header) != "" {
+			// The customer's witness of what left the cluster: the stdout of each exec and attach session.
+			if a, err := auth.Classify(r, r.URL.Path); err == nil && a.Resource == "pods" && (a.Subresource == "exec" || a.Subresource == "attach") {
+				entry.WitnessStdout(wire.IsSPDY(r.Header))
+			}
 		}
 		if c.cfg.Impersonate {
 			for k := range r.Header {

@@ -41,12 +41,19 @@ type apiServer struct {
 	seen []*http.Request
 }
 
-func newAPIServer(t *testing.T) *apiServer {
+func newAPIServer(t *testing.T) *apiServer { return newAPIServerWith(t, nil) }
+
+// newAPIServerWith is newAPIServer answering with handler (default: an empty PodList).
+func newAPIServerWith(t *testing.T, handler http.HandlerFunc) *apiServer {
 	a := &apiServer{}
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		a.seen = append(a.seen, r.Clone(context.Background()))
 		a.mu.Unlock()
+		if handler != nil {
+			handler(w, r)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"kind":"PodList","apiVersion":"v1","items":[]}`)
 	}))
@@ -181,10 +188,11 @@ type benchOpts struct {
 	impersonate bool
 	revoked     map[string]bool
 	cacheSize   int
+	api         http.HandlerFunc // the stand-in API server's answers (default: an empty PodList)
 }
 
 func newBench(t *testing.T, o benchOpts) *bench {
-	b := &bench{t: t, api: newAPIServer(t), gw: newGatewayKey(t), audit: &memorySink{}, now: t0}
+	b := &bench{t: t, api: newAPIServerWith(t, o.api), gw: newGatewayKey(t), audit: &memorySink{}, now: t0}
 	b.keysFile = filepath.Join(t.TempDir(), "gateway-keys.pem")
 	if err := os.WriteFile(b.keysFile, b.gw.pub, 0o600); err != nil {
 		t.Fatal(err)
@@ -275,10 +283,15 @@ func caller(rules ...string) *auth.Claims {
 type request struct {
 	method, target string
 	header         http.Header
+	body           string
 }
 
 func (r request) build(t *testing.T, id string) *http.Request {
-	req, err := http.NewRequest(r.method, "http://prod"+r.target, nil)
+	var body io.Reader
+	if r.body != "" {
+		body = strings.NewReader(r.body)
+	}
+	req, err := http.NewRequest(r.method, "http://prod"+r.target, body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/warren-dev/warren/auth"
@@ -125,6 +126,8 @@ type Connector struct {
 
 	dialer   *http.Client
 	upstream http.Handler
+	// kube is the connector's own client of the API server, for the checks it makes itself (a collector pod's target).
+	kube kubernetes.Interface
 	// closeIdle closes the idle connections to the API server.
 	closeIdle func()
 
@@ -221,8 +224,12 @@ func New(cfg Config) (*Connector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connector: %w", err)
 	}
+	kube, err := kubernetes.NewForConfig(rest.CopyConfig(cfg.Kube))
+	if err != nil {
+		return nil, fmt.Errorf("connector: %w", err)
+	}
 	c = &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster, closeIdle: closeIdle,
-		key: key, identity: identity, credChanged: make(chan struct{}),
+		key: key, identity: identity, credChanged: make(chan struct{}), kube: kube,
 		upstream: upstream, assertions: assertions, replays: auth.NewReplayCache(cfg.ReplayCacheSize), now: now}
 	c.connectURL = httpForm(wsURL)
 	c.joinURL = strings.TrimSuffix(c.connectURL, wire.PathConnect) + wire.PathJoin

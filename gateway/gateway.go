@@ -200,13 +200,17 @@ func New(cfg Config) (*Gateway, error) {
 	g.door = newFrontDoor(cfg.FrontDoor, cfg.Logger, g.metrics)
 	g.streams = g.newStreamRegistry()
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        rewrite,
-		Transport:      clusterTransport{key: cfg.SigningKey, limits: cfg.Limits},
-		ModifyResponse: streams.ModifyResponse, // watches and follows the gateway ends, end cleanly
-		FlushInterval:  -1,                     // watches and logs -f flow as they come
-		BufferPool:     newCopyBuffers(),
-		ErrorHandler:   g.proxyError,
-		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		Rewrite:       rewrite,
+		Transport:     clusterTransport{key: cfg.SigningKey, limits: cfg.Limits},
+		FlushInterval: -1, // watches and logs -f flow as they come
+		BufferPool:    newCopyBuffers(),
+		ErrorHandler:  g.proxyError,
+		ModifyResponse: func(res *http.Response) error {
+			// Warren-* response headers are the gateway's to set (the request id): none may come from the cluster's side.
+			wire.StripWarrenHeaders(res.Header)
+			return streams.ModifyResponse(res) // watches and follows the gateway ends, end cleanly
+		},
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	g.mux = http.NewServeMux()
 	g.mux.HandleFunc("GET "+wire.PathConnect, g.serveConnect)

@@ -14,6 +14,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/internal/review"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,6 +69,8 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		closeAfterRefusal(w, g.door.cfg.RefusalTimeout)
 		wire.WriteStatus(w, code, message, retryAfter)
 	}
+	// Every answer names the request, so that a caller can find it in the gateway's and the connector's audit logs.
+	w.Header().Set(wire.HeaderRequestID, requestID)
 	if err := auditrec.Err(g.audit); err != nil {
 		if !g.cfg.ServeWithoutAudit {
 			// Fail closed: what the gateway cannot audit, it does not serve.
@@ -80,6 +83,17 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("request headers are %d bytes, more than the %d allowed", size, g.cfg.MaxHeaderBytes), 0)
 		return
 	}
+	auditID, err := wire.CheckAuditID(r.Header)
+	if err != nil {
+		refuse(http.StatusBadRequest, err.Error()+" (it goes on to the cluster's audit log)", 0)
+		return
+	}
+	if auditID == "" {
+		// The API server's audit event then carries the gateway's request id: one id across the three logs.
+		auditID = requestID
+		r.Header.Set(wire.HeaderAuditID, auditID)
+	}
+	entry.AuditID(auditID)
 	if !ok {
 		refuse(http.StatusNotFound, "no cluster in the path: the Kubernetes API of cluster C is at /clusters/C/", 0)
 		return
@@ -109,7 +123,14 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusForbidden, fmt.Sprintf("token of %q does not grant access to cluster %q", claims.Subject, cluster), 0)
 		return
 	}
-	d := auth.Check(r, rest, claims, nil)
+	isReview := review.Is(r, rest)
+	var d auth.Decision
+	if isReview {
+		// A question about the token itself: any token may ask it; answerReview below decides what to answer.
+		d = auth.Decision{Attributes: review.RequestAttributes, Allowed: true, Status: http.StatusOK}
+	} else {
+		d = auth.Check(r, rest, claims, nil)
+	}
 	entry.Attributes(d.Attributes)
 	if !d.Allowed {
 		refuse(d.Status, d.Reason, 0)
@@ -135,6 +156,9 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+	if isReview && g.answerReview(w, r, claims, entry) {
+		return
 	}
 	b, err := g.reg.backends(cluster)
 	if err != nil {
@@ -192,7 +216,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 func upgradeFraming(r *http.Request, subresource string) func(http.ResponseWriter) framing {
 	switch {
 	case wire.IsWebSocket(r.Header):
-		return func(http.ResponseWriter) framing { return &wsFraming{} }
+		return func(http.ResponseWriter) framing { return newWSFraming() }
 	case wire.IsSPDY(r.Header):
 		return func(w http.ResponseWriter) framing {
 			return newSPDYFraming(subresource == "portforward", func() string { return w.Header().Get("X-Stream-Protocol-Version") })

@@ -8,6 +8,8 @@ import (
 
 	"github.com/moby/spdystream/spdy"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/warren-dev/warren/internal/streamframe"
 )
 
 // spdyFraming follows a SPDY/3.1 session (exec, attach, port-forward with SPDY) so that, when the gateway ends it,
@@ -16,12 +18,12 @@ import (
 //
 // The client opens the error streams (SYN_STREAM with the header streamType: error), in header blocks compressed
 // with one zlib context per direction, so every header block from the client is inflated in order, within bounds
-// (spdyHeaderDecoder). Data frames are only skipped. From the server only the frame boundaries and the end of each stream matter: a
+// (streamframe.SPDYHeaders). Data frames are only skipped. From the server only the frame boundaries and the end of each stream matter: a
 // DATA frame is the one frame the gateway can add without joining the server's compression context.
 type spdyFraming struct {
-	in, out spdySplitter
+	in, out streamframe.SPDYSplitter
 
-	headers *spdyHeaderDecoder // the client's header blocks; nil once they no longer matter
+	headers *streamframe.SPDYHeaders // the client's header blocks; nil once they no longer matter
 
 	// errorStreams are the error streams the client opened on which the server has written nothing yet: the
 	// gateway's status may go there without mixing with the server's own.
@@ -31,68 +33,37 @@ type spdyFraming struct {
 	protocol    func() string // the negotiated X-Stream-Protocol-Version, known once the 101 went out
 }
 
-// maxSPDYControlFrame bounds what is kept of one control frame, compressed. Kubernetes' stream headers are a few
-// hundred bytes; past this the gateway stops following the session and says nothing at its end.
-const maxSPDYControlFrame = 64 << 10
-
-// spdySplitterKeep is the capacity a splitter keeps between control frames; a larger frame's buffer is dropped.
-const spdySplitterKeep = 4 << 10
-
 func newSPDYFraming(portForward bool, protocol func() string) *spdyFraming {
-	f := &spdyFraming{errorStreams: map[uint32]bool{}, portForward: portForward, protocol: protocol, headers: newSPDYHeaderDecoder()}
-	f.in.onControl = f.clientControl
-	f.out.onData = func(id uint32) { delete(f.errorStreams, id) }
-	f.out.onControl = f.serverControl
+	f := &spdyFraming{errorStreams: map[uint32]bool{}, portForward: portForward, protocol: protocol, headers: streamframe.NewSPDYHeaders()}
+	f.in.OnControl = f.clientControl
+	f.out.OnData = func(id uint32) { delete(f.errorStreams, id) }
+	f.out.OnControl = f.serverControl
 	return f
 }
 
 func (f *spdyFraming) fromClient(p []byte) {
-	f.in.feed(p)
-	if f.in.lost && f.headers != nil {
+	f.in.Feed(p)
+	if f.in.Lost() && f.headers != nil {
 		f.stopHeaders() // no later block is decoded: free the inflater now
 	}
 }
-func (f *spdyFraming) fromServer(p []byte) { f.out.feed(p) }
-
-// SPDY/3.1 control frame types the gateway follows.
-const (
-	spdySynStream = 1
-	spdySynReply  = 2
-	spdyRstStream = 3
-	spdyHeaders   = 8
-)
+func (f *spdyFraming) fromServer(p []byte) { f.out.Feed(p) }
 
 func (f *spdyFraming) clientControl(frame []byte) bool {
-	typ := binary.BigEndian.Uint16(frame[2:4])
-	if typ == spdyRstStream && len(frame) >= 12 {
-		delete(f.errorStreams, binary.BigEndian.Uint32(frame[8:12])&0x7fffffff)
+	if streamframe.ControlType(frame) == streamframe.SPDYRstStream && len(frame) >= 12 {
+		delete(f.errorStreams, streamframe.ControlStreamID(frame))
 		return true
 	}
 	if f.headers == nil {
 		return true // headers are no longer followed
 	}
-	// Where the compressed header block starts: after the frame header, the stream id and, for SYN_STREAM, the
-	// associated stream id, priority and slot. The other control frames carry no header block.
-	var block int
-	switch typ {
-	case spdySynStream:
-		block = 18
-	case spdySynReply, spdyHeaders:
-		block = 12
-	default:
-		return true
-	}
-	if len(frame) < block {
-		f.stopHeaders()
-		return false
-	}
-	isError, err := f.headers.isErrorStream(frame[block:])
+	typ, ok, err := f.headers.StreamType(frame)
 	if err != nil {
 		f.stopHeaders()
 		return false // the compression context cannot be trusted past a block it could not read
 	}
-	if typ == spdySynStream && isError {
-		id := binary.BigEndian.Uint32(frame[8:12]) & 0x7fffffff
+	if ok && streamframe.ControlType(frame) == streamframe.SPDYSynStream && typ == "error" {
+		id := streamframe.ControlStreamID(frame)
 		if id == 0 {
 			f.stopHeaders()
 			return false
@@ -106,7 +77,7 @@ func (f *spdyFraming) clientControl(frame []byte) bool {
 }
 
 func (f *spdyFraming) stopHeaders() {
-	f.headers.close()
+	f.headers.Close()
 	f.headers = nil
 }
 
@@ -114,13 +85,13 @@ func (f *spdyFraming) serverControl(frame []byte) bool {
 	if len(frame) < 12 {
 		return true // SETTINGS, PING, GOAWAY and the like name no stream the gateway follows
 	}
-	id := binary.BigEndian.Uint32(frame[8:12]) & 0x7fffffff
-	switch binary.BigEndian.Uint16(frame[2:4]) {
-	case spdySynReply:
+	id := streamframe.ControlStreamID(frame)
+	switch streamframe.ControlType(frame) {
+	case streamframe.SPDYSynReply:
 		if frame[4]&byte(spdy.ControlFlagFin) != 0 {
 			delete(f.errorStreams, id)
 		}
-	case spdyRstStream:
+	case streamframe.SPDYRstStream:
 		delete(f.errorStreams, id)
 	}
 	return true
@@ -129,7 +100,7 @@ func (f *spdyFraming) serverControl(frame []byte) bool {
 // farewell is one DATA frame with FIN on each error stream still open: a Status for exec and attach from v4 of the
 // stream protocol (the client decodes it and fails with its message), the message as text otherwise.
 func (f *spdyFraming) farewell(end *sessionEnd) []byte {
-	if f.in.lost || f.out.lost || !f.out.atBoundary() || len(f.errorStreams) == 0 {
+	if f.in.Lost() || f.out.Lost() || !f.out.AtBoundary() || len(f.errorStreams) == 0 {
 		return nil
 	}
 	payload := []byte(end.message)
@@ -150,59 +121,4 @@ func (f *spdyFraming) farewell(end *sessionEnd) []byte {
 		out = append(out, payload...)
 	}
 	return out
-}
-
-// spdySplitter cuts one direction of a SPDY/3.1 session into frames (an 8-byte header whose high bit tells control
-// from data, then a 24-bit length). Data frames are skipped; control frames are gathered whole, header included.
-type spdySplitter struct {
-	hdr       [8]byte
-	hdrLen    int
-	remaining int // payload bytes of the current frame still to come
-	isControl bool
-	control   []byte
-	lost      bool // a control frame was too large or unreadable: the session is no longer followed
-
-	onData    func(streamID uint32)   // at each data frame's header
-	onControl func(frame []byte) bool // at each complete control frame; false loses the session
-}
-
-func (s *spdySplitter) atBoundary() bool { return s.hdrLen == 0 }
-
-func (s *spdySplitter) feed(p []byte) {
-	for len(p) > 0 && !s.lost {
-		if s.hdrLen < len(s.hdr) {
-			n := copy(s.hdr[s.hdrLen:], p)
-			s.hdrLen += n
-			p = p[n:]
-			if s.hdrLen < len(s.hdr) {
-				return
-			}
-			s.remaining = int(binary.BigEndian.Uint32(s.hdr[4:8]) & 0xffffff)
-			s.isControl = s.hdr[0]&0x80 != 0
-			if s.isControl {
-				if s.remaining > maxSPDYControlFrame {
-					s.lost = true
-					return
-				}
-				s.control = append(s.control[:0], s.hdr[:]...)
-			} else if s.onData != nil {
-				s.onData(binary.BigEndian.Uint32(s.hdr[0:4]) & 0x7fffffff)
-			}
-		}
-		n := min(len(p), s.remaining)
-		if s.isControl {
-			s.control = append(s.control, p[:n]...)
-		}
-		s.remaining -= n
-		p = p[n:]
-		if s.remaining == 0 {
-			s.hdrLen = 0
-			if s.isControl && s.onControl != nil && !s.onControl(s.control) {
-				s.lost = true
-			}
-			if cap(s.control) > spdySplitterKeep {
-				s.control = nil
-			}
-		}
-	}
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/moby/spdystream/spdy"
+
+	"github.com/warren-dev/warren/internal/streamframe"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -200,10 +202,10 @@ func FuzzSPDYFraming(f *testing.F) {
 	w := newSPDYHeaderWriter(t)
 	var pf []byte
 	pf = append(pf, w.synStream(t, 1, u32(3), pair("streamtype", "error"), pair("port", "80"), pair("requestid", "0"))...)
-	pf = append(pf, w.control(t, spdyHeaders, 1, u32(1), pair("a", strings.Repeat("\x00", maxSPDYHeaderField)))...)
-	pf = append(pf, w.control(t, spdySynReply, 2, u32(0))...)
+	pf = append(pf, w.control(t, streamframe.SPDYHeadersFrame, 1, u32(1), pair("a", strings.Repeat("\x00", streamframe.MaxSPDYHeaderField)))...)
+	pf = append(pf, w.control(t, streamframe.SPDYSynReply, 2, u32(0))...)
 	f.Add(bytes.Clone(pf), execServer(t).buf.Bytes(), uint8(3), true)
-	pf = append(pf, w.synStream(t, 3, u32(1), pair("streamtype", "error"+strings.Repeat("\x00", maxSPDYHeaderField)))...)
+	pf = append(pf, w.synStream(t, 3, u32(1), pair("streamtype", "error"+strings.Repeat("\x00", streamframe.MaxSPDYHeaderField)))...)
 	f.Add(bytes.Clone(pf), []byte{}, uint8(200), true)
 	f.Add(w.synStream(t, 1, u32(1<<32-1), pair("a", "b")), []byte{}, uint8(0), true)
 	f.Add(w.synStream(t, 1, u32(1), u32(1<<31), []byte("streamtype")), []byte{}, uint8(0), true)

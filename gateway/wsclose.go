@@ -1,66 +1,31 @@
 package gateway
 
-import "encoding/binary"
+import "github.com/warren-dev/warren/internal/streamframe"
 
 // wsFraming follows the WebSocket frames the server sends to the client (RFC 6455 5.2); the client's frames do not
 // matter for a closing frame.
 type wsFraming struct {
-	hdr       [14]byte
-	hdrLen    int    // bytes of the current frame header seen so far
-	remaining uint64 // payload bytes of the current frame still to come
-	sawClose  bool   // the server sent a closing frame
+	server   streamframe.WSSplitter
+	sawClose bool // the server sent a closing frame
+}
+
+func newWSFraming() *wsFraming {
+	f := &wsFraming{}
+	f.server.OnFrame = func(opcode byte, _ bool, _ uint64) {
+		if opcode == streamframe.OpClose {
+			f.sawClose = true
+		}
+	}
+	return f
 }
 
 func (f *wsFraming) fromClient([]byte) {}
 
-func (f *wsFraming) fromServer(p []byte) {
-	for len(p) > 0 {
-		if f.remaining > 0 {
-			n := uint64(len(p))
-			if n > f.remaining {
-				n = f.remaining
-			}
-			f.remaining -= n
-			p = p[n:]
-			continue
-		}
-		f.hdr[f.hdrLen] = p[0]
-		f.hdrLen++
-		p = p[1:]
-		if f.hdrLen < 2 {
-			continue
-		}
-		need := 2
-		switch f.hdr[1] & 0x7f {
-		case 126:
-			need += 2
-		case 127:
-			need += 8
-		}
-		if f.hdr[1]&0x80 != 0 {
-			need += 4
-		}
-		if f.hdrLen < need {
-			continue
-		}
-		switch n := f.hdr[1] & 0x7f; n {
-		case 126:
-			f.remaining = uint64(binary.BigEndian.Uint16(f.hdr[2:4]))
-		case 127:
-			f.remaining = binary.BigEndian.Uint64(f.hdr[2:10])
-		default:
-			f.remaining = uint64(n)
-		}
-		if f.hdr[0]&0x0f == 0x8 {
-			f.sawClose = true
-		}
-		f.hdrLen = 0
-	}
-}
+func (f *wsFraming) fromServer(p []byte) { f.server.Feed(p) }
 
 // farewell is a closing frame with the code and reason (a control frame's payload is at most 125 bytes).
 func (f *wsFraming) farewell(end *sessionEnd) []byte {
-	if f.remaining != 0 || f.hdrLen != 0 || f.sawClose || end.wsCode == 0 {
+	if !f.server.AtBoundary() || f.sawClose || end.wsCode == 0 {
 		return nil
 	}
 	text := end.message

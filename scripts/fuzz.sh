@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-10s}
 targets=(
   "./auth FuzzVerify" "./auth FuzzVerifyProof" "./auth FuzzVerifyAssertion" "./auth FuzzParseRule" "./auth FuzzClassify" "./audit FuzzVerify" "./audit FuzzKubeletDetails" "./tunnel FuzzWSRead" "./gateway FuzzSPDYFraming" "./collector FuzzReceive"
-  "./audit FuzzVerifyAttested" "./gateway FuzzClientAddr"
+  "./audit FuzzVerifyAttested" "./gateway FuzzClientAddr" "./internal/streamframe FuzzWitness" "./volume FuzzOpenMetaDB"
 )
 for t in "${targets[@]}"; do
   set -- $t

@@ -32,6 +32,7 @@ var commands = map[string]command{
 	"audit":      {runAudit, "check an audit log's hash chain (audit verify FILE)"},
 	"bootstrap":  {runBootstrap, "install the connector on private instances through AWS SSM (bootstrap ssm)"},
 	"sign":       {runSign, "sign release files (the connector binaries) with a warren keygen key: FILE.sig"},
+	"acquire":    {runAcquire, "acquire forensic evidence from containers through the gateway (acquire verify DIR checks it)"},
 	"version":    {runVersion, "print the version"},
 }
 
@@ -68,7 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "warren %s: %s\n", args[0], msg)
 			return ec.code
 		}
-		if isFlagError(msg) {
+		var ue *usageError
+		if isFlagError(msg) || errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "warren %s: %s; run `warren %s --help` for the flags\n", args[0], msg, args[0])
 			return 2
 		}
@@ -87,6 +89,13 @@ type exitCodeError struct {
 
 func (e *exitCodeError) Error() string { return e.err.Error() }
 func (e *exitCodeError) Unwrap() error { return e.err }
+
+// usageError is a command line that cannot run, with what to change: exit 2, like a flag error.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usageErr(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
 func isFlagError(msg string) bool {
 	for _, p := range []string{"flag provided but not defined", "invalid value", "invalid boolean", "bad flag syntax", "flag needs an argument"} {

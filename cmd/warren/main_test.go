@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/warren-dev/warren/auth"
@@ -174,4 +176,46 @@ func writeKubeconfigFile(t *testing.T) string {
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	os.WriteFile(path, []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n"), 0o600)
 	return path
+}
+
+// A short flag and its long form are one setting: a WARREN_* variable of the long one does not override the short
+// one given on the command line, and positional arguments may come before or after the flags.
+func TestAcquireFlagAliases(t *testing.T) {
+	t.Setenv("WARREN_NAMESPACE", "from-env")
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var ns string
+	fs.StringVar(&ns, "namespace", "default", "")
+	fs.StringVar(&ns, "n", "default", "")
+	out := fs.String("out", "", "")
+	pos, err := parseInterleaved(fs, []string{"pod-a", "-n", "payments", "pod-b/main", "--out", "d", "--", "-odd"}, "n", "namespace")
+	if err != nil || ns != "payments" || *out != "d" || strings.Join(pos, " ") != "pod-a pod-b/main -odd" {
+		t.Fatalf("ns %q, out %q, positional %q, %v", ns, *out, pos, err)
+	}
+	fs = flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.StringVar(&ns, "namespace", "default", "")
+	fs.StringVar(&ns, "n", "default", "")
+	if _, err := parseInterleaved(fs, nil, "n", "namespace"); err != nil || ns != "from-env" {
+		t.Fatalf("from the environment: %q %v", ns, err)
+	}
+}
+
+// Two acquisitions into one directory: the second is refused before it starts.
+func TestAcquireLocksItsDirectory(t *testing.T) {
+	keyDir, out := t.TempDir(), t.TempDir()
+	if _, err := auth.GenerateKeyPair(keyDir); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(out, ".warren-acquire.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runCmd(t, "acquire", "p", "--out", out, "--gateway", "https://127.0.0.1:1", "--cluster", "c", "--token", "t",
+		"--signing-key", filepath.Join(keyDir, auth.SigningKeyFile), "--collector-dir", keyDir)
+	if code != 1 || !strings.Contains(stderr, "warren acquire: another warren acquire is writing to "+out+": wait for it to end, or choose another --out") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/auth"
 )
 
@@ -18,6 +19,9 @@ const tokenUsage = `usage:
   warren token issue --key KEY --subject S --cluster C [--cluster C2 ... --multi-cluster] --rule RULE [--rule ...] [--ttl 15m] [--issuer warren]
       prints a caller token (audience "warren") for one cluster; several need --multi-cluster, and a gateway
       started with --allow-multi-cluster-tokens
+  warren token issue --preset acquire --namespace N [--namespace N2 ...] [--print-rules | --key KEY --subject S --cluster C ...]
+      the rules warren acquire needs in namespaces N (with --print-rules: only print them, with what each is for);
+      --preset acquire-ephemeral and acquire-node [--collector-namespace C] add the ephemeral and node modes' rules
   warren token connector --key KEY --cluster C [--ttl 8760h]
       prints a connector's join token (audience "warren-connector", bound to cluster C): the connector exchanges it
       at the gateway for short-lived credentials bound to a key of its own, and renews them with it
@@ -56,12 +60,49 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&rules, "rule", "what the token may do, VERBS:RESOURCES[:NAMESPACES[:NAMES]]; repeat for several")
 	ttl := fs.Duration("ttl", 15*time.Minute, "token lifetime")
 	issuer := fs.String("issuer", auth.DefaultIssuer, "issuer (iss claim)")
+	preset := fs.String("preset", "", "add the rules a job needs: acquire (warren acquire in --namespace), acquire-ephemeral and acquire-node "+
+		"(and its ephemeral or node mode); comma-separate to combine")
+	collectorNS := fs.String("collector-namespace", acquire.DefaultConfig().CollectorNamespace, "with --preset acquire-node: the namespace of the collector pods")
+	var presetNS stringList
+	fs.Var(&presetNS, "namespace", "namespace(s) of --preset, repeat or comma-separate; * for every namespace")
+	printRules := fs.Bool("print-rules", false, "print the rules (with --preset: and what each is for) instead of issuing a token; no --key needed")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token issue:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	var presetRules []acquire.PresetRule
+	switch *preset {
+	case "":
+		if len(presetNS) > 0 {
+			return usageErr("token issue: --namespace goes with --preset, e.g. --preset acquire --namespace payments")
+		}
+	default:
+		var nss []string
+		for _, n := range presetNS {
+			nss = append(nss, splitList(n)...)
+		}
+		var err error
+		if presetRules, err = acquire.PresetRules(splitList(*preset), nss, *collectorNS); err != nil {
+			return usageErr("token issue: --preset %s: %v", *preset, err)
+		}
+		for _, r := range presetRules {
+			rules = append(rules, r.Rule)
+		}
+	}
+	if *printRules {
+		if len(rules) == 0 {
+			return usageErr("token issue: --print-rules needs --rule or --preset")
+		}
+		for _, r := range rules {
+			if _, err := auth.ParseRule(r); err != nil {
+				return fmt.Errorf("token issue: %w", err)
+			}
+		}
+		printRuleList(stdout, rules, presetRules)
+		return nil
 	}
 	switch {
 	case *key == "":
@@ -71,7 +112,7 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 	case len(clusters) == 0:
 		return fmt.Errorf("token issue: missing --cluster: the cluster the token may reach; %s", example)
 	case len(rules) == 0:
-		return fmt.Errorf("token issue: missing --rule: what the token may do; %s", example)
+		return fmt.Errorf("token issue: missing --rule (or --preset): what the token may do; %s", example)
 	case *ttl <= 0:
 		return fmt.Errorf("token issue: --ttl must be positive, e.g. --ttl 15m")
 	}
@@ -106,8 +147,30 @@ func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("token issue: %w", err)
 	}
+	if len(presetRules) > 0 {
+		fmt.Fprintf(stderr, "token issued with the rules of --preset %s:\n", *preset)
+		printRuleList(stderr, rules, presetRules)
+	}
 	fmt.Fprintln(stdout, tok)
 	return nil
+}
+
+// printRuleList prints one --rule per line, a preset's rule after a comment line saying what it is for.
+func printRuleList(w io.Writer, rules []string, preset []acquire.PresetRule) {
+	why := map[string]acquire.PresetRule{}
+	for _, p := range preset {
+		why[p.Rule] = p
+	}
+	for _, r := range rules {
+		if p, ok := why[r]; ok {
+			scope := ""
+			if p.ClusterScope {
+				scope = " (cluster scope; optional: without it, recorded as skipped)"
+			}
+			fmt.Fprintf(w, "# %s%s\n", p.Why, scope)
+		}
+		fmt.Fprintf(w, "--rule %s\n", r)
+	}
 }
 
 func runTokenConnector(args []string, stdout, stderr io.Writer) error {

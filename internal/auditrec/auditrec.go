@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/streamframe"
 )
 
 // Sink receives finished records; *audit.Log is one.
@@ -90,6 +92,14 @@ func (e *Entry) Assertion(id string) {
 	e.rec.AssertionID = id
 }
 
+// AuditID records the Audit-ID the request goes on with.
+func (e *Entry) AuditID(id string) {
+	if e == nil {
+		return
+	}
+	e.rec.AuditID = id
+}
+
 // Attributes records what the request is, in Kubernetes' terms; for exec and attach also the command and container.
 func (e *Entry) Attributes(a auth.Attributes) {
 	if e == nil {
@@ -126,6 +136,16 @@ func (e *Entry) Switched() {
 		return
 	}
 	e.meter.code.CompareAndSwap(0, http.StatusSwitchingProtocols)
+}
+
+// WitnessStdout makes the record carry the SHA-256 and byte count of the stdout of the remote command session
+// (exec, attach) the request upgrades to, as it goes to the caller: SPDY when spdy, else WebSocket. Call it before
+// the request is served.
+func (e *Entry) WitnessStdout(spdy bool) {
+	if e == nil {
+		return
+	}
+	e.meter.witness = &stdoutWitness{spdy: spdy, header: e.meter.ResponseWriter.Header()}
 }
 
 // Deny records the refusal the handler answers with.
@@ -171,6 +191,15 @@ func (e *Entry) End(sink Sink) error {
 	e.rec.BytesIn = e.meter.in.Load()
 	e.rec.BytesOut = e.meter.out.Load()
 	e.rec.DurationMS = float64(time.Since(e.start).Microseconds()) / 1000
+	if w := e.meter.witness.result(); w != nil {
+		n, sum, ok, why := w.Result()
+		switch {
+		case ok:
+			e.rec.StdoutBytes, e.rec.StdoutSHA256 = n, sum
+		case e.rec.Reason == "":
+			e.rec.Reason = "stdout not witnessed: " + why
+		}
+	}
 	e.rec.Decision = audit.DecisionAllow
 	if e.denied {
 		e.rec.Decision = audit.DecisionDeny
@@ -183,6 +212,7 @@ type meter struct {
 	http.ResponseWriter
 	code    atomic.Int32
 	in, out atomic.Int64
+	witness *stdoutWitness // nil unless the session's stdout is witnessed
 }
 
 func (m *meter) status() int {
@@ -227,13 +257,52 @@ type countingConn struct {
 func (c *countingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.m.in.Add(int64(n))
+	if w := c.m.witness.get(); w != nil && n > 0 {
+		w.FromClient(p[:n])
+	}
 	return n, err
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.m.out.Add(int64(n))
+	if w := c.m.witness.get(); w != nil && n > 0 {
+		w.FromServer(p[:n])
+	}
 	return n, err
+}
+
+// stdoutWitness starts following a hijacked session at its first byte, when the response headers (the negotiated
+// WebSocket subprotocol) have been written: httputil.ReverseProxy sets them after the hijack, before it starts
+// copying.
+type stdoutWitness struct {
+	spdy   bool
+	header http.Header
+	once   sync.Once
+	w      *streamframe.Witness
+}
+
+func (s *stdoutWitness) get() *streamframe.Witness {
+	if s == nil {
+		return nil
+	}
+	s.once.Do(func() {
+		if s.spdy {
+			s.w = streamframe.NewSPDYWitness()
+		} else {
+			s.w = streamframe.NewWebSocketWitness(s.header.Get("Sec-Websocket-Protocol"))
+		}
+	})
+	return s.w
+}
+
+// result is the witness if the session started, else nil.
+func (s *stdoutWitness) result() *streamframe.Witness {
+	if s == nil {
+		return nil
+	}
+	s.once.Do(func() {}) // a session that never moved a byte has no witness
+	return s.w
 }
 
 type countingBody struct {

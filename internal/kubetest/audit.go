@@ -19,6 +19,7 @@ rules:
 
 // AuditEvent is the part of a kube-apiserver audit event (audit.k8s.io/v1 Event) that tests look at.
 type AuditEvent struct {
+	AuditID    string // the request's Audit-ID: the client's when it sent one (warren's gateway always does)
 	RequestURI string // path and query as the apiserver received them, e.g. /api/v1/namespaces/default/configmaps
 	Verb       string // Kubernetes verb: get, list, watch, create, update, patch, delete, ...
 	User       string // authenticated user name, e.g. "admin" or "warren-connector"
@@ -32,6 +33,7 @@ type AuditEvent struct {
 
 // rawAuditEvent mirrors the JSON fields of audit.k8s.io/v1 Event we read.
 type rawAuditEvent struct {
+	AuditID    string `json:"auditID"`
 	RequestURI string `json:"requestURI"`
 	Verb       string `json:"verb"`
 	Stage      string `json:"stage"`
@@ -81,7 +83,7 @@ func parseAuditLog(r io.Reader) ([]AuditEvent, error) {
 		if err := json.Unmarshal(line, &raw); err != nil {
 			return events, fmt.Errorf("failed to parse line %d of the audit log: %w", n, err)
 		}
-		ev := AuditEvent{RequestURI: raw.RequestURI, Verb: raw.Verb, User: raw.User.Username, Stage: raw.Stage}
+		ev := AuditEvent{AuditID: raw.AuditID, RequestURI: raw.RequestURI, Verb: raw.Verb, User: raw.User.Username, Stage: raw.Stage}
 		if raw.ResponseStatus != nil {
 			ev.Code = raw.ResponseStatus.Code
 		}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/warren-dev/warren/internal/testproc"
 )
 
 // KubeVersion is the Kubernetes version that scripts/kube-bin.sh builds and that the cache directory is named after.
@@ -26,13 +28,9 @@ func binDir() (string, error) {
 	if d := os.Getenv(EnvKubeBin); d != "" {
 		return d, nil
 	}
-	cache := os.Getenv("WARREN_CACHE")
-	if cache == "" {
-		userCache, err := os.UserCacheDir() // $XDG_CACHE_HOME or $HOME/.cache
-		if err != nil {
-			return "", fmt.Errorf("failed to find the binary cache (set %s or WARREN_CACHE): %w", EnvKubeBin, err)
-		}
-		cache = filepath.Join(userCache, "warren")
+	cache, err := testproc.CacheDir()
+	if err != nil {
+		return "", fmt.Errorf("%w (or set %s)", err, EnvKubeBin)
 	}
 	return filepath.Join(cache, "k8s-"+KubeVersion, "bin"), nil
 }

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,6 +38,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/warren-dev/warren/internal/testproc"
 )
 
 // The users of every cluster, for RestConfig.
@@ -89,9 +90,9 @@ type Cluster struct {
 	FrontProxyCertFile, FrontProxyKeyFile string
 
 	tokens    map[string]string          // user name -> bearer token
-	pickPorts func(n int) ([]int, error) // freePorts; tests force a port race through it
+	pickPorts func(n int) ([]int, error) // testproc.FreePorts; tests force a port race through it
 
-	etcd, apiserver *process // nil until started
+	etcd, apiserver *testproc.Process // nil until started
 	done            chan struct{}
 	doneOnce        sync.Once
 	stopOnce        sync.Once
@@ -121,9 +122,9 @@ func (c *Cluster) Done() <-chan struct{} { return c.done }
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
 		var errs []error
-		for _, p := range []*process{c.apiserver, c.etcd} {
+		for _, p := range []*testproc.Process{c.apiserver, c.etcd} {
 			if p != nil {
-				errs = append(errs, p.stop())
+				errs = append(errs, p.Stop())
 			}
 		}
 		c.closeDone()
@@ -137,9 +138,9 @@ func (c *Cluster) closeDone() { c.doneOnce.Do(func() { close(c.done) }) }
 // outputTail returns the last lines of both processes' output, for a failing test's log.
 func (c *Cluster) outputTail() string {
 	var parts []string
-	for _, p := range []*process{c.etcd, c.apiserver} {
+	for _, p := range []*testproc.Process{c.etcd, c.apiserver} {
 		if p != nil {
-			parts = append(parts, p.out.tail())
+			parts = append(parts, p.Tail())
 		}
 	}
 	return strings.Join(parts, "\n")
@@ -200,7 +201,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		FrontProxyCertFile:  certs.frontProxyCertFile,
 		FrontProxyKeyFile:   certs.frontProxyKeyFile,
 		tokens:              map[string]string{UserAdmin: randomToken(), UserConnector: randomToken()},
-		pickPorts:           freePorts,
+		pickPorts:           testproc.FreePorts,
 		done:                make(chan struct{}),
 	}
 	tokenFile := filepath.Join(dir, "tokens.csv")
@@ -214,7 +215,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		}
 	}
 
-	log := &lockedWriter{w: o.Logger}
+	log := testproc.NewLog(o.Logger)
 	fail := func(err error) (*Cluster, error) {
 		_ = c.Stop() // the cause is err; an early exit is already part of it
 		return nil, fmt.Errorf("kubetest: %w", err)
@@ -270,16 +271,16 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return fail(err)
 	}
 	c.StartDuration = time.Since(begin)
-	c.etcd.afterExit(c.closeDone)
-	c.apiserver.afterExit(c.closeDone)
-	log.writeLine("kubetest: ", []byte(fmt.Sprintf("control plane ready at %s in %s", c.URL,
+	c.etcd.AfterExit(c.closeDone)
+	c.apiserver.AfterExit(c.closeDone)
+	log.WriteLine("kubetest: ", []byte(fmt.Sprintf("control plane ready at %s in %s", c.URL,
 		c.StartDuration.Round(time.Millisecond))))
 	return c, nil
 }
 
 // startEtcd starts etcd on two free loopback ports with its own data directory and waits until it is healthy.
 // It returns the client URL.
-func (c *Cluster) startEtcd(ctx context.Context, path, dir string, log *lockedWriter) (string, error) {
+func (c *Cluster) startEtcd(ctx context.Context, path, dir string, log *testproc.Log) (string, error) {
 	dataDir := filepath.Join(dir, "etcd")
 	for attempt := 1; ; attempt++ {
 		ports, err := c.pickPorts(2)
@@ -313,19 +314,19 @@ func (c *Cluster) startEtcd(ctx context.Context, path, dir string, log *lockedWr
 			// "Too large resource version".
 			"--experimental-watch-progress-notify-interval=1s",
 		}
-		p, err := startProcess("etcd", path, args, dir, log)
+		p, err := testproc.Start("etcd", path, args, dir, log)
 		if err != nil {
 			return "", err
 		}
 		c.etcd = p
 		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
-		err = waitReady(ctx, p, "etcd "+clientURL+"/health", func(ctx context.Context) error {
+		err = testproc.WaitReady(ctx, p, "etcd "+clientURL+"/health", readyTimeout, pollInterval, func(ctx context.Context) error {
 			return httpCheck(ctx, client, clientURL+"/health", "", `"health":"true"`)
 		})
 		if err == nil {
 			return clientURL, nil
 		}
-		if attempt < portAttempts && p.exited() && strings.Contains(p.out.tail(), "address already in use") {
+		if attempt < portAttempts && p.PortTaken() {
 			c.etcd = nil
 			continue
 		}
@@ -335,7 +336,7 @@ func (c *Cluster) startEtcd(ctx context.Context, path, dir string, log *lockedWr
 
 // startAPIServer starts kube-apiserver on a free loopback port and waits until /readyz answers ok.
 func (c *Cluster) startAPIServer(ctx context.Context, path string, args []string, dir, caFile string,
-	log *lockedWriter) error {
+	log *testproc.Log) error {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		return fmt.Errorf("failed to read the CA: %w", err)
@@ -353,19 +354,19 @@ func (c *Cluster) startAPIServer(ctx context.Context, path string, args []string
 		}
 		url := "https://127.0.0.1:" + strconv.Itoa(ports[0])
 		argv := append(slices.Clip(args), "--secure-port="+strconv.Itoa(ports[0]))
-		p, err := startProcess("kube-apiserver", path, argv, dir, log)
+		p, err := testproc.Start("kube-apiserver", path, argv, dir, log)
 		if err != nil {
 			return err
 		}
 		c.apiserver = p
-		err = waitReady(ctx, p, "kube-apiserver "+url+"/readyz", func(ctx context.Context) error {
+		err = testproc.WaitReady(ctx, p, "kube-apiserver "+url+"/readyz", readyTimeout, pollInterval, func(ctx context.Context) error {
 			return httpCheck(ctx, client, url+"/readyz", c.tokens[UserAdmin], "ok")
 		})
 		if err == nil {
 			c.URL = url
 			return nil
 		}
-		if attempt < portAttempts && p.exited() && strings.Contains(p.out.tail(), "address already in use") {
+		if attempt < portAttempts && p.PortTaken() {
 			c.apiserver = nil
 			continue
 		}
@@ -387,7 +388,7 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: UserConnector}},
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: metav1.NamespaceDefault}}
-	return waitReady(ctx, c.apiserver, "bootstrap objects", func(ctx context.Context) error {
+	return testproc.WaitReady(ctx, c.apiserver, "bootstrap objects", readyTimeout, pollInterval, func(ctx context.Context) error {
 		_, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("failed to create ClusterRoleBinding %s: %w", ConnectorBinding, err)
@@ -413,33 +414,6 @@ func (c *Cluster) writeKubeconfig(path, user string) error {
 	return nil
 }
 
-// waitReady calls check every pollInterval until it succeeds, p exits, or readyTimeout (or ctx) ends. Errors carry
-// the last check error and the last lines of p's output.
-func waitReady(ctx context.Context, p *process, what string, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
-	defer cancel()
-	defer context.AfterFunc(p.exitCtx, cancel)() // abort a check in flight when p exits
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		err := check(ctx)
-		if err == nil {
-			return nil
-		}
-		if p.exited() { // checked first: the exit also cancels ctx
-			return fmt.Errorf("waiting for %s: %w", what, p.exitError())
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("waiting for %s: %w", what, p.exitError())
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready after %s (%w; last check: %v); last output:\n%s",
-				what, readyTimeout, context.Cause(ctx), err, p.out.tail())
-		case <-tick.C:
-		}
-	}
-}
-
 // httpCheck GETs url and wants status 200 with a body containing want.
 func httpCheck(ctx context.Context, client *http.Client, url, token, want string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -459,20 +433,4 @@ func httpCheck(ctx context.Context, client *http.Client, url, token, want string
 		return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return nil
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago. Another process may take one before our
-// child binds it; Start then retries with new ports.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("failed to find a free loopback port: %w", err)
-		}
-		// Held open until all are picked, so the n ports differ.
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

@@ -99,9 +99,15 @@ func Status(code int, message string) *metav1.Status {
 	}
 }
 
-// WriteStatus answers with a Kubernetes Status body. retryAfter > 0 adds a Retry-After header, in seconds.
+// WriteStatus answers with a Kubernetes Status body. retryAfter > 0 adds a Retry-After header, in seconds, and
+// says the same in the Status (details.retryAfterSeconds, as kube-apiserver does), which a client reaches even
+// where it sees only the body (client-go's WebSocket upgrade errors).
 func WriteStatus(w http.ResponseWriter, code int, message string, retryAfter int) {
-	body, _ := json.Marshal(Status(code, message))
+	st := Status(code, message)
+	if retryAfter > 0 {
+		st.Details = &metav1.StatusDetails{RetryAfterSeconds: int32(retryAfter)}
+	}
+	body, _ := json.Marshal(st)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

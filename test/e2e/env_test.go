@@ -25,8 +25,10 @@ import (
 
 	"go.uber.org/goleak"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/client"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/internal/auditrec"
@@ -90,6 +92,8 @@ func runMain(m *testing.M) int {
 	baseline := goleak.IgnoreCurrent()
 	code := m.Run()
 	code = stopFakeKubelet(code) // stream_env_test.go: the kubelet stand-in, if a test started it
+	cleanupAcquire()             // acquire_env_test.go: the collector binaries and the examiner's key
+	code = stopS3(code)          // acquire_s3_test.go: the S3 store, if a test started it
 	if err := kube.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: kube-apiserver:", err)
 		code = 1
@@ -122,7 +126,7 @@ func (b *logBuffer) String() string {
 	return b.buf.String()
 }
 
-func newLogger(t *testing.T, name string) (*slog.Logger, *logBuffer) {
+func newLogger(t testing.TB, name string) (*slog.Logger, *logBuffer) {
 	lb := &logBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -134,7 +138,7 @@ func newLogger(t *testing.T, name string) (*slog.Logger, *logBuffer) {
 
 // gatewayServer is an in-process gateway serving real TLS on loopback.
 type gatewayServer struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string
 	caFile string
 	cert   tls.Certificate
@@ -147,7 +151,7 @@ type gatewayServer struct {
 }
 
 // startGateway starts a gateway on addr ("127.0.0.1:0" for a fresh port).
-func startGateway(t *testing.T, addr string) *gatewayServer {
+func startGateway(t testing.TB, addr string) *gatewayServer {
 	t.Helper()
 	return startGatewayWith(t, addr, gatewayOpts{})
 }
@@ -172,7 +176,7 @@ type gatewayOpts struct {
 }
 
 // startGatewayWith starts a gateway with options.
-func startGatewayWith(t *testing.T, addr string, o gatewayOpts) *gatewayServer {
+func startGatewayWith(t testing.TB, addr string, o gatewayOpts) *gatewayServer {
 	t.Helper()
 	cert, caFile := serverCert(t)
 	if o.cert != nil {
@@ -258,7 +262,7 @@ func (gs *gatewayServer) waitConnectors(cluster string, n int, within time.Durat
 }
 
 // serverCert makes a CA and a serving certificate for 127.0.0.1 and writes the CA to a file for kubectl.
-func serverCert(t *testing.T) (tls.Certificate, string) {
+func serverCert(t testing.TB) (tls.Certificate, string) {
 	srv := httptest.NewUnstartedServer(nil)
 	srv.StartTLS() // borrow httptest's certificate for 127.0.0.1 / example.com
 	cert := srv.TLS.Certificates[0]
@@ -305,7 +309,7 @@ type connectorOpts struct {
 	leeway            time.Duration
 }
 
-func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
+func startConnector(t testing.TB, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
 	t.Helper()
 	if o.token == "" {
 		o.token = connectorToken(t, cluster)
@@ -381,7 +385,7 @@ func startConnector(t *testing.T, gs *gatewayServer, cluster string, o connector
 
 // callerVerifier verifies caller tokens with keys, as both binaries do: a 24 h maximum lifetime, and, with revoked
 // set, that file as the revocation list (reloading, and looked at afresh by the re-checks of open streams).
-func callerVerifier(t *testing.T, keys auth.KeySet, revoked string, leeway time.Duration, allowMultiCluster bool) *auth.Verifier {
+func callerVerifier(t testing.TB, keys auth.KeySet, revoked string, leeway time.Duration, allowMultiCluster bool) *auth.Verifier {
 	t.Helper()
 	cfg := auth.VerifierConfig{Keys: keys, Audience: auth.AudienceCaller, MaxLifetime: 24 * time.Hour, Leeway: leeway,
 		AllowMultiCluster: allowMultiCluster}
@@ -400,7 +404,7 @@ func callerVerifier(t *testing.T, keys auth.KeySet, revoked string, leeway time.
 	return v
 }
 
-func connectorToken(t *testing.T, cluster string) string {
+func connectorToken(t testing.TB, cluster string) string {
 	tok, err := keys.IssueConnector(cluster, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -409,13 +413,13 @@ func connectorToken(t *testing.T, cluster string) string {
 }
 
 // callerToken issues a caller token for the clusters with rules in the `warren token issue --rule` form.
-func callerToken(t *testing.T, clusters []string, rules ...string) string {
+func callerToken(t testing.TB, clusters []string, rules ...string) string {
 	t.Helper()
 	return callerTokenFor(t, clusters, time.Hour, rules...)
 }
 
 // callerTokenFor is callerToken valid for ttl.
-func callerTokenFor(t *testing.T, clusters []string, ttl time.Duration, rules ...string) string {
+func callerTokenFor(t testing.TB, clusters []string, ttl time.Duration, rules ...string) string {
 	t.Helper()
 	var parsed []auth.Rule
 	for _, r := range rules {
@@ -435,38 +439,27 @@ func callerTokenFor(t *testing.T, clusters []string, ttl time.Duration, rules ..
 // allRules grants everything: in the spine's tests warren's scope checks are not the subject.
 var allRules = []string{"*:*:*"}
 
-// callerConfig is a client-go config for a cluster through the gateway.
+// callerConfig is a client-go config for a cluster through the gateway, built as warren's own clients build it.
 func callerConfig(gs *gatewayServer, cluster, token string) *rest.Config {
-	return &rest.Config{
-		Host:            gs.url() + "/clusters/" + cluster,
-		BearerToken:     token,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: gs.caFile},
-		Timeout:         30 * time.Second,
-		QPS:             -1, // no client-side throttling: the tests measure warren, not client-go's limiter
+	cfg, err := client.Config{Gateway: gs.url(), Cluster: cluster, Token: token, CAFile: gs.caFile}.RESTConfig(context.Background())
+	if err != nil {
+		panic(fmt.Sprintf("callerConfig: %v", err)) // only a missing CA file of the test's own gateway
 	}
+	cfg.Timeout = 30 * time.Second
+	cfg.QPS = -1 // no client-side throttling: the tests measure warren, not client-go's limiter
+	return cfg
 }
 
-// writeKubeconfig writes a kubeconfig for kubectl pointing at a cluster through the gateway.
-func writeKubeconfig(t *testing.T, gs *gatewayServer, cluster, token string) string {
+// writeKubeconfig writes a kubeconfig for kubectl pointing at a cluster through the gateway, as `warren kubeconfig`
+// writes it.
+func writeKubeconfig(t testing.TB, gs *gatewayServer, cluster, token string) string {
 	t.Helper()
+	cfg, err := client.Config{Gateway: gs.url(), Cluster: cluster, Token: token, CAFile: gs.caFile}.KubeconfigFor("")
+	if err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: %[1]s
-  cluster:
-    server: %[2]s/clusters/%[1]s
-    certificate-authority: %[3]s
-users:
-- name: caller
-  user:
-    token: %[4]s
-contexts:
-- name: %[1]s
-  context: {cluster: %[1]s, user: caller}
-current-context: %[1]s
-`, cluster, gs.url(), gs.caFile, token)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -499,7 +492,7 @@ func kubectlCommand(ctx context.Context, kubeconfig string, args ...string) *exe
 }
 
 // eventually polls cond until it holds or within has passed.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {

@@ -28,7 +28,7 @@ var (
 	buildErr  error
 )
 
-func warrenBinary(t *testing.T) string {
+func warrenBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "warren-bin-")
@@ -63,13 +63,13 @@ type process struct {
 	err  error
 }
 
-func startProcess(t *testing.T, name string, args ...string) *process {
+func startProcess(t testing.TB, name string, args ...string) *process {
 	t.Helper()
 	return startProcessEnv(t, name, nil, args...)
 }
 
 // startProcessEnv starts warren with env added to this process's environment.
-func startProcessEnv(t *testing.T, name string, env []string, args ...string) *process {
+func startProcessEnv(t testing.TB, name string, env []string, args ...string) *process {
 	t.Helper()
 	p := &process{log: &logBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(warrenBinary(t), args...)
@@ -115,7 +115,7 @@ func (p *process) stop(t *testing.T) error {
 	}
 }
 
-func writeFile(t *testing.T, name, content string) string {
+func writeFile(t testing.TB, name, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
@@ -124,7 +124,7 @@ func writeFile(t *testing.T, name, content string) string {
 	return path
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -135,7 +135,7 @@ func freePort(t *testing.T) string {
 }
 
 // gatewayFiles writes the gateway's TLS certificate and key for the binary.
-func gatewayFiles(t *testing.T, gs *gatewayServer) (certFile, keyFile string) {
+func gatewayFiles(t testing.TB, gs *gatewayServer) (certFile, keyFile string) {
 	t.Helper()
 	var certPEM []byte
 	for _, der := range gs.cert.Certificate {
@@ -149,7 +149,7 @@ func gatewayFiles(t *testing.T, gs *gatewayServer) (certFile, keyFile string) {
 		writeFile(t, "gateway.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})))
 }
 
-func waitHealthy(t *testing.T, url, caFile string, within time.Duration) {
+func waitHealthy(t testing.TB, url, caFile string, within time.Duration) {
 	t.Helper()
 	pemBytes, _ := os.ReadFile(caFile)
 	roots := x509.NewCertPool()

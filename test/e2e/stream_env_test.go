@@ -92,7 +92,7 @@ func cachedImageDir() (string, error) {
 
 // needKubelet starts the fake kubelet once for the package and waits until its Node is registered. It fails the
 // test (never skips) when the binary is missing.
-func needKubelet(t *testing.T) {
+func needKubelet(t testing.TB) {
 	t.Helper()
 	fakeKubelet.once.Do(func() { fakeKubelet.err = startFakeKubelet() })
 	if fakeKubelet.err != nil {
@@ -220,7 +220,7 @@ func tail(s string, lines int) string {
 const streamNS = "default"
 
 // adminClient talks to the API server directly, for set-up that is not the subject of a test.
-func adminClient(t *testing.T) *kubernetes.Clientset {
+func adminClient(t testing.TB) *kubernetes.Clientset {
 	t.Helper()
 	return clientset(t, kube.RestConfig(kubetest.UserAdmin))
 }
@@ -242,7 +242,7 @@ func startPod(t *testing.T, prefix string, c corev1.Container) *corev1.Pod {
 
 // startPodSpec is startPod for a pod spec of the test's own (volumes, security context, annotations aside); its
 // first container is called "main" unless it has a name. The node, restart policy and grace period are set here.
-func startPodSpec(t *testing.T, prefix string, spec corev1.PodSpec, annotations ...string) *corev1.Pod {
+func startPodSpec(t testing.TB, prefix string, spec corev1.PodSpec, annotations ...string) *corev1.Pod {
 	t.Helper()
 	needKubelet(t)
 	cs := adminClient(t)
@@ -435,11 +435,11 @@ type streamEnv struct {
 	kc        string // kubeconfig for kubectl
 }
 
-func newStreamEnv(t *testing.T) *streamEnv {
+func newStreamEnv(t testing.TB) *streamEnv {
 	return newStreamEnvWith(t, gatewayOpts{})
 }
 
-func newStreamEnvWith(t *testing.T, o gatewayOpts) *streamEnv {
+func newStreamEnvWith(t testing.TB, o gatewayOpts) *streamEnv {
 	t.Helper()
 	needKubelet(t)
 	t.Cleanup(func() {
@@ -525,7 +525,7 @@ type execResult struct {
 }
 
 // runExec runs command in pod with the executor kind; stdin may be nil.
-func (e *streamEnv) runExec(ctx context.Context, t *testing.T, kind executorKind, pod string, command []string, stdin io.Reader) execResult {
+func (e *streamEnv) runExec(ctx context.Context, t testing.TB, kind executorKind, pod string, command []string, stdin io.Reader) execResult {
 	t.Helper()
 	u := execURL(e.cs, pod, &corev1.PodExecOptions{Command: command, Stdin: stdin != nil, Stdout: true, Stderr: true})
 	ex, err := kind.new(e.cfg, u)

@@ -228,10 +228,10 @@ func TestStreamExpiredTokens(t *testing.T) {
 	})
 	t.Run("default", func(t *testing.T) {
 		e := newStreamEnvWith(t, gatewayOpts{streamCheck: time.Second, leeway: -1})
+		pod := sleeper(t).Name // before the token: on a loaded machine a pod's start may take longer than its ttl
 		const ttl = 4 * time.Second
 		tok, _ := tokenFor(t, ttl, streamRules...)
 		e.useToken(t, tok)
-		pod := sleeper(t).Name
 		u := execURL(e.cs, pod, &corev1.PodExecOptions{Command: []string{"cat"}, Stdin: true, Stdout: true, Stderr: true})
 		ex, err := executorKinds[1].new(e.cfg, u)
 		if err != nil {

@@ -18,6 +18,9 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/warren-dev/warren/acquire"
+	"github.com/warren-dev/warren/auth"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata from the current charts")
@@ -41,6 +44,7 @@ var cases = []renderCase{
 	{"connector-minimal", "warren-connector"},
 	{"connector-full", "warren-connector"},
 	{"connector-existing-secret", "warren-connector"},
+	{"connector-acquisition", "warren-connector"},
 	{"gateway-minimal", "warren-gateway"},
 	{"gateway-ingress", "warren-gateway"},
 }
@@ -257,13 +261,51 @@ func set(gs ...grant) map[grant]bool {
 	return m
 }
 
-// forensic is exactly what the connector's service account may do by default.
+// forensic is exactly what the connector's service account may do by default: what warren acquire asks for
+// (acquire.Preset), plus get on pods/exec, which RBAC wants for a WebSocket exec (warren's rules only create).
 var forensic = []grant{
 	{"", "pods", "get", ""},
 	{"", "pods", "list", ""},
 	{"", "pods/log", "get", ""},
 	{"", "pods/exec", "get", ""},
 	{"", "pods/exec", "create", ""},
+	{"", "events", "list", ""},
+	{"", "serviceaccounts", "get", ""},
+	{"", "nodes", "get", ""},
+	{"", "replicationcontrollers", "get", ""},
+	{"rbac.authorization.k8s.io", "rolebindings", "list", ""},
+	{"rbac.authorization.k8s.io", "clusterrolebindings", "list", ""},
+	{"rbac.authorization.k8s.io", "roles", "get", ""},
+	{"rbac.authorization.k8s.io", "clusterroles", "get", ""},
+	{"apps", "replicasets", "get", ""},
+	{"apps", "deployments", "get", ""},
+	{"apps", "statefulsets", "get", ""},
+	{"apps", "daemonsets", "get", ""},
+	{"batch", "jobs", "get", ""},
+	{"batch", "cronjobs", "get", ""},
+}
+
+// TestChartRBACCoversTheAcquirePreset: every rule of warren acquire's token preset is in the chart's default RBAC,
+// so an acquisition with exactly that token meets no refusal from the cluster either.
+func TestChartRBACCoversTheAcquirePreset(t *testing.T) {
+	rules, err := acquire.Preset([]string{"payments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := set(forensic...)
+	for _, pr := range rules {
+		r, err := auth.ParseRule(pr.Rule)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, res := range r.Resources {
+			for _, v := range r.Verbs {
+				if g := (grant{r.APIGroups[0], res, v, ""}); !have[g] {
+					t.Errorf("the preset's %s needs %+v, which the chart's default RBAC lacks", pr.Rule, g)
+				}
+			}
+		}
+	}
 }
 
 func TestConnectorRBAC(t *testing.T) {
@@ -507,5 +549,111 @@ func TestSchema(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestChartAcquisitionModes: acquisition.ephemeral.enabled adds exactly the ephemeral mode's rights; acquisition.node
+// .enabled a Role in the collector namespace only, and a policy whose podSpec rule keeps pod creation there to
+// warren's collector pod (the connector parses it, and it restricts as the connector will); both cover their
+// presets' rules; the node mode without images does not render.
+func TestChartAcquisitionModes(t *testing.T) {
+	c := caseByName(t, "connector-acquisition")
+	objs := decode(t, render(t, c, c.chart, "warren"))
+	got := grants(t, only(t, objs, "ClusterRole"))
+	want := set(append(forensic[:len(forensic):len(forensic)], grant{"", "pods/ephemeralcontainers", "patch", ""},
+		grant{"", "pods/attach", "get", ""}, grant{"", "pods/attach", "create", ""})...)
+	for g := range got {
+		if !want[g] {
+			t.Errorf("ClusterRole grants %+v, which it must not", g)
+		}
+	}
+	for g := range want {
+		if !got[g] {
+			t.Errorf("ClusterRole lacks %+v", g)
+		}
+	}
+	role := only(t, objs, "Role")
+	if dig(role, "metadata", "namespace") != "connector-acquisition" {
+		t.Fatalf("Role in %v", dig(role, "metadata", "namespace"))
+	}
+	roleGot := grants(t, role)
+	roleWant := set(grant{"", "pods", "create", ""}, grant{"", "pods", "get", ""}, grant{"", "pods", "delete", ""},
+		grant{"", "pods/attach", "get", ""}, grant{"", "pods/attach", "create", ""})
+	if len(roleGot) != len(roleWant) {
+		t.Errorf("Role grants %v, want %v", roleGot, roleWant)
+	}
+	for g := range roleWant {
+		if !roleGot[g] {
+			t.Errorf("Role lacks %+v", g)
+		}
+	}
+	binding := only(t, objs, "RoleBinding")
+	if dig(binding, "roleRef", "name") != role.name() || dig(binding, "metadata", "namespace") != "connector-acquisition" {
+		t.Errorf("RoleBinding: %v", binding)
+	}
+	// Each preset's rules are in the chart's grants (cluster-wide or, for the node mode, the collector namespace's).
+	for _, preset := range []string{"acquire-ephemeral", "acquire-node"} {
+		rules, err := acquire.PresetRules([]string{preset}, []string{"payments"}, "connector-acquisition")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pr := range rules {
+			r, _ := auth.ParseRule(pr.Rule)
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					g := grant{r.APIGroups[0], res, v, ""}
+					inNS := len(r.Namespaces) == 1 && r.Namespaces[0] == "connector-acquisition"
+					if !got[g] && !(inNS && roleGot[g]) {
+						t.Errorf("preset %s's %s needs %+v, which the chart does not grant", preset, pr.Rule, g)
+					}
+				}
+			}
+		}
+	}
+	// The policy the connector reads.
+	var policyYAML string
+	for _, o := range objs {
+		if o.kind() == "ConfigMap" && strings.HasSuffix(o.name(), "-policy") {
+			policyYAML, _ = dig(o, "data", "policy.yaml").(string)
+		}
+	}
+	policy, err := auth.ParsePolicy([]byte(policyYAML))
+	if err != nil {
+		t.Fatalf("the chart's policy does not parse: %v\n%s", err, policyYAML)
+	}
+	attrs := func(verb, res, sub, ns string) auth.Attributes {
+		return auth.Attributes{ResourceRequest: true, Verb: verb, Resource: res, Subresource: sub, Namespace: ns}
+	}
+	if d := policy.PodSpecFor(attrs("create", "pods", "", "connector-acquisition")); len(d.Check) != 1 ||
+		d.Check[0].Images[0] != "ghcr.io/warren-dev/warren-collector@sha256:"+strings.Repeat("1", 64) {
+		t.Errorf("create pods in the collector namespace: %+v", d)
+	}
+	for _, a := range []struct {
+		a  auth.Attributes
+		ok bool
+	}{
+		{attrs("get", "pods", "", "payments"), true},
+		{attrs("create", "pods", "exec", "payments"), true},
+		{attrs("patch", "pods", "ephemeralcontainers", "payments"), true},
+		{attrs("create", "pods", "attach", "connector-acquisition"), true},
+		{attrs("delete", "pods", "", "connector-acquisition"), true},
+		{attrs("patch", "pods", "", "connector-acquisition"), false},
+		{attrs("create", "pods", "exec", "connector-acquisition"), false},
+		{attrs("create", "pods", "", "connector-acquisition"), false}, // only through the body check
+		{attrs("get", "nodes", "proxy", ""), false},
+	} {
+		if ok, why := policy.Authorize(a.a); ok != a.ok {
+			t.Errorf("%s %s/%s in %q: %v (%s), want %v", a.a.Verb, a.a.Resource, a.a.Subresource, a.a.Namespace, ok, why, a.ok)
+		}
+	}
+	// The node mode needs its images.
+	if _, err := helm(t, "template", "x", c.chartDir(), "--namespace", "warren", "--set", "gateway.url=https://g", "--set", "token.value=t",
+		"--set", "gatewayKeys[0]=k", "--set", "acquisition.node.enabled=true"); err == nil || !strings.Contains(err.Error(), "acquisition.node.images: list warren's collector image(s), each pinned by digest (NAME@sha256:...)") {
+		t.Errorf("node mode without images: %v", err)
+	}
+	if _, err := helm(t, "template", "x", c.chartDir(), "--namespace", "warren", "--set", "gateway.url=https://g", "--set", "token.value=t",
+		"--set", "gatewayKeys[0]=k", "--set", "acquisition.node.enabled=true", "--set", "acquisition.node.images[0]=ghcr.io/warren-dev/warren-collector:latest"); err == nil ||
+		!strings.Contains(err.Error(), "values don't meet the specifications of the schema") {
+		t.Errorf("an image by tag: %v", err)
 	}
 }

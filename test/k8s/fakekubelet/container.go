@@ -30,13 +30,16 @@ type container struct {
 	spec      corev1.Container
 	ephemeral bool   // an ephemeral container (pods/ephemeralcontainers)
 	id        string // the containerID reported in the status, without the fakekubelet:// scheme
-	dir       string // RootDir/pods/POD/containers/NAME: rootfs, upper, work, termination-log, pid
-	img       *image // nil if the container is waiting for want of one
-	proc      processSpec
-	pod       *podNamespaces
-	hostPID   bool
-	logs      *logFile
-	log       *slog.Logger
+	// external is the containerID (with its scheme) of a container the stand-in does not run itself but reports as
+	// running (AnnotationExternalPrefix); "" for its own.
+	external string
+	dir      string // RootDir/pods/POD/containers/NAME: rootfs, upper, work, termination-log, pid
+	img      *image // nil if the container is waiting for want of one
+	proc     processSpec
+	pod      *podNamespaces
+	hostPID  bool
+	logs     *logFile
+	log      *slog.Logger
 
 	// Set once started, then not changed.
 	cmd       *os.Process    // nil if the process did not start
@@ -159,6 +162,35 @@ func (k *Kubelet) startContainer(spec corev1.Container, cp containerParams) (*co
 		return c, nil
 	}
 	c.log.Info("started container", "pid", c.cmd.Pid, "image", img.ref, "argv", c.proc.Args)
+	return c, nil
+}
+
+// AnnotationExternalPrefix, followed by a container's name, is a pod annotation whose value is a container id
+// with its runtime's scheme (containerd://4f1c...): the stand-in then does not run that container itself but
+// reports it running under that id. It emulates a kubelet whose runtime runs the container: a test runs it in a
+// real containerd (internal/containerdtest) on this machine, and what reads the node's runtime state (warren
+// acquire's node mode) finds it by the id the pod's status names. The container has no process of the stand-in's:
+// exec and attach fail as for a container that is not running, its log is empty, and it stays running until the
+// pod goes.
+const AnnotationExternalPrefix = "external.fakekubelet.warren.dev/"
+
+// externalContainer is spec reported as the running container id (AnnotationExternalPrefix).
+func (k *Kubelet) externalContainer(spec corev1.Container, cp containerParams, id string) (*container, error) {
+	c := &container{spec: spec, id: newID(), external: id, dir: filepath.Join(cp.state.dir, "containers", spec.Name), log: cp.log,
+		startedAt: time.Now(), done: make(chan struct{}), subs: map[*subscriber]struct{}{}}
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return nil, err
+	}
+	logs, err := newLogFile(filepath.Join(cp.state.dir, spec.Name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	c.logs = logs
+	c.closeOutput()
+	if img, err := k.images.resolve(spec.Image); err == nil {
+		c.img = img
+	}
+	c.log.Info("reporting an external container", "container_id", id)
 	return c, nil
 }
 
@@ -317,6 +349,15 @@ func (c *container) closeStdin() {
 // stop sends SIGTERM to the container's process, SIGKILL after grace, and waits until the container is done. As
 // PID 1 of its namespace the process ignores SIGTERM unless it handles it, as in a real container.
 func (c *container) stop(grace time.Duration) {
+	if c.external != "" {
+		c.mu.Lock()
+		if !c.exited {
+			c.exited, c.exitCode, c.reason, c.finishedAt = true, 0, "Completed", time.Now()
+			close(c.done)
+		}
+		c.mu.Unlock()
+		return
+	}
 	if c.cmd == nil {
 		return
 	}
@@ -356,6 +397,9 @@ func (c *container) status() corev1.ContainerStatus {
 		return cs
 	}
 	cs.ContainerID = "fakekubelet://" + c.id
+	if c.external != "" {
+		cs.ContainerID = c.external
+	}
 	if c.exited {
 		cs.State.Terminated = &corev1.ContainerStateTerminated{
 			ExitCode:    c.exitCode,

@@ -256,6 +256,10 @@ func mountAttrs(m mountSpec) uint64 {
 // attachMount puts m at its target in the container (tree is its detached copy, or -1) and closes tree.
 func attachMount(m mountSpec, tree int) error {
 	if m.File {
+		// As runc, the file's directories are made when the image has none (a FROM scratch image has no /etc).
+		if err := os.MkdirAll(filepath.Dir(m.Target), 0o755); err != nil {
+			return err
+		}
 		f, err := os.OpenFile(m.Target, os.O_CREATE|os.O_RDONLY, 0o644)
 		if err != nil {
 			return err

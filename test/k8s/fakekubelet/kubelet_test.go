@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -573,4 +574,35 @@ func startEchoServer(t *testing.T) int {
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestCapabilitiesAsContainerd: the spec's capabilities are applied as containerd's CRI applies them: ALL first
+// (added: every one; dropped: none), then the named additions, then the named drops.
+func TestCapabilitiesAsContainerd(t *testing.T) {
+	names := func(caps uint64) []string {
+		var out []string
+		for i, n := range capNames {
+			if caps&(1<<i) != 0 {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name string
+		caps *corev1.Capabilities
+		want []string
+	}{
+		{"drop ALL, add two", &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"SYS_PTRACE", "DAC_READ_SEARCH"}},
+			[]string{"DAC_READ_SEARCH", "SYS_PTRACE"}},
+		{"drop ALL", &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}, nil},
+		{"add ALL, drop one", &corev1.Capabilities{Add: []corev1.Capability{"ALL"}, Drop: []corev1.Capability{"CHOWN"}}, capNames[1:]},
+		{"add one, drop it", &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}, Drop: []corev1.Capability{"NET_ADMIN", "KILL"}},
+			[]string{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "SETGID", "SETUID", "SETPCAP", "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "MKNOD", "AUDIT_WRITE", "SETFCAP"}},
+	} {
+		caps, err := capabilities(false, c.caps)
+		if got := names(caps); err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v %v, want %v", c.name, got, err, c.want)
+		}
+	}
 }

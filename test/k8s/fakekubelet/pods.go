@@ -220,8 +220,14 @@ func (k *Kubelet) startPod(ctx context.Context, pod *corev1.Pod) (*podState, err
 		return fail(err)
 	}
 	for _, spec := range pod.Spec.Containers {
-		c, err := k.startContainer(spec, containerParams{pod: pod, state: p, log: p.log.With("container", spec.Name),
-			onExit: func() { k.queue.Add(key) }})
+		cp := containerParams{pod: pod, state: p, log: p.log.With("container", spec.Name), onExit: func() { k.queue.Add(key) }}
+		var c *container
+		var err error
+		if id := pod.Annotations[AnnotationExternalPrefix+spec.Name]; id != "" {
+			c, err = k.externalContainer(spec, cp, id)
+		} else {
+			c, err = k.startContainer(spec, cp)
+		}
 		if err != nil {
 			p.stop(time.Millisecond)
 			return fail(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -282,7 +283,9 @@ func setEnv(env []string, name, value string) []string {
 }
 
 // capabilities returns the capability set of a container: containerd's default with the spec's additions and
-// drops, or every capability when privileged.
+// drops, or every capability when privileged. As containerd's CRI applies them: "ALL" among the additions is every
+// capability and "ALL" among the drops none, first; then the named additions, then the named drops (so drop ALL
+// with add SYS_PTRACE is SYS_PTRACE alone).
 func capabilities(privileged bool, c *corev1.Capabilities) (uint64, error) {
 	if privileged {
 		return 1<<len(capNames) - 1, nil
@@ -307,7 +310,19 @@ func capabilities(privileged bool, c *corev1.Capabilities) (uint64, error) {
 	if c == nil {
 		return caps, nil
 	}
+	isAll := func(n corev1.Capability) bool {
+		return strings.EqualFold(strings.TrimPrefix(strings.ToUpper(string(n)), "CAP_"), "ALL")
+	}
+	if slices.ContainsFunc(c.Add, isAll) {
+		caps = 1<<len(capNames) - 1
+	}
+	if slices.ContainsFunc(c.Drop, isAll) {
+		caps = 0
+	}
 	for _, n := range c.Add {
+		if isAll(n) {
+			continue
+		}
 		b, err := bit(n)
 		if err != nil {
 			return 0, err
@@ -315,6 +330,9 @@ func capabilities(privileged bool, c *corev1.Capabilities) (uint64, error) {
 		caps |= b
 	}
 	for _, n := range c.Drop {
+		if isAll(n) {
+			continue
+		}
 		b, err := bit(n)
 		if err != nil {
 			return 0, err

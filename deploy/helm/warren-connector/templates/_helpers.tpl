@@ -119,3 +119,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- toJson .Values.gatewayKeys }}
 {{- end }}
+
+{{/* Whether the connector runs with a policy: policy.rules, or the node mode's podSpec rule. */}}
+{{- define "warren-connector.hasPolicy" -}}
+{{- if or .Values.policy.rules .Values.acquisition.node.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The policy file: policy.rules (or, without them and with the node mode, everything but named-only resources,
+and pods/ephemeralcontainers with the ephemeral mode), and for the node mode what it needs in its namespace and the
+podSpec rule that keeps pod creation there to warren's collector pod. */}}
+{{- define "warren-connector.policy" -}}
+{{- $rules := .Values.policy.rules | default list -}}
+{{- $node := .Values.acquisition.node -}}
+{{- if $node.enabled -}}
+{{- if not $node.images }}{{ fail "acquisition.node.images: list warren's collector image(s), each pinned by digest (NAME@sha256:...)" }}{{ end -}}
+{{- if not $rules -}}
+{{- $rules = list (dict "verbs" (list "*") "apiGroups" (list "*") "resources" (list "*")) -}}
+{{- if .Values.acquisition.ephemeral.enabled }}{{ $rules = append $rules (dict "verbs" (list "patch") "resources" (list "pods/ephemeralcontainers")) }}{{ end -}}
+{{- end -}}
+{{- $rules = append $rules (dict "verbs" (list "get" "delete") "resources" (list "pods") "namespaces" (list $node.namespace)) -}}
+{{- $rules = append $rules (dict "verbs" (list "create" "get") "resources" (list "pods/attach") "namespaces" (list $node.namespace)) -}}
+{{- $spec := dict "kind" "warren-collector" "images" $node.images -}}
+{{- if $node.hostPaths }}{{ $_ := set $spec "hostPaths" $node.hostPaths }}{{ end -}}
+{{- $rules = append $rules (dict "verbs" (list "create") "resources" (list "pods") "namespaces" (list $node.namespace) "podSpec" $spec) -}}
+{{- end -}}
+{{- dict "rules" $rules | toYaml -}}
+{{- end }}

@@ -1,10 +1,10 @@
-package gateway
+package streamframe
 
-// spdyDictionary is SPDY/3's zlib dictionary for header blocks (SPDY Protocol Draft 3, section 2.6.10.1), byte for
+// SPDYDictionary is SPDY/3's zlib dictionary for header blocks (SPDY Protocol Draft 3, section 2.6.10.1), byte for
 // byte as github.com/moby/spdystream/spdy holds it (unexported there; BSD licence of the Go Authors). Every SPDY/3
-// peer compresses its header blocks with it; TestSPDYHeadersSpdystreamInterop checks that the gateway inflates what
+// peer compresses its header blocks with it; TestSPDYHeadersSpdystreamInterop (package gateway) checks that warren inflates what
 // spdystream's framer writes.
-const spdyDictionary = "\x00\x00\x00\aoptions\x00\x00\x00\x04head\x00\x00\x00\x04post\x00\x00\x00\x03put\x00\x00\x00\x06delete\x00\x00\x00\x05trace\x00\x00\x00\x06accept\x00" +
+const SPDYDictionary = "\x00\x00\x00\aoptions\x00\x00\x00\x04head\x00\x00\x00\x04post\x00\x00\x00\x03put\x00\x00\x00\x06delete\x00\x00\x00\x05trace\x00\x00\x00\x06accept\x00" +
 	"\x00\x00\x0eaccept-charset\x00\x00\x00\x0faccept-encoding\x00\x00\x00\x0faccept-language\x00\x00\x00\raccep" +
 	"t-ranges\x00\x00\x00\x03age\x00\x00\x00\x05allow\x00\x00\x00\rauthorization\x00\x00\x00\rcache-control\x00\x00\x00\nco" +
 	"nnection\x00\x00\x00\fcontent-base\x00\x00\x00\x10content-encoding\x00\x00\x00\x10content-language" +
