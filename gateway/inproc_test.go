@@ -181,7 +181,7 @@ type proxyEnv struct {
 type proxyEnvOpts struct {
 	gwInterval, connInterval time.Duration // stream re-check intervals; default 100 ms
 	disconnectExpired        bool
-	leeway                   time.Duration // of both verifiers; default none (-1)
+	leeway                   time.Duration // of both verifiers; default none (-1) at the gateway, 1 s at the connector
 	limits                   *limit.Limiter
 	tunnel                   tunnel.Config
 	idleWrite                time.Duration
@@ -228,6 +228,12 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	}
 	if o.leeway == 0 {
 		o.leeway = -1
+	}
+	// The connector judges assertions by its estimate of the gateway's clock, taken from a Date header (a second's
+	// resolution): without a leeway of that error a fresh assertion may look "not valid before" to it.
+	connLeeway := o.leeway
+	if connLeeway < 0 {
+		connLeeway = time.Second
 	}
 	e.api = o.api
 	if e.api == nil {
@@ -293,7 +299,7 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 		GatewayKeys:             gwPub,
 		Revoked:                 connList.Revoked,
 		RefreshRevoked:          connList.Refresh,
-		Leeway:                  o.leeway,
+		Leeway:                  connLeeway,
 		Audit:                   e.connAudit,
 		DisconnectExpiredTokens: o.disconnectExpired,
 		StreamCheckInterval:     o.connInterval,
