@@ -72,7 +72,7 @@ type Config struct {
 	// 429 until ids expire. Default auth.DefaultReplayCacheSize.
 	ReplayCacheSize int
 	// Leeway tolerates the error of the connector's estimate of the gateway's clock, and transit, on assertions'
-	// times. Default auth.DefaultLeeway.
+	// times. Default auth.DefaultLeeway; with the estimate (Now nil) never less than its 1 s error, even negative.
 	Leeway time.Duration
 	// Now returns the time assertions are checked against; default: the gateway's time as its Date headers tell
 	// it. Tests move it.
@@ -172,10 +172,16 @@ func New(cfg Config) (*Connector, error) {
 	// estimate its proofs of possession use too): their clocks need not agree, only the estimate within the leeway.
 	var c *Connector
 	now := cfg.Now
+	leeway := cfg.Leeway
 	if now == nil {
 		now = func() time.Time { return c.gatewayNow() }
+		// The estimate itself is off by up to a second (a Date header's resolution): no leeway may be smaller, or
+		// a fresh assertion could look "not valid before" (a negative Leeway, none, means just that error).
+		if leeway != 0 && leeway < clockEstimateError {
+			leeway = clockEstimateError
+		}
 	}
-	assertions, err := auth.NewAssertionVerifier(auth.AssertionVerifierConfig{Keys: cfg.GatewayKeys, Leeway: cfg.Leeway, Now: now})
+	assertions, err := auth.NewAssertionVerifier(auth.AssertionVerifierConfig{Keys: cfg.GatewayKeys, Leeway: leeway, Now: now})
 	if err != nil {
 		return nil, fmt.Errorf("connector: %w", err)
 	}

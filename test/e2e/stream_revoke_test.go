@@ -184,9 +184,11 @@ func TestStreamRevocationEndsStreams(t *testing.T) {
 		eventually(t, 10*time.Second, "the remote process ends", func() bool { return len(procsWith(m)) == 0 })
 	}
 	// Each stream's record at the gateway or the connector (whichever noticed first) says why it ended.
+	// The connector says it in its own words (it re-checks the token id the assertion named).
 	note := "ended: " + strings.TrimPrefix(reason, "warren: ")
+	connNote := fmt.Sprintf("ended: the caller's token %q has been revoked", id)
 	for _, sub := range []string{"exec", "portforward", "log"} {
-		match := func(r audit.Record) bool { return r.Subresource == sub && r.Reason == note }
+		match := func(r audit.Record) bool { return r.Subresource == sub && (r.Reason == note || r.Reason == connNote) }
 		eventually(t, 15*time.Second, "an audit record of "+sub+" with the reason", func() bool {
 			_, g := e.gwAudit.find(match)
 			_, c := e.connAudit.find(match)
