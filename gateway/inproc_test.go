@@ -28,6 +28,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/limit"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -81,6 +82,7 @@ type fakeAPI struct {
 	holdLists chan struct{} // lists wait until it is closed, when set
 	listsHeld atomic.Int64  // lists waiting now
 	streams   atomic.Int64  // watches, logs and exec sessions open now
+	requests  atomic.Int64  // requests seen, all kinds
 }
 
 func newFakeAPI(t testing.TB) *fakeAPI {
@@ -91,6 +93,7 @@ func newFakeAPI(t testing.TB) *fakeAPI {
 }
 
 func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
+	f.requests.Add(1)
 	q := r.URL.Query()
 	switch {
 	case r.URL.Path == "/openapi/v2":
@@ -176,6 +179,8 @@ type proxyEnv struct {
 	connAudit       *memAudit
 	gwLog, connLogs *syncBuffer
 	stopConnector   func()
+	// refreshConnRevoked makes the connector look at its revocation list now (it reloads every hour otherwise).
+	refreshConnRevoked func() error
 }
 
 type proxyEnvOpts struct {
@@ -187,6 +192,11 @@ type proxyEnvOpts struct {
 	idleWrite                time.Duration
 	separateRevocations      bool // the connector has a revocation list of its own
 	api                      *fakeAPI
+	maxStreamDuration        time.Duration // the gateway's; 0: its default
+	maxHeaderBytes           int           // the gateway's; 0: its default
+	clusters                 []string      // known to the gateway from the start, besides prod's connector
+	ceiling                  *auth.Policy  // the connector's
+	connAuditSink            auditrec.Sink // the connector's audit instead of connAudit
 }
 
 // newLogger is a component's logger; its logs are shown when the test fails. (syncBuffer is harness_test.go's.)
@@ -273,6 +283,9 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 		DisconnectExpiredTokens: o.disconnectExpired,
 		StreamCheckInterval:     o.gwInterval,
 		IdleWriteTimeout:        o.idleWrite,
+		MaxStreamDuration:       o.maxStreamDuration,
+		MaxHeaderBytes:          o.maxHeaderBytes,
+		Clusters:                o.clusters,
 		Logger:                  gwLog,
 	})
 	if err != nil {
@@ -292,6 +305,11 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.refreshConnRevoked = connList.Refresh
+	var connSink auditrec.Sink = e.connAudit
+	if o.connAuditSink != nil {
+		connSink = o.connAuditSink
+	}
 	c, err := connector.New(connector.Config{
 		GatewayURL:              e.gwSrv.URL,
 		Token:                   func() (string, error) { return connToken, nil },
@@ -300,7 +318,8 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 		Revoked:                 connList.Revoked,
 		RefreshRevoked:          connList.Refresh,
 		Leeway:                  connLeeway,
-		Audit:                   e.connAudit,
+		Audit:                   connSink,
+		Ceiling:                 o.ceiling,
 		DisconnectExpiredTokens: o.disconnectExpired,
 		StreamCheckInterval:     o.connInterval,
 		Tunnel:                  o.tunnel,
