@@ -108,11 +108,11 @@ func TestClusterRouteRefusals(t *testing.T) {
 	}
 	const pods = "/clusters/" + cluster + "/api/v1/namespaces/ns/pods"
 	cases := []struct {
-		name          string
-		method, path  string
-		token         string
-		header        http.Header
-		want          answerWant
+		name         string
+		method, path string
+		token        string
+		header       http.Header
+		want         answerWant
 	}{
 		{name: "no token", path: pods, want: answerWant{401, `missing bearer token: send the caller token as "Authorization: Bearer <token>"`, ""}},
 		{name: "not a JWT", path: pods, token: "not-a-jwt", want: answerWant{401, "invalid caller token: malformed token: want three base64url parts separated by dots", ""}},
