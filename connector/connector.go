@@ -409,9 +409,10 @@ func (c *Connector) connectAndServe(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
 	}
 	served := make(chan struct{})
+	l := t.DrainListener()
 	go func() {
 		defer close(served)
-		srv.Serve(t.DrainListener())
+		srv.Serve(l)
 	}()
 	var result error = errTunnelLost
 	select {
@@ -419,7 +420,10 @@ func (c *Connector) connectAndServe(ctx context.Context) error {
 	case <-ctx.Done():
 		// Leaving on purpose (SIGTERM, a rolling update): the gateway sends new requests to the cluster's other
 		// connectors while the ones in flight finish, up to DrainTimeout. Streams taken over by an upgrade (exec,
-		// port-forward) are not waited for: they end with the tunnel.
+		// port-forward) are not waited for: they end with the tunnel. The listener is closed (yamux GoAway) before
+		// the log line, so that the line means no new request arrives here; Shutdown closes it again, harmlessly.
+		l.Close()
+		c.log.Info("draining: the gateway sends new requests to the cluster's other connectors", "drain_timeout", c.cfg.DrainTimeout.String())
 		dctx, cancel := context.WithTimeout(context.Background(), c.cfg.DrainTimeout)
 		if err := srv.Shutdown(dctx); err != nil {
 			c.log.Info("requests still running after the drain timeout are cut", "drain_timeout", c.cfg.DrainTimeout.String())
