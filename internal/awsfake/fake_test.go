@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,9 +87,15 @@ func send(t *testing.T, c *ssm.Client, params map[string][]string, instances ...
 }
 
 func TestRunShellScript(t *testing.T) {
+	// The invocation stays invisible until the test moves the Server's clock past InvocationDelay: on a loaded
+	// machine a real delay can pass before the first GetCommandInvocation is even sent. The clock runs meanwhile
+	// (the execution times are real) and the jump stays within SigV4's allowed skew.
+	const delay = time.Minute
+	var ahead atomic.Int64
 	s := start(t, Config{
 		Instances:       []Instance{{ID: "i-1", Env: []string{"GREETING=hello"}}, {ID: "i-2"}},
-		InvocationDelay: 200 * time.Millisecond,
+		InvocationDelay: delay,
+		Now:             func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) },
 	})
 	c := ssm.NewFromConfig(awsConfig(s, TestIdentity))
 	id := send(t, c, map[string][]string{"commands": {
@@ -102,6 +109,7 @@ func TestRunShellScript(t *testing.T) {
 	if errorCode(err) != "InvocationDoesNotExist" {
 		t.Fatalf("early GetCommandInvocation: %v", err)
 	}
+	ahead.Store(int64(delay))
 
 	ok := waitInvocation(t, c, id, "i-1")
 	if ok.Status != ssmtypes.CommandInvocationStatusSuccess || ok.ResponseCode != 0 ||

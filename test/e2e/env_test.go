@@ -34,6 +34,7 @@ import (
 	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/kubetest"
 	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/tunnel"
 )
 
 // kube is the control plane shared by every test of the package: it takes seconds to start.
@@ -166,6 +167,9 @@ type gatewayOpts struct {
 	maxStreamDuration time.Duration    // gateway.Config.MaxStreamDuration (stream_limits_test.go); 0: the default
 	signingKey        *auth.SigningKey // signs the assertions; default gatewayKey
 	allowMultiCluster bool             // accept caller tokens for several clusters
+	// tunnel tunes the gateway's tunnels, and the connector's of a streamEnv (stream_scale_kubectl_test.go gives
+	// the keepalive more time under load).
+	tunnel tunnel.Config
 	// The token re-checks of open streams (stream_revoke_test.go): a revocation list file (also the connector's,
 	// with connectorOpts.revoked), expiry ending streams, the re-check interval (0: the default, 5 s), and the
 	// verifier's clock leeway (0: the default 30 s; negative: none).
@@ -214,7 +218,7 @@ func (gs *gatewayServer) start(addr string) {
 	gs.g, err = gateway.New(gateway.Config{CallerVerifier: callers, ConnectorVerifier: connectors, SigningKey: signing, Logger: log,
 		Audit: gs.opts.audit, Limits: gs.opts.limits, MaxHeaderBytes: gs.opts.maxHeaderBytes,
 		Downloads: gs.opts.downloads, MaxStreamDuration: gs.opts.maxStreamDuration,
-		DisconnectExpiredTokens: gs.opts.disconnectExpired, StreamCheckInterval: gs.opts.streamCheck})
+		DisconnectExpiredTokens: gs.opts.disconnectExpired, StreamCheckInterval: gs.opts.streamCheck, Tunnel: gs.opts.tunnel})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +311,7 @@ type connectorOpts struct {
 	disconnectExpired bool
 	streamCheck       time.Duration
 	leeway            time.Duration
+	tunnel            tunnel.Config
 }
 
 func startConnector(t testing.TB, gs *gatewayServer, cluster string, o connectorOpts) *runningConnector {
@@ -364,6 +369,7 @@ func startConnector(t testing.TB, gs *gatewayServer, cluster string, o connector
 		RefreshRevoked:          refreshRevoked,
 		DisconnectExpiredTokens: o.disconnectExpired,
 		StreamCheckInterval:     o.streamCheck,
+		Tunnel:                  o.tunnel,
 		Leeway:                  o.leeway,
 		Name:                    o.name,
 		Version:                 "e2e",

@@ -454,7 +454,7 @@ func newStreamEnvWith(t testing.TB, o gatewayOpts) *streamEnv {
 	e.gs = startGatewayWith(t, "127.0.0.1:0", o)
 	// The connector re-checks open streams as the gateway does: same revocation list and expiry setting.
 	e.conn = startConnector(t, e.gs, streamCluster, connectorOpts{name: "c", audit: e.connAudit,
-		revoked: o.revoked, disconnectExpired: o.disconnectExpired, streamCheck: o.streamCheck, leeway: o.leeway})
+		revoked: o.revoked, disconnectExpired: o.disconnectExpired, streamCheck: o.streamCheck, leeway: o.leeway, tunnel: o.tunnel})
 	e.gs.waitConnectors(streamCluster, 1, 10*time.Second)
 	e.token = callerToken(t, []string{streamCluster}, streamRules...)
 	e.cfg = callerConfig(e.gs, streamCluster, e.token)
