@@ -522,7 +522,7 @@ func TestConnectorRefusals(t *testing.T) {
 
 	// Revocations refuse at the door too: the identity (403) and its join token (401, the connector joins again).
 	e.revoke(rc.id)
-	time.Sleep(30 * time.Millisecond) // the revocation list is looked at every 20 ms
+	eventually(t, 5*time.Second, "the revocation list read again", func() bool { return e.isRevoked(rc.id) })
 	wantRevoked := fmt.Sprintf(`connector identity %q has been revoked (--revoked-connectors); to give this connector a new identity, delete its key (connector.key in its --state-dir)`, rc.id)
 	if code, _, msg := rc.join(tok, clock.Now()); code != http.StatusForbidden || msg != wantRevoked {
 		t.Fatalf("join of a revoked identity: %d %q", code, msg)
@@ -533,7 +533,7 @@ func TestConnectorRefusals(t *testing.T) {
 	}
 	jr2 := other.mustJoin(tok, clock.Now())
 	e.revoke(tokenID(t, tok))
-	time.Sleep(30 * time.Millisecond)
+	eventually(t, 5*time.Second, "the revocation list read again", func() bool { return e.isRevoked(tokenID(t, tok)) })
 	_, err = other.dial(jr2.Credential, clock.Now())
 	if code, msg := refusal(t, err); code != http.StatusUnauthorized || msg != fmt.Sprintf(`the connector's join token is no longer valid: token %q has been revoked`, tokenID(t, tok)) {
 		t.Fatalf("tunnel with a revoked join token: %d %q", code, msg)

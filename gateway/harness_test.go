@@ -35,10 +35,12 @@ type env struct {
 	gwPub    *auth.StaticKeys // its public half, as connectors pin it (--gateway-keys)
 	keysFile string           // the connector keys (--connector-keys)
 	revoked  string           // the revocation list (--revoked-connectors)
-	audit    *memAudit
-	logs     *syncBuffer
-	g        *gateway.Gateway
-	srv      *httptest.Server
+	// isRevoked is that list as the gateway reads it (every 20 ms): tests wait on it rather than sleep.
+	isRevoked func(id string) bool
+	audit     *memAudit
+	logs      *syncBuffer
+	g         *gateway.Gateway
+	srv       *httptest.Server
 }
 
 func newEnv(t *testing.T, mod func(*gateway.Config, *auth.VerifierConfig)) *env {
@@ -85,6 +87,7 @@ func newEnv(t *testing.T, mod func(*gateway.Config, *auth.VerifierConfig)) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.isRevoked = list.Revoked
 	vc := auth.VerifierConfig{Keys: connKeys, Audience: auth.AudienceConnector, Revoked: list.Revoked}
 	cfg := gateway.Config{CallerVerifier: callers, SigningKey: e.gwKey, Audit: e.audit, Clusters: []string{"prod"},
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -332,7 +333,26 @@ func TestTwoConnectorsOneStopped(t *testing.T) {
 	var wg sync.WaitGroup
 	stopLoad := make(chan struct{})
 	errs := make(chan error, 4)
-	var served [4]int
+	var served [4]atomic.Int64
+	// allServed waits until every caller has had n more requests served than in from.
+	allServed := func(n int64, what string) [4]int64 {
+		var from [4]int64
+		for i := range served {
+			from[i] = served[i].Load()
+		}
+		eventually(t, 20*time.Second, what, func() bool {
+			if len(errs) > 0 {
+				return true // a caller failed: reported below
+			}
+			for i := range served {
+				if served[i].Load() < from[i]+n {
+					return false
+				}
+			}
+			return true
+		})
+		return from
+	}
 	for i := range 4 {
 		wg.Add(1)
 		go func() {
@@ -347,21 +367,21 @@ func TestTwoConnectorsOneStopped(t *testing.T) {
 					errs <- err
 					return
 				}
-				served[i]++
+				served[i].Add(1)
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond) // let load build up on both connectors
+	allServed(10, "load on both connectors") // each caller's requests have gone to both, round robin
 	a.stop()
 	gs.waitConnectors("prod", 1, 5*time.Second)
-	time.Sleep(300 * time.Millisecond) // and keep it on the survivor for a while
+	allServed(10, "load on the survivor")
 	close(stopLoad)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Errorf("request failed while a connector died: %v", err)
 	}
-	t.Logf("requests served by each caller during the stop: %v", served)
+	t.Logf("requests served by each caller during the stop: %d %d %d %d", served[0].Load(), served[1].Load(), served[2].Load(), served[3].Load())
 	for range 20 {
 		if err := get(); err != nil {
 			t.Fatalf("after the stop: %v", err)
