@@ -172,12 +172,14 @@ func runGateway(args []string, _, stderr io.Writer) error {
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
+		g.Close() // its re-check of connectors runs from New
 		return fmt.Errorf("cannot listen on %s: %v; is another process using it? choose another --listen", *listen, err)
 	}
 	if *metricsListen != "" {
 		mln, err := net.Listen("tcp", *metricsListen)
 		if err != nil {
 			ln.Close()
+			g.Close()
 			return fmt.Errorf("cannot listen on --metrics-listen %s: %v", *metricsListen, err)
 		}
 		msrv := &http.Server{Handler: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
