@@ -26,7 +26,7 @@ func TestRunBacksOffUnderSynctest(t *testing.T) {
 		var mu sync.Mutex
 		var attempts []time.Duration
 		start := time.Now()
-		logs := &syncLog{}
+		logs := &syncBuffer{}
 		pub, _, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -88,22 +88,4 @@ func TestRunBacksOffUnderSynctest(t *testing.T) {
 			t.Fatalf("Run returned %v after its context ended, want at once", d)
 		}
 	})
-}
-
-// syncLog is a log buffer safe for concurrent writes.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
