@@ -28,7 +28,7 @@ collectors:
 # kube builds (once, then cached) the real kube-apiserver and kubectl the end-to-end tests run against, the kubelet
 # stand-in and its images (scripts/rootfs.sh, from Debian's packages), installs etcd from Debian when missing, helm
 # (from the Go module proxy) for the chart tests, SeaweedFS (Go modules) for the object-storage tests, and Debian's
-# containerd and runc for the volume-mode tests (internal/containerdtest).
+# containerd and runc for the volume-mode tests (internal/testenv/containerdtest).
 kube:
 	scripts/kube-bin.sh >/dev/null
 	scripts/helm-bin.sh >/dev/null
@@ -38,7 +38,7 @@ kube:
 # The whole suite: unit tests, fuzz seeds, and the end-to-end tests against a real kube-apiserver.
 test: kube lint
 	$(GO) test -count=1 -timeout 20m ./...
-	cd test/k8s && $(GO) test -count=1 ./fakekubelet/...
+	cd internal/testenv/k8s && $(GO) test -count=1 ./fakekubelet/...
 
 # The long suite: exec sessions and port-forwards (client-go SPDY and WebSocket, kubectl) idle for 5 minutes
 # (WARREN_E2E_IDLE=10m to change) must stay up and still work; 19,000 slow unauthenticated connections against the
@@ -52,7 +52,7 @@ test-long: kube
 
 # Without the end-to-end suite: no kube-apiserver needed.
 test-short: lint
-	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v -e /test/e2e -e /internal/kubetest -e /test/helm)
+	$(GO) test -count=1 -short $$($(GO) list ./... | grep -v -e /test/e2e -e /internal/testenv/kubetest -e /test/helm)
 
 # Each fuzz target for FUZZTIME (CI: 10s each); the seeds alone already run in `make test`.
 FUZZTIME ?= 10s
@@ -61,7 +61,7 @@ fuzz:
 
 lint:
 	$(GO) vet ./...
-	cd test/k8s && $(GO) vet ./fakekubelet/... ./cmd/...
+	cd internal/testenv/k8s && $(GO) vet ./fakekubelet/... ./cmd/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 demo: build kube

@@ -19,8 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
-	"github.com/warren-dev/warren/internal/awsfake"
 	"github.com/warren-dev/warren/internal/download"
+	"github.com/warren-dev/warren/internal/testenv/awsfake"
 )
 
 const testToken = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJjb25uZWN0b3IifQ.c2lnbmF0dXJlLXRoYXQtbXVzdC1uZXZlci1sZWFr"

@@ -18,7 +18,7 @@ import (
 
 	"github.com/warren-dev/warren/collector"
 	"github.com/warren-dev/warren/evidence"
-	"github.com/warren-dev/warren/internal/containerdtest"
+	"github.com/warren-dev/warren/internal/testenv/containerdtest"
 	"github.com/warren-dev/warren/volume"
 )
 

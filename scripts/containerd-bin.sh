@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's containerd and runc when they are missing: internal/containerdtest runs the real containerd
+# Installs Debian's containerd and runc when they are missing: internal/testenv/containerdtest runs the real containerd
 # (with ctr, the runc v2 shim and runc) for the volume-mode tests (and the node mode's). Prints containerd's version.
 set -euo pipefail
 missing=()

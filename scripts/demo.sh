@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: a real kube-apiserver (+ etcd), a warren gateway and a connector on loopback, the kubelet stand-in
-# (test/k8s/fakekubelet) running two pods in containers of their own, a caller token and a kubeconfig, and a token
+# (internal/testenv/k8s/fakekubelet) running two pods in containers of their own, a caller token and a kubeconfig, and a token
 # and a key for warren acquire; prints the kubectl and warren acquire commands to try. Ctrl-C stops everything.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,8 +24,8 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 echo "starting etcd + kube-apiserver $("$kubebin/kubectl" version --client -o json | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -1)..."
-go build -o "$demo/devcluster" ./internal/tools/devcluster
-go run ./internal/tools/devcert --out "$demo/tls"
+go build -o "$demo/devcluster" ./internal/testenv/cmd/devcluster
+go run ./internal/testenv/cmd/devcert --out "$demo/tls"
 "$demo/devcluster" --dir "$demo/kube" >"$demo/devcluster.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 120); do

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds a real kube-apiserver and kubectl from the Go module proxy (module test/k8s) and caches them, so the e2e
+# Builds a real kube-apiserver and kubectl from the Go module proxy (module internal/testenv/k8s) and caches them, so the e2e
 # tests talk to the real thing; also fakekubelet, our kubelet stand-in for exec/attach/port-forward/logs, and the
 # root filesystems of its container images (scripts/rootfs.sh, ~1.5 minutes the first time). The first build takes
 # ~10 minutes on 2 cores; later calls return at once.
@@ -16,19 +16,19 @@ ldflags="$ldflags -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/compone
 for cmd in kube-apiserver kubectl; do
   if [ ! -x "$bin/$cmd" ]; then
     echo "building $cmd $version from Go modules into $bin (first time only, several minutes)..." >&2
-    (cd "$root/test/k8s" && go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
+    (cd "$root/internal/testenv/k8s" && go build -trimpath -ldflags "$ldflags" -o "$bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
     mv "$bin/$cmd.tmp" "$bin/$cmd"
   fi
 done
 
-# fakekubelet is our own kubelet stand-in (test/k8s/cmd/fakekubelet): rebuilt whenever its sources or the module's
+# fakekubelet is our own kubelet stand-in (internal/testenv/k8s/cmd/fakekubelet): rebuilt whenever its sources or the module's
 # go.mod/go.sum are newer than the cached binary. -trimpath shares the Go build cache with the builds above: ~45 s
 # right after them, ~10 s when only fakekubelet changed.
 fk="$bin/fakekubelet"
-if [ ! -x "$fk" ] || [ -n "$(find "$root/test/k8s/fakekubelet" "$root/test/k8s/cmd/fakekubelet" \
-    "$root/test/k8s/go.mod" "$root/test/k8s/go.sum" -newer "$fk" -print -quit)" ]; then
+if [ ! -x "$fk" ] || [ -n "$(find "$root/internal/testenv/k8s/fakekubelet" "$root/internal/testenv/k8s/cmd/fakekubelet" \
+    "$root/internal/testenv/k8s/go.mod" "$root/internal/testenv/k8s/go.sum" -newer "$fk" -print -quit)" ]; then
   echo "building fakekubelet into $bin..." >&2
-  (cd "$root/test/k8s" && go build -trimpath -o "$fk.tmp" ./cmd/fakekubelet)
+  (cd "$root/internal/testenv/k8s" && go build -trimpath -o "$fk.tmp" ./cmd/fakekubelet)
   mv "$fk.tmp" "$fk"
 fi
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds the container images of fakekubelet, our kubelet stand-in (test/k8s/fakekubelet), from Debian's packages and
+# Builds the container images of fakekubelet, our kubelet stand-in (internal/testenv/k8s/fakekubelet), from Debian's packages and
 # caches them, so that the e2e tests' containers run in real root filesystems:
 #
 #   busybox          Debian's busybox and libc, every applet linked (sh, cat, tar, sha256sum, ...)   ~14 MB
 #   busybox-notools  the same without tar, cpio and any hashing applet, and no file named busybox     ~14 MB
 #   debian           mmdebstrap --variant=minbase bookworm, docs, man pages and locales left out    ~130 MB
-#   distroless       no shell at all: /app (test/k8s/cmd/fakeapp, static Go) and /etc/passwd         ~2 MB
+#   distroless       no shell at all: /app (internal/testenv/k8s/cmd/fakeapp, static Go) and /etc/passwd         ~2 MB
 #
 # Each image is DIR/NAME/rootfs (the tree) and DIR/NAME/config.json (its entrypoint, command, environment, working
 # directory and user, as in an OCI image config), where DIR is ${WARREN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/warren}/rootfs.
@@ -102,7 +102,7 @@ build_distroless() {
   printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$out/rootfs/etc/passwd"
   printf 'root:x:0:\nnobody:x:65534:\ntty:x:5:\nnonroot:x:65532:\n' >"$out/rootfs/etc/group"
   printf 'PRETTY_NAME="fakekubelet distroless (no shell)"\nID=distroless\n' >"$out/rootfs/etc/os-release"
-  (cd "$root/test/k8s" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$out/rootfs/app" ./cmd/fakeapp)
+  (cd "$root/internal/testenv/k8s" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$out/rootfs/app" ./cmd/fakeapp)
   echo '{"Entrypoint":["/app"],"Env":['"$path_env"']}' >"$out/config.json"
 }
 
@@ -110,7 +110,7 @@ for name in busybox busybox-notools debian distroless; do
   recipe=$(declare -f "build_$name" base_tree)
   case $name in
     busybox*) recipe="$recipe $(declare -f busybox_tree)" ;;
-    distroless) recipe="$recipe $(cat "$root"/test/k8s/cmd/fakeapp/*.go)" ;;
+    distroless) recipe="$recipe $(cat "$root"/internal/testenv/k8s/cmd/fakeapp/*.go)" ;;
   esac
   sum=$(printf '%s' "$recipe" | sha256sum | cut -d' ' -f1)
   if [ -f "$dir/$name/recipe" ] && [ "$(cat "$dir/$name/recipe")" = "$sum" ]; then

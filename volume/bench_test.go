@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/warren-dev/warren/internal/containerdtest"
+	"github.com/warren-dev/warren/internal/testenv/containerdtest"
 	"github.com/warren-dev/warren/volume"
 )
 

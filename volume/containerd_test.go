@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/evidence"
-	"github.com/warren-dev/warren/internal/containerdtest"
+	"github.com/warren-dev/warren/internal/testenv/containerdtest"
 	"github.com/warren-dev/warren/volume"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/internal/containerdtest"
+	"github.com/warren-dev/warren/internal/testenv/containerdtest"
 )
 
 // TestAcquireVolumeCommand runs `warren acquire volume` --list and --container against the root of a real

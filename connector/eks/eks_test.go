@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/transport"
 
-	"github.com/warren-dev/warren/internal/awsfake"
+	"github.com/warren-dev/warren/internal/testenv/awsfake"
 )
 
 func awsConfig(fake *awsfake.Server, id awsfake.Identity) aws.Config {

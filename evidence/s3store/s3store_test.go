@@ -26,7 +26,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/warren-dev/warren/evidence"
-	"github.com/warren-dev/warren/internal/s3test"
+	"github.com/warren-dev/warren/internal/testenv/s3test"
 )
 
 // shared is the store every test of the package uses: weed takes seconds to start.

@@ -78,7 +78,7 @@ func cleanupAcquire() {
 	}
 }
 
-// Annotations of the kubelet stand-in (test/k8s/fakekubelet).
+// Annotations of the kubelet stand-in (internal/testenv/k8s/fakekubelet).
 const annotationTmpfs = "fakekubelet.warren.dev/tmpfs" // "/tmp:noexec", "/tmp:ro"
 
 // imagePod is startPodSpec for one container "main" of image (busybox, busybox-notools, debian, distroless)

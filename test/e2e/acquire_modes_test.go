@@ -2,7 +2,7 @@ package e2e
 
 // The ephemeral and node modes end to end: the kubelet stand-in runs the collector image as an ephemeral container
 // in a distroless target's PID namespace, and as the node mode's pod reading a real containerd's state
-// (internal/containerdtest) for a target whose container the stand-in reports under that containerd's id.
+// (internal/testenv/containerdtest) for a target whose container the stand-in reports under that containerd's id.
 
 import (
 	"context"
@@ -29,7 +29,7 @@ import (
 	"github.com/warren-dev/warren/collector"
 	"github.com/warren-dev/warren/evidence"
 	"github.com/warren-dev/warren/internal/collectorpod"
-	"github.com/warren-dev/warren/internal/containerdtest"
+	"github.com/warren-dev/warren/internal/testenv/containerdtest"
 )
 
 // collectorImage makes the stand-in's image of warren's collector from the collector binary the acquisition

@@ -20,7 +20,7 @@ import (
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/evidence"
 	"github.com/warren-dev/warren/evidence/s3store"
-	"github.com/warren-dev/warren/internal/s3test"
+	"github.com/warren-dev/warren/internal/testenv/s3test"
 )
 
 // s3Shared is the S3 store (SeaweedFS) of the acquisition tests that write to object storage, started by the first

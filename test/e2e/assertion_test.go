@@ -21,7 +21,7 @@ import (
 
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
-	"github.com/warren-dev/warren/internal/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/kubetest"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )

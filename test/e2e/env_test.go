@@ -1,4 +1,4 @@
-// Package e2e runs warren end to end against a real kube-apiserver and etcd (internal/kubetest), with client-go and
+// Package e2e runs warren end to end against a real kube-apiserver and etcd (internal/testenv/kubetest), with client-go and
 // the real kubectl binary as callers. Gateway and connector run in-process here, and as `warren` processes in
 // process_test.go.
 package e2e
@@ -32,8 +32,8 @@ import (
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/internal/auditrec"
-	"github.com/warren-dev/warren/internal/kubetest"
 	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/internal/testenv/kubetest"
 	"github.com/warren-dev/warren/tunnel"
 )
 

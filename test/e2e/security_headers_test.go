@@ -13,7 +13,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/warren-dev/warren/internal/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/kubetest"
 )
 
 // impersonatingHeaders are what a caller sends to be taken for the cluster's administrator by an API server that

@@ -23,7 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/internal/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/kubetest"
 )
 
 // The connector in these tests runs as cluster-admin: warren's checks are the only barrier, so every refusal below

@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-dev/warren/internal/awsfake"
 	"github.com/warren-dev/warren/internal/download"
-	"github.com/warren-dev/warren/internal/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/awsfake"
+	"github.com/warren-dev/warren/internal/testenv/kubetest"
 )
 
-// The tests in this file run `warren bootstrap ssm` and `warren connector --eks-cluster` against internal/awsfake,
+// The tests in this file run `warren bootstrap ssm` and `warren connector --eks-cluster` against internal/testenv/awsfake,
 // a local stand-in for SSM, EKS and STS that speaks their wire protocols and runs the SSM commands for real: the
 // bootstrap script downloads the warren binary from the gateway and starts it as a "systemd service" (a stand-in
 // systemctl), and that connector serves kubectl.

@@ -42,7 +42,7 @@ import (
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 
 	"github.com/warren-dev/warren/audit"
-	"github.com/warren-dev/warren/internal/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/kubetest"
 )
 
 // ---- The fake kubelet ----------------------------------------------------------------------------------------------
@@ -50,7 +50,7 @@ import (
 // fakeKubeletNode is the Node the fake kubelet registers; pods with this spec.nodeName run on it.
 const fakeKubeletNode = "warren-node"
 
-// fakeKubelet is the package's kubelet stand-in (test/k8s/cmd/fakekubelet), started by the first test that needs it
+// fakeKubelet is the package's kubelet stand-in (internal/testenv/k8s/cmd/fakekubelet), started by the first test that needs it
 // and stopped by runMain (stopFakeKubelet) after every test has run, so that one process serves the whole package.
 //
 // Its containers are isolated (their own mount and PID namespaces, root filesystems of images built from Debian
@@ -59,7 +59,7 @@ const fakeKubeletNode = "warren-node"
 // files from this machine with containerPath. A pod asks for a read-only root with readOnlyRootFilesystem, a
 // read-only /tmp with an emptyDir mounted readOnly there, a noexec (or read-only) /tmp with the annotation
 // fakekubelet.warren.dev/tmpfs: "/tmp:noexec" (startPodSpec's annotations); users with runAsUser and runAsGroup.
-// See the package doc of test/k8s/fakekubelet for the rest (volumes, ephemeral containers, hostPID) and for what is
+// See the package doc of internal/testenv/k8s/fakekubelet for the rest (volumes, ephemeral containers, hostPID) and for what is
 // not emulated.
 var fakeKubelet struct {
 	once   sync.Once
@@ -108,7 +108,7 @@ func needKubelet(t testing.TB) {
 func startFakeKubelet() error {
 	bin := fakeKubeletPath()
 	if err := isExecutableFile(bin); err != nil {
-		return fmt.Errorf("%v: run scripts/kube-bin.sh, which builds it (module test/k8s, ./cmd/fakekubelet)", err)
+		return fmt.Errorf("%v: run scripts/kube-bin.sh, which builds it (module internal/testenv/k8s, ./cmd/fakekubelet)", err)
 	}
 	cached, err := cachedImageDir()
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/warren-dev/warren/internal/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/kubetest"
 )
 
 // kubectlTimeout bounds each kubectl call.
@@ -23,7 +23,7 @@ const kubectlTimeout = 60 * time.Second
 // warns). Any kubectl warning fails the test.
 func TestAPIServerAccepts(t *testing.T) {
 	if testing.Short() {
-		t.Skip("needs a kube-apiserver (internal/kubetest); -short skips what does")
+		t.Skip("needs a kube-apiserver (internal/testenv/kubetest); -short skips what does")
 	}
 	cluster := kubetest.ForTest(t)
 	kubectl := func(t *testing.T, stdin string, args ...string) string {

@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/warren-dev/warren/internal/testproc"
+	"github.com/warren-dev/warren/internal/testenv/testproc"
 )
 
 // KubeVersion is the Kubernetes version that scripts/kube-bin.sh builds and that the cache directory is named after.

@@ -1,6 +1,6 @@
 // Command fakekubelet is a kubelet stand-in for tests against a real kube-apiserver: it registers a Node, runs the
 // pods bound to it in containers of its own (Linux namespaces, root filesystems from scripts/rootfs.sh) and serves
-// exec, attach, port-forward and logs. It must run as root. See package github.com/warren-dev/warren/test/k8s/fakekubelet.
+// exec, attach, port-forward and logs. It must run as root. See package github.com/warren-dev/warren/internal/testenv/k8s/fakekubelet.
 //
 // It prints the address it serves on (host:port, one line) to stdout and logs to stderr. With --ready-file it
 // writes the same line to that file once the Node is registered and the API is served. SIGTERM or SIGINT stop it:
@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/warren-dev/warren/test/k8s/fakekubelet"
+	"github.com/warren-dev/warren/internal/testenv/k8s/fakekubelet"
 )
 
 // options are the command-line flags.

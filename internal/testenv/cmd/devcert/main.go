@@ -1,6 +1,6 @@
 // Command devcert writes a throwaway CA and a TLS server certificate signed by it, for demos and local tests:
 //
-//	go run ./internal/tools/devcert --out DIR [--host 127.0.0.1,localhost]
+//	go run ./internal/testenv/cmd/devcert --out DIR [--host 127.0.0.1,localhost]
 //
 // DIR/ca.crt is what connectors and kubectl trust (--ca-file); DIR/tls.crt and DIR/tls.key are the gateway's.
 package main

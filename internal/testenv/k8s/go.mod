@@ -1,4 +1,4 @@
-module github.com/warren-dev/warren/test/k8s
+module github.com/warren-dev/warren/internal/testenv/k8s
 
 go 1.26.0
 

@@ -1,5 +1,5 @@
-// Package testproc runs the real servers that tests start (etcd and kube-apiserver for internal/kubetest, SeaweedFS
-// for internal/s3test) as child processes: each in its own process group and killed with the test binary, its
+// Package testproc runs the real servers that tests start (etcd and kube-apiserver for internal/testenv/kubetest, SeaweedFS
+// for internal/testenv/s3test) as child processes: each in its own process group and killed with the test binary, its
 // output kept as a bounded tail for error messages and forwarded line by line to a shared log, a readiness wait
 // that gives up at once when the child exits, and loopback ports to give it.
 package testproc

@@ -1,6 +1,6 @@
 // Module s3 pins the S3-compatible server the object-storage tests run against: SeaweedFS's `weed server -s3`,
 // built from Go modules by scripts/s3-bin.sh. It lives in its own module so the main go.mod carries none of it.
-module github.com/warren-dev/warren/test/s3
+module github.com/warren-dev/warren/internal/testenv/s3
 
 go 1.26.6
 

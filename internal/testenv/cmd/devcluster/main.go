@@ -1,7 +1,7 @@
-// Command devcluster runs a real Kubernetes control plane (etcd and kube-apiserver, see internal/kubetest) on
+// Command devcluster runs a real Kubernetes control plane (etcd and kube-apiserver, see internal/testenv/kubetest) on
 // loopback until it gets SIGINT or SIGTERM. It is for demos and manual testing:
 //
-//	go run ./internal/tools/devcluster --dir DIR
+//	go run ./internal/testenv/cmd/devcluster --dir DIR
 //
 // Once the cluster is ready it writes DIR/env, shell assignments to source:
 //
@@ -25,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/warren-dev/warren/internal/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/kubetest"
 )
 
 func main() {

@@ -1,5 +1,5 @@
 // Command fsops changes the file system it runs in, operation by operation, for tests that need a container to
-// write into its writable layer (internal/containerdtest builds it static and plants it in an image):
+// write into its writable layer (internal/testenv/containerdtest builds it static and plants it in an image):
 //
 //	fsops write PATH CONTENT | append PATH CONTENT | rm PATH | rmrf PATH | mkdir PATH | chmod OCTAL PATH |
 //	      symlink TARGET PATH | mv OLD NEW | socket PATH | wait ...

@@ -39,7 +39,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/warren-dev/warren/internal/testproc"
+	"github.com/warren-dev/warren/internal/testenv/testproc"
 )
 
 // The users of every cluster, for RestConfig.

@@ -27,10 +27,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/warren-dev/warren/internal/testproc"
+	"github.com/warren-dev/warren/internal/testenv/testproc"
 )
 
-// WeedVersion is the SeaweedFS module version that test/s3/go.mod pins and the cache directory is named after.
+// WeedVersion is the SeaweedFS module version that internal/testenv/s3/go.mod pins and the cache directory is named after.
 const WeedVersion = "v0.0.0-20261109003541-7506e5f91cd6"
 
 // EnvWeedBin names the environment variable that points at a directory holding weed. Without it weed is looked up

@@ -168,7 +168,7 @@ func (k *Kubelet) startContainer(spec corev1.Container, cp containerParams) (*co
 // AnnotationExternalPrefix, followed by a container's name, is a pod annotation whose value is a container id
 // with its runtime's scheme (containerd://4f1c...): the stand-in then does not run that container itself but
 // reports it running under that id. It emulates a kubelet whose runtime runs the container: a test runs it in a
-// real containerd (internal/containerdtest) on this machine, and what reads the node's runtime state (warren
+// real containerd (internal/testenv/containerdtest) on this machine, and what reads the node's runtime state (warren
 // acquire's node mode) finds it by the id the pod's status names. The container has no process of the stand-in's:
 // exec and attach fail as for a container that is not running, its log is empty, and it stays running until the
 // pod goes.

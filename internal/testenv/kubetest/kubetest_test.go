@@ -20,7 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/warren-dev/warren/internal/testproc"
+	"github.com/warren-dev/warren/internal/testenv/testproc"
 )
 
 // TestMain fails the run if any goroutine outlives the tests. No client-go or klog goroutine needs ignoring: by then

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 	RunContainerInit() // the test binary is also the containers' init
 	goleak.VerifyTestMain(m,
 		// fixedSize.Next blocks forever by design; client-go's resize goroutine is left in it.
-		goleak.IgnoreAnyFunction("github.com/warren-dev/warren/test/k8s/fakekubelet.(*fixedSize).Next"),
+		goleak.IgnoreAnyFunction("github.com/warren-dev/warren/internal/testenv/k8s/fakekubelet.(*fixedSize).Next"),
 		// spdystream hands a close error to nobody for up to 1 s after a connection closed, then exits.
 		goleak.IgnoreTopFunction("github.com/moby/spdystream.(*Connection).shutdown"),
 		// client-go's WebSocket client pings until a ping fails when the server closed without a close frame.
@@ -205,7 +205,7 @@ func TestStreaming(t *testing.T) {
 	t.Cleanup(func() {
 		goleak.VerifyNone(t, ignore,
 			// fixedSize.Next blocks forever by design; client-go's resize goroutine is left in it.
-			goleak.IgnoreAnyFunction("github.com/warren-dev/warren/test/k8s/fakekubelet.(*fixedSize).Next"),
+			goleak.IgnoreAnyFunction("github.com/warren-dev/warren/internal/testenv/k8s/fakekubelet.(*fixedSize).Next"),
 			// spdystream hands a close error to nobody for up to 1 s after a connection closed, then exits.
 			goleak.IgnoreTopFunction("github.com/moby/spdystream.(*Connection).shutdown"),
 			// client-go's WebSocket client pings until a ping fails when the server closed without a close frame.
