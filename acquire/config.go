@@ -21,8 +21,8 @@ import (
 
 	"github.com/warren-dev/warren/collector"
 	"github.com/warren-dev/warren/evidence"
+	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/collectorpod"
-	"github.com/warren-dev/warren/internal/limit"
 )
 
 func validImage(ref string) bool { return collectorpod.ValidImage(ref) }

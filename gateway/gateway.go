@@ -19,8 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/auditrec"
-	"github.com/warren-dev/warren/internal/limit"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"

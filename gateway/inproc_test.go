@@ -28,8 +28,8 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/auditrec"
-	"github.com/warren-dev/warren/internal/limit"
 	"github.com/warren-dev/warren/tunnel"
 )
 

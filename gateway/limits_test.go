@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/tunnel"
 )
 

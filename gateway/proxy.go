@@ -12,8 +12,8 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/auditrec"
-	"github.com/warren-dev/warren/internal/limit"
 	"github.com/warren-dev/warren/internal/review"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"

@@ -20,7 +20,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/gateway/limit"
 )
 
 // call sends method path (the gateway's, /clusters/...) with token ("" for none) and more headers.

@@ -21,8 +21,8 @@ import (
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/download"
-	"github.com/warren-dev/warren/internal/limit"
 )
 
 const gatewayUsage = `usage: warren gateway --listen ADDR --tls-cert F --tls-key F --gateway-key KEY --issuer-keys PUB[,PUB] --connector-keys PUB[,PUB]

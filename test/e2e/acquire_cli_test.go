@@ -20,7 +20,7 @@ import (
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/evidence"
-	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/gateway/limit"
 )
 
 // warrenAcquire runs the warren binary and returns its stdout, stderr and exit code.

@@ -17,7 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/warren-dev/warren/audit"
-	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/gateway/limit"
 )
 
 func readAudit(t *testing.T, path string) []audit.Record {

@@ -31,8 +31,8 @@ import (
 	"github.com/warren-dev/warren/client"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/auditrec"
-	"github.com/warren-dev/warren/internal/limit"
 	"github.com/warren-dev/warren/internal/testenv/kubetest"
 	"github.com/warren-dev/warren/tunnel"
 )

@@ -11,7 +11,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/warren-dev/warren/internal/limit"
+	"github.com/warren-dev/warren/gateway/limit"
 )
 
 // TestStreamDefaultLimitsFitAnAcquisition: under the default limits, one token runs 50 `kubectl exec` at once (half

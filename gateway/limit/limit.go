@@ -9,6 +9,9 @@
 // each after a few GETs, about 250 requests within a second or two), and must not be able to starve the other
 // callers of a cluster or a tunnel: its rate is a quarter of the cluster's, its burst half the cluster's, and it
 // holds at most a quarter of a tunnel's streams.
+//
+// The package is public so that a program embedding package gateway can set gateway.Config.Limits:
+// limit.New(limit.DefaultConfig()), or a Config of its own.
 package limit
 
 import (
