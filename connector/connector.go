@@ -24,8 +24,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
@@ -89,7 +89,7 @@ type Config struct {
 	// auth.DefaultCheckInterval.
 	StreamCheckInterval time.Duration
 	// Audit, when set, receives one record per request the connector serves or refuses.
-	Audit auditrec.Sink
+	Audit audit.Sink
 	// Cluster is the cluster this connector serves; default: the one its token is bound to.
 	Cluster string
 	// Name identifies this connector in the gateway's logs (pod or host name). Version is reported too.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/auditrec"
@@ -47,9 +48,9 @@ type Config struct {
 	// Clusters are known from the start: before their first connector arrives, callers get 503 rather than 404.
 	Clusters []string
 	// Audit receives one record per API request, allowed or not. Nil: no audit. When it reports that it cannot
-	// take records (auditrec.Health, as *audit.Log does), API requests are refused with 503 and /readyz fails,
+	// take records (audit.Health, as *audit.Log does), API requests are refused with 503 and /readyz fails,
 	// unless ServeWithoutAudit.
-	Audit auditrec.Sink
+	Audit audit.Sink
 	// ServeWithoutAudit serves API requests even while Audit cannot record them (they are logged as errors and
 	// counted as lost); /readyz still says so, with 200. Default false: fail closed.
 	ServeWithoutAudit bool
@@ -127,7 +128,7 @@ type Gateway struct {
 	reg      *registry
 	proxy    *httputil.ReverseProxy
 	metrics  *metrics
-	audit    auditrec.Sink // refusals, in front of Config.Audit (or auditrec.Discard)
+	audit    audit.Sink // refusals, in front of Config.Audit (or audit.Discard)
 	refusals *refusalAudit
 	door     *frontDoor
 	mux      *http.ServeMux
@@ -177,7 +178,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	sink := cfg.Audit
 	if sink == nil {
-		sink = auditrec.Discard
+		sink = audit.Discard
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

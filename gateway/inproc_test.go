@@ -29,7 +29,6 @@ import (
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/gateway/limit"
-	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -196,7 +195,7 @@ type proxyEnvOpts struct {
 	maxHeaderBytes           int           // the gateway's; 0: its default
 	clusters                 []string      // known to the gateway from the start, besides prod's connector
 	ceiling                  *auth.Policy  // the connector's
-	connAuditSink            auditrec.Sink // the connector's audit instead of connAudit
+	connAuditSink            audit.Sink    // the connector's audit instead of connAudit
 }
 
 // newLogger is a component's logger; its logs are shown when the test fails. (syncBuffer is harness_test.go's.)
@@ -306,7 +305,7 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 		t.Fatal(err)
 	}
 	e.refreshConnRevoked = connList.Refresh
-	var connSink auditrec.Sink = e.connAudit
+	var connSink audit.Sink = e.connAudit
 	if o.connAuditSink != nil {
 		connSink = o.connAuditSink
 	}

@@ -87,7 +87,7 @@ func (c RefusalAuditConfig) withDefaults() RefusalAuditConfig {
 // Records of allowed requests pass untouched. It holds no goroutine: a timer flushes summaries while there are
 // sources to track.
 type refusalAudit struct {
-	next auditrec.Sink
+	next audit.Sink
 	cfg  RefusalAuditConfig
 
 	mu       sync.Mutex
@@ -108,7 +108,7 @@ type refusalSource struct {
 	counted  audit.Suppressed
 }
 
-func newRefusalAudit(next auditrec.Sink, cfg RefusalAuditConfig) *refusalAudit {
+func newRefusalAudit(next audit.Sink, cfg RefusalAuditConfig) *refusalAudit {
 	cfg = cfg.withDefaults()
 	return &refusalAudit{next: next, cfg: cfg, global: rate.NewLimiter(rate.Limit(cfg.GlobalRate), cfg.GlobalBurst), sources: map[string]*refusalSource{}}
 }

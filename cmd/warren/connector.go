@@ -155,7 +155,7 @@ func runConnector(args []string, _, stderr io.Writer) error {
 			log.Info("made a new connector key", "file", filepath.Join(*stateDir, connector.KeyFile))
 		}
 	}
-	var auditSink auditrec.Sink
+	var auditSink audit.Sink
 	l, err := auditLog.open(audit.ComponentConnector)
 	if err != nil {
 		return err
@@ -223,7 +223,7 @@ func kubeConfig(path string) (*rest.Config, error) {
 // healthHandler answers probes: /healthz while the process runs, /readyz while a tunnel is up, the audit log takes
 // records (the connector refuses requests it cannot audit) and ready reports no error (a key file or revocation
 // list that failed to reload).
-func healthHandler(c *connector.Connector, audit auditrec.Sink, ready func() error) http.Handler {
+func healthHandler(c *connector.Connector, audit audit.Sink, ready func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -19,20 +19,10 @@ import (
 	"github.com/warren-dev/warren/internal/streamframe"
 )
 
-// Sink receives finished records; *audit.Log is one.
-type Sink interface {
-	Write(audit.Record) error
-}
-
-// Health is implemented by a Sink that can tell whether it takes records now, as *audit.Log does (Err).
-type Health interface {
-	Err() error
-}
-
 // Err returns why sink cannot take records now, or nil: also for a nil sink or one that cannot tell. A caller that
 // must not serve what it cannot audit asks before serving.
-func Err(sink Sink) error {
-	if h, ok := sink.(Health); ok {
+func Err(sink audit.Sink) error {
+	if h, ok := sink.(audit.Health); ok {
 		return h.Err()
 	}
 	return nil
@@ -49,7 +39,7 @@ type Entry struct {
 
 // Begin starts the record of r and returns the ResponseWriter and request to serve it with, which count bytes.
 // With a nil sink it returns a nil Entry and w and r unchanged.
-func Begin(sink Sink, component, cluster, requestID string, w http.ResponseWriter, r *http.Request) (*Entry, http.ResponseWriter, *http.Request) {
+func Begin(sink audit.Sink, component, cluster, requestID string, w http.ResponseWriter, r *http.Request) (*Entry, http.ResponseWriter, *http.Request) {
 	if sink == nil {
 		return nil, w, r
 	}
@@ -165,13 +155,6 @@ func (e *Entry) Outcome() (status int, denied bool) {
 	return e.meter.status(), e.denied
 }
 
-// Discard is a Sink that keeps nothing, for callers that want the Entry's accounting without an audit log.
-var Discard Sink = discard{}
-
-type discard struct{}
-
-func (discard) Write(audit.Record) error { return nil }
-
 // Note records why an allowed request ended early (e.g. the maximum stream length).
 func (e *Entry) Note(reason string) {
 	if e == nil {
@@ -182,7 +165,7 @@ func (e *Entry) Note(reason string) {
 
 // End completes the record and hands it to sink. A failure to write the audit log is returned for the caller to
 // log: the request has been served already.
-func (e *Entry) End(sink Sink) error {
+func (e *Entry) End(sink audit.Sink) error {
 	if e == nil {
 		return nil
 	}

@@ -27,12 +27,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/client"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/gateway/limit"
-	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/testenv/kubetest"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -159,7 +159,7 @@ func startGateway(t testing.TB, addr string) *gatewayServer {
 
 type gatewayOpts struct {
 	extraCallerKeys   *auth.StaticKeys // trusted for caller tokens besides the test key
-	audit             auditrec.Sink
+	audit             audit.Sink
 	limits            *limit.Limiter
 	maxHeaderBytes    int
 	cert              *tls.Certificate // default: httptest's certificate for 127.0.0.1
@@ -303,7 +303,7 @@ type connectorOpts struct {
 	proxy       func(*http.Request) (*url.URL, error)
 	ceiling     *auth.Policy // the customer's ceiling
 	impersonate bool
-	audit       auditrec.Sink
+	audit       audit.Sink
 	kube        *rest.Config // default: kube.RestConfig(kubetest.UserConnector)
 	// The connector's own re-checks of open streams, as gatewayOpts' (stream_revoke_test.go): its revocation list
 	// file, expiry ending streams, the re-check interval, and its leeway on assertions' times.
