@@ -16,7 +16,7 @@ import (
 const idleWriteChunk = 32 << 10
 
 // idleDeadline is the write deadline of the next chunk towards a caller: now plus the idle timeout, unless a
-// deadline set from above (a refusal's, reasonConn's farewell) comes first.
+// deadline set from above (a refusal's, sessionend's farewell) comes first.
 type idleDeadline struct {
 	timeout time.Duration
 	mu      sync.Mutex // held while a deadline is set, so that one set from above is never overwritten by a chunk's
@@ -120,7 +120,7 @@ func (w *idleWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // idleConn is a hijacked caller connection whose writes each get the idle deadline. A deadline set on it from above
-// (reasonConn's farewell) caps the idle one.
+// (sessionend's farewell) caps the idle one.
 type idleConn struct {
 	net.Conn
 	d *idleDeadline

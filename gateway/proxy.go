@@ -15,6 +15,7 @@ import (
 	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/auditrec"
 	"github.com/warren-dev/warren/internal/review"
+	"github.com/warren-dev/warren/internal/sessionend"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -193,36 +194,21 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 				entry.Note("ended: " + e.Reason)
 			}
 		}()
-		if fr := upgradeFraming(r, d.Attributes.Subresource); fr != nil {
-			callerCtx := r.Context()
-			w = &reasonWriter{ResponseWriter: w, framing: fr, end: func() *sessionEnd {
-				switch e := streams.EndedBy(ctx); {
-				case e != nil:
-					return tokenEnd(e.Reason)
-				case context.Cause(ctx) == errMaxStreamDuration:
-					return &sessionEnd{wsCode: closePolicyViolation, code: http.StatusGatewayTimeout, reason: string(metav1.StatusReasonTimeout),
-						message: fmt.Sprintf("warren: the session reached the maximum stream length of %v", g.cfg.MaxStreamDuration)}
-				case callerCtx.Err() != nil, iw.timedOut.Load():
-					return nil // the caller left, or stopped reading: nobody to tell
-				}
-				return g.lostOrRevoked(rt)
-			}}
-		}
+		callerCtx := r.Context()
+		w = sessionend.Wrap(w, r, d.Attributes.Subresource == "portforward", func() *sessionend.End {
+			switch e := streams.EndedBy(ctx); {
+			case e != nil:
+				return tokenEnd(e.Reason)
+			case context.Cause(ctx) == errMaxStreamDuration:
+				return &sessionend.End{WSCode: sessionend.ClosePolicyViolation, Code: http.StatusGatewayTimeout, Reason: string(metav1.StatusReasonTimeout),
+					Message: fmt.Sprintf("warren: the session reached the maximum stream length of %v", g.cfg.MaxStreamDuration)}
+			case callerCtx.Err() != nil, iw.timedOut.Load():
+				return nil // the caller left, or stopped reading: nobody to tell
+			}
+			return g.lostOrRevoked(rt)
+		})
 	}
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
-}
-
-// upgradeFraming is how the gateway follows an upgraded session's frames, for the protocols it can add a reason to.
-func upgradeFraming(r *http.Request, subresource string) func(http.ResponseWriter) framing {
-	switch {
-	case wire.IsWebSocket(r.Header):
-		return func(http.ResponseWriter) framing { return newWSFraming() }
-	case wire.IsSPDY(r.Header):
-		return func(w http.ResponseWriter) framing {
-			return newSPDYFraming(subresource == "portforward", func() string { return w.Header().Get("X-Stream-Protocol-Version") })
-		}
-	}
-	return nil
 }
 
 var errMaxStreamDuration = errors.New("stream reached the maximum length")

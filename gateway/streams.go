@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/sessionend"
 	"github.com/warren-dev/warren/internal/streams"
 )
 
@@ -48,14 +49,14 @@ func endedByGateway(cause error) bool {
 const connectorClockError = time.Second
 
 // tokenEnd is what the client of an upgraded session is told when its token stopped holding.
-func tokenEnd(reason string) *sessionEnd {
-	return &sessionEnd{wsCode: closePolicyViolation, code: http.StatusUnauthorized, reason: string(metav1.StatusReasonUnauthorized),
-		message: "warren: " + reason}
+func tokenEnd(reason string) *sessionend.End {
+	return &sessionend.End{WSCode: sessionend.ClosePolicyViolation, Code: http.StatusUnauthorized, Reason: string(metav1.StatusReasonUnauthorized),
+		Message: "warren: " + reason}
 }
 
 // lostOrRevoked is why a session the cluster's side ended is over: its token stopped holding (the connector ends
 // the streams of a revoked token too, and may notice first), or else the connection to the cluster was lost.
-func (g *Gateway) lostOrRevoked(rt *route) *sessionEnd {
+func (g *Gateway) lostOrRevoked(rt *route) *sessionend.End {
 	g.cfg.CallerVerifier.Refresh()
 	if err := g.recheckStream(streamToken(rt.claims)); err != nil {
 		rt.entry.Note("ended: " + err.Error())
@@ -68,8 +69,8 @@ func (g *Gateway) lostOrRevoked(rt *route) *sessionEnd {
 		rt.entry.Note("ended: " + reason)
 		return tokenEnd(reason)
 	}
-	return &sessionEnd{wsCode: closeInternalError, code: http.StatusServiceUnavailable, reason: string(metav1.StatusReasonServiceUnavailable),
-		message: fmt.Sprintf("warren: the connection to cluster %q was lost", rt.cluster)}
+	return &sessionend.End{WSCode: sessionend.CloseInternalError, Code: http.StatusServiceUnavailable, Reason: string(metav1.StatusReasonServiceUnavailable),
+		Message: fmt.Sprintf("warren: the connection to cluster %q was lost", rt.cluster)}
 }
 
 // errTokenShare: every tunnel of the cluster already carries the token's share of its streams.

@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-10s}
 targets=(
-  "./auth FuzzVerify" "./auth FuzzVerifyProof" "./auth FuzzVerifyAssertion" "./auth FuzzParseRule" "./auth FuzzClassify" "./audit FuzzVerify" "./audit FuzzKubeletDetails" "./tunnel FuzzWSRead" "./gateway FuzzSPDYFraming" "./collector FuzzReceive"
+  "./auth FuzzVerify" "./auth FuzzVerifyProof" "./auth FuzzVerifyAssertion" "./auth FuzzParseRule" "./auth FuzzClassify" "./audit FuzzVerify" "./audit FuzzKubeletDetails" "./tunnel FuzzWSRead" "./internal/sessionend FuzzSPDYFraming" "./collector FuzzReceive"
   "./audit FuzzVerifyAttested" "./gateway FuzzClientAddr" "./internal/streamframe FuzzWitness" "./volume FuzzOpenMetaDB"
 )
 for t in "${targets[@]}"; do

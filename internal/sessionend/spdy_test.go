@@ -1,4 +1,4 @@
-package gateway
+package sessionend
 
 import (
 	"bytes"
@@ -106,7 +106,7 @@ func farewellFrames(t *testing.T, server, farewell []byte) []*spdy.DataFrame {
 	return got
 }
 
-var maxLengthEnd = &sessionEnd{code: 504, reason: "Timeout", message: "warren: the session reached the maximum stream length of 2s"}
+var maxLengthEnd = &End{Code: 504, Reason: "Timeout", Message: "warren: the session reached the maximum stream length of 2s"}
 
 func TestSPDYFarewellOnTheErrorStream(t *testing.T) {
 	junk := []byte{0x80, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x0e, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 'j', 'u', 'n', 'k'}
@@ -124,7 +124,7 @@ func TestSPDYFarewellOnTheErrorStream(t *testing.T) {
 		}
 		var st metav1.Status
 		if err := json.Unmarshal(got[0].Data, &st); err != nil || st.Status != metav1.StatusFailure ||
-			st.Message != maxLengthEnd.message || st.Reason != metav1.StatusReasonTimeout || st.Code != 504 {
+			st.Message != maxLengthEnd.Message || st.Reason != metav1.StatusReasonTimeout || st.Code != 504 {
 			t.Fatalf("split %d: the error stream carries %s (%v)", split, got[0].Data, err)
 		}
 	}
@@ -156,7 +156,7 @@ func TestSPDYFarewellText(t *testing.T) {
 			t.Fatalf("%s: %d farewell frames, want %d", c.name, len(got), len(c.streams))
 		}
 		for i, d := range got {
-			if d.StreamId != c.streams[i] || string(d.Data) != maxLengthEnd.message || d.Flags != spdy.DataFlagFin {
+			if d.StreamId != c.streams[i] || string(d.Data) != maxLengthEnd.Message || d.Flags != spdy.DataFlagFin {
 				t.Fatalf("%s: frame %d on stream %d: %q", c.name, i, d.StreamId, d.Data)
 			}
 		}

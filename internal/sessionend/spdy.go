@@ -1,4 +1,4 @@
-package gateway
+package sessionend
 
 import (
 	"encoding/binary"
@@ -99,18 +99,18 @@ func (f *spdyFraming) serverControl(frame []byte) bool {
 
 // farewell is one DATA frame with FIN on each error stream still open: a Status for exec and attach from v4 of the
 // stream protocol (the client decodes it and fails with its message), the message as text otherwise.
-func (f *spdyFraming) farewell(end *sessionEnd) []byte {
+func (f *spdyFraming) farewell(end *End) []byte {
 	if f.in.Lost() || f.out.Lost() || !f.out.AtBoundary() || len(f.errorStreams) == 0 {
 		return nil
 	}
-	payload := []byte(end.message)
+	payload := []byte(end.Message)
 	if !f.portForward {
 		switch f.protocol() {
 		case "v4.channel.k8s.io", "v5.channel.k8s.io":
 			payload, _ = json.Marshal(metav1.Status{
 				TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-				Status:   metav1.StatusFailure, Message: end.message,
-				Reason: metav1.StatusReason(end.reason), Code: int32(end.code),
+				Status:   metav1.StatusFailure, Message: end.Message,
+				Reason: metav1.StatusReason(end.Reason), Code: int32(end.Code),
 			})
 		}
 	}

@@ -1,4 +1,4 @@
-package gateway
+package sessionend
 
 import (
 	"bytes"
@@ -241,7 +241,7 @@ func TestSPDYHeadersSpdystreamInterop(t *testing.T) {
 func TestSPDYBombThroughTheConn(t *testing.T) {
 	callerSide, gatewaySide := net.Pipe()
 	defer callerSide.Close()
-	end := func() *sessionEnd { return maxLengthEnd }
+	end := func() *End { return maxLengthEnd }
 	conn := &reasonConn{Conn: gatewaySide, framing: newSPDYFraming(false, func() string { return "v4.channel.k8s.io" }), end: end}
 	w := newSPDYHeaderWriter(t)
 	sent := append(smallBomb(t, w, 1, 2), w.synStream(t, 3, u32(1), pair("streamtype", "error"))...)

@@ -1,4 +1,4 @@
-package gateway
+package sessionend
 
 import (
 	"bytes"
@@ -48,7 +48,7 @@ func TestReasonOnlyAtAFrameBoundary(t *testing.T) {
 	}
 	for _, c := range cases {
 		rec := &recordingConn{}
-		conn := &reasonConn{Conn: rec, framing: newWSFraming(), end: func() *sessionEnd { return &sessionEnd{wsCode: closePolicyViolation, message: "max"} }}
+		conn := &reasonConn{Conn: rec, framing: newWSFraming(), end: func() *End { return &End{WSCode: ClosePolicyViolation, Message: "max"} }}
 		for _, w := range c.writes {
 			conn.Write(w)
 		}

@@ -1,4 +1,9 @@
-package gateway
+// Package sessionend tells the client of an upgraded session (exec, attach, port-forward over WebSocket or SPDY/3.1)
+// why the gateway ended it, so that kubectl prints the reason instead of "abnormal closure" or, over SPDY, exits 0 in
+// silence. It follows the server's frames (package streamframe) to add one last frame of its own at a frame
+// boundary, and stays silent when it must: mid-frame, after the server's own closing, when the client left first or
+// the framing was lost.
+package sessionend
 
 import (
 	"bufio"
@@ -6,21 +11,23 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/warren-dev/warren/internal/wire"
 )
 
-// sessionEnd is why the gateway itself ended an upgraded session (exec, attach, port-forward), in the terms of
+// End is why the gateway itself ended an upgraded session (exec, attach, port-forward), in the terms of
 // each protocol: a WebSocket close code, or a Kubernetes Status for SPDY's error stream.
-type sessionEnd struct {
-	wsCode  int    // RFC 6455 close code
-	code    int    // HTTP status of the Status
-	reason  string // metav1.StatusReason of the Status
-	message string
+type End struct {
+	WSCode  int    // RFC 6455 close code
+	Code    int    // HTTP status of the Status
+	Reason  string // metav1.StatusReason of the Status
+	Message string
 }
 
 // WebSocket close codes the gateway sends when it ends a session itself (RFC 6455 7.4.1).
 const (
-	closePolicyViolation = 1008 // the maximum stream length
-	closeInternalError   = 1011 // the cluster's side went away without closing
+	ClosePolicyViolation = 1008 // the maximum stream length
+	CloseInternalError   = 1011 // the cluster's side went away without closing
 )
 
 // framing follows one upgraded protocol's frames through a session, so that the gateway can add a last frame of its
@@ -31,7 +38,25 @@ type framing interface {
 	fromClient(p []byte)
 	// farewell returns the frames that tell the client why the session ends, or nil when nothing may or need be
 	// said: mid-frame, after the server's own closing, or when the framing was lost.
-	farewell(end *sessionEnd) []byte
+	farewell(end *End) []byte
+}
+
+// Wrap returns w such that, when the session r upgrades to ends, the client is told end()'s reason (nil: nothing to
+// say). portForward tells SPDY's port-forward (text on its error streams) from exec and attach (a Status). A
+// request that upgrades to neither WebSocket nor SPDY gets w back unchanged.
+func Wrap(w http.ResponseWriter, r *http.Request, portForward bool, end func() *End) http.ResponseWriter {
+	var fr func(http.ResponseWriter) framing
+	switch {
+	case wire.IsWebSocket(r.Header):
+		fr = func(http.ResponseWriter) framing { return newWSFraming() }
+	case wire.IsSPDY(r.Header):
+		fr = func(w http.ResponseWriter) framing {
+			return newSPDYFraming(portForward, func() string { return w.Header().Get("X-Stream-Protocol-Version") })
+		}
+	default:
+		return w
+	}
+	return &reasonWriter{ResponseWriter: w, framing: fr, end: end}
 }
 
 // reasonWriter hands the ReverseProxy a hijacked connection that tells the client why the gateway ended the
@@ -40,7 +65,7 @@ type framing interface {
 type reasonWriter struct {
 	http.ResponseWriter
 	framing func(w http.ResponseWriter) framing
-	end     func() *sessionEnd
+	end     func() *End
 }
 
 func (w *reasonWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -58,7 +83,7 @@ func (w *reasonWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type reasonConn struct {
 	net.Conn
 	framing framing
-	end     func() *sessionEnd
+	end     func() *End
 
 	writeMu sync.Mutex // held across a whole Write, so the farewell never lands inside one
 	mu      sync.Mutex // guards framing, lost and clientGone

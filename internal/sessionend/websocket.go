@@ -1,4 +1,4 @@
-package gateway
+package sessionend
 
 import "github.com/warren-dev/warren/internal/streamframe"
 
@@ -24,15 +24,15 @@ func (f *wsFraming) fromClient([]byte) {}
 func (f *wsFraming) fromServer(p []byte) { f.server.Feed(p) }
 
 // farewell is a closing frame with the code and reason (a control frame's payload is at most 125 bytes).
-func (f *wsFraming) farewell(end *sessionEnd) []byte {
-	if !f.server.AtBoundary() || f.sawClose || end.wsCode == 0 {
+func (f *wsFraming) farewell(end *End) []byte {
+	if !f.server.AtBoundary() || f.sawClose || end.WSCode == 0 {
 		return nil
 	}
-	text := end.message
+	text := end.Message
 	if len(text) > 123 {
 		text = text[:123]
 	}
 	frame := make([]byte, 0, 4+len(text))
-	frame = append(frame, 0x88, byte(2+len(text)), byte(end.wsCode>>8), byte(end.wsCode))
+	frame = append(frame, 0x88, byte(2+len(text)), byte(end.WSCode>>8), byte(end.WSCode))
 	return append(frame, text...)
 }
