@@ -27,7 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/connector"
+	"github.com/warren-dev/warren/gatewaytls"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -207,7 +207,7 @@ func TestRunTokenCommandErrors(t *testing.T) {
 
 func TestPins(t *testing.T) {
 	srv, _, ca := serve(t)
-	leafPin := connector.SPKIPin(srv.Certificate())
+	leafPin := gatewaytls.SPKIPin(srv.Certificate())
 	other := "sha256:" + strings.Repeat("A", 43) + "="
 	for _, c := range []struct {
 		name   string

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/warren-dev/warren/connector"
+	"github.com/warren-dev/warren/gatewaytls"
 )
 
 // ParsePins checks pins of the form sha256:BASE64, as the connector's --pin.
@@ -18,10 +18,10 @@ func ParsePins(pins []string) ([]string, error) {
 	if len(pins) == 0 {
 		return nil, nil
 	}
-	return connector.ParsePins(pins)
+	return gatewaytls.ParsePins(pins)
 }
 
-// pinnedAnchor connects to the gateway once, checks its chain as the connector checks it (connector.PinTLSConfig:
+// pinnedAnchor connects to the gateway once, checks its chain as the connector checks it (gatewaytls.PinTLSConfig:
 // a pinned certificate in the chain, the chain verifying up to it, and against caPEM when given), and returns the
 // pinned certificate as PEM. client-go's TLS configuration has no hook for pins, so that certificate becomes the
 // only trust anchor of every later connection: each of them must chain to it (a certificate in the roots anchors a
@@ -38,7 +38,7 @@ func pinnedAnchor(ctx context.Context, gateway string, caPEM []byte, pins []stri
 			return nil, fmt.Errorf("--ca-file holds no PEM certificate")
 		}
 	}
-	tlsCfg := connector.PinTLSConfig(base, parsed, len(caPEM) > 0)
+	tlsCfg := gatewaytls.PinTLSConfig(base, parsed, len(caPEM) > 0)
 	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second}
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -57,7 +57,7 @@ func pinnedAnchor(ctx context.Context, gateway string, caPEM []byte, pins []stri
 	}
 	for _, c := range resp.TLS.PeerCertificates {
 		for _, p := range parsed {
-			if connector.SPKIPin(c) == p {
+			if gatewaytls.SPKIPin(c) == p {
 				return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), nil
 			}
 		}

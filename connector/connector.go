@@ -26,6 +26,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/gatewaytls"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
@@ -343,7 +344,7 @@ func describe(err error) string {
 		return "gateway too old for this connector: upgrade the gateway (it must sign assertions with --gateway-key)"
 	case errors.Is(err, errTunnelLost):
 		return "tunnel to the gateway lost, reconnecting"
-	case errors.Is(err, ErrPinMismatch):
+	case errors.Is(err, gatewaytls.ErrPinMismatch):
 		return "gateway certificate pin mismatch: refusing the connection; check --pin against the gateway's certificate"
 	case isCertError(err):
 		return "cannot verify the gateway's certificate: pass the CA that signed it with --ca-file"

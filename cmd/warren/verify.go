@@ -15,7 +15,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/connector"
+	"github.com/warren-dev/warren/gatewaytls"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -254,11 +254,11 @@ func gatewayTLS(caFile string, pins []string) (*tls.Config, []byte, error) {
 		}
 	}
 	if len(pins) > 0 {
-		parsed, err := connector.ParsePins(pins)
+		parsed, err := gatewaytls.ParsePins(pins)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--pin: %w", err)
 		}
-		cfg = connector.PinTLSConfig(cfg, parsed, caFile != "")
+		cfg = gatewaytls.PinTLSConfig(cfg, parsed, caFile != "")
 	}
 	return cfg, pem, nil
 }

@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-dev/warren/connector"
+	"github.com/warren-dev/warren/gatewaytls"
 )
 
 // connectProxy is a minimal corporate HTTP CONNECT proxy with Basic authentication.
@@ -223,13 +223,13 @@ func TestConnectorPins(t *testing.T) {
 		cfg  *tls.Config
 		ok   bool
 	}{
-		{"leaf pin alone", connector.PinTLSConfig(base, []string{connector.SPKIPin(leaf)}, false), true},
-		{"intermediate pin alone", connector.PinTLSConfig(base, []string{connector.SPKIPin(inter)}, false), true},
-		{"rotation: old and new pins", connector.PinTLSConfig(base, []string{connector.SPKIPin(stranger[2]), connector.SPKIPin(leaf)}, false), true},
-		{"CA and pin", connector.PinTLSConfig(withRoot, []string{connector.SPKIPin(inter)}, true), true},
-		{"wrong pin", connector.PinTLSConfig(base, []string{connector.SPKIPin(stranger[2])}, false), false},
-		{"root pin not presented without CA", connector.PinTLSConfig(base, []string{connector.SPKIPin(root)}, false), false},
-		{"CA right but pin wrong", connector.PinTLSConfig(withRoot, []string{connector.SPKIPin(stranger[1])}, true), false},
+		{"leaf pin alone", gatewaytls.PinTLSConfig(base, []string{gatewaytls.SPKIPin(leaf)}, false), true},
+		{"intermediate pin alone", gatewaytls.PinTLSConfig(base, []string{gatewaytls.SPKIPin(inter)}, false), true},
+		{"rotation: old and new pins", gatewaytls.PinTLSConfig(base, []string{gatewaytls.SPKIPin(stranger[2]), gatewaytls.SPKIPin(leaf)}, false), true},
+		{"CA and pin", gatewaytls.PinTLSConfig(withRoot, []string{gatewaytls.SPKIPin(inter)}, true), true},
+		{"wrong pin", gatewaytls.PinTLSConfig(base, []string{gatewaytls.SPKIPin(stranger[2])}, false), false},
+		{"root pin not presented without CA", gatewaytls.PinTLSConfig(base, []string{gatewaytls.SPKIPin(root)}, false), false},
+		{"CA right but pin wrong", gatewaytls.PinTLSConfig(withRoot, []string{gatewaytls.SPKIPin(stranger[1])}, true), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -243,7 +243,7 @@ func TestConnectorPins(t *testing.T) {
 			eventually(t, 5*time.Second, "two refused attempts", func() bool { return strings.Count(rc.log.String(), "retry_in=") >= 2 })
 			logs := rc.log.String()
 			if !strings.Contains(logs, `msg="gateway certificate pin mismatch: refusing the connection; check --pin against the gateway's certificate"`) ||
-				!strings.Contains(logs, "the gateway presented "+connector.SPKIPin(leaf)+", "+connector.SPKIPin(inter)) {
+				!strings.Contains(logs, "the gateway presented "+gatewaytls.SPKIPin(leaf)+", "+gatewaytls.SPKIPin(inter)) {
 				t.Fatalf("connector log:\n%s", logs)
 			}
 			if gs.g.Connectors("prod") != 0 {
@@ -258,9 +258,9 @@ func TestConnectorPins(t *testing.T) {
 	forged.Certificate = [][]byte{strangerCert.Certificate[0], inter.Raw}
 	impostor := startGatewayWith(t, "127.0.0.1:0", gatewayOpts{cert: &forged})
 	rc := startConnector(t, impostor, "prod", connectorOpts{name: "fooled?", caFile: caFile,
-		tlsConfig: connector.PinTLSConfig(base, []string{connector.SPKIPin(inter)}, false)})
+		tlsConfig: gatewaytls.PinTLSConfig(base, []string{gatewaytls.SPKIPin(inter)}, false)})
 	eventually(t, 5*time.Second, "impostor refused", func() bool {
-		return strings.Contains(rc.log.String(), "gateway certificate matches pin "+connector.SPKIPin(inter)+" but does not verify against it")
+		return strings.Contains(rc.log.String(), "gateway certificate matches pin "+gatewaytls.SPKIPin(inter)+" but does not verify against it")
 	})
 	if impostor.g.Connectors("prod") != 0 {
 		t.Fatal("the connector trusted an impostor presenting the pinned intermediate")

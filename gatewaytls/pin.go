@@ -1,4 +1,8 @@
-package connector
+// Package gatewaytls is how a client of the gateway verifies it: the system roots or the gateway's CA, and SPKI pins
+// of a certificate in its chain (the leaf or an intermediate; several pins allow rotation). The connector, warren
+// bootstrap (which hands the same pins to the connectors it installs), warren acquire and package client all check
+// the gateway this way.
+package gatewaytls
 
 import (
 	"crypto/sha256"
