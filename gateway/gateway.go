@@ -22,6 +22,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway/limit"
 	"github.com/warren-dev/warren/internal/auditrec"
+	"github.com/warren-dev/warren/internal/proxybuf"
 	"github.com/warren-dev/warren/internal/streams"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
@@ -204,7 +205,7 @@ func New(cfg Config) (*Gateway, error) {
 		Rewrite:       rewrite,
 		Transport:     clusterTransport{key: cfg.SigningKey, limits: cfg.Limits},
 		FlushInterval: -1, // watches and logs -f flow as they come
-		BufferPool:    newCopyBuffers(),
+		BufferPool:    proxybuf.New(),
 		ErrorHandler:  g.proxyError,
 		ModifyResponse: func(res *http.Response) error {
 			// Warren-* response headers are the gateway's to set (the request id): none may come from the cluster's side.

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/warren-dev/warren/audit"
@@ -359,15 +358,3 @@ func routeError(cluster string, err error) (int, string) {
 	}
 	return http.StatusServiceUnavailable, fmt.Sprintf("no connector is connected for cluster %q: check that its connector runs and reaches the gateway", cluster)
 }
-
-// copyBuffers are the ReverseProxy's copy buffers, pooled rather than allocated per request (32 KiB each by
-// default). 64 KiB: a response body read through the tunnel often has that much ready, and a larger write means
-// fewer TLS records and write calls.
-type copyBuffers struct{ pool sync.Pool }
-
-func newCopyBuffers() *copyBuffers {
-	return &copyBuffers{pool: sync.Pool{New: func() any { return make([]byte, 64<<10) }}}
-}
-
-func (b *copyBuffers) Get() []byte  { return b.pool.Get().([]byte) }
-func (b *copyBuffers) Put(p []byte) { b.pool.Put(p) }
