@@ -1,14 +1,7 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -17,35 +10,21 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/testcert"
 )
 
 // prepare writes the TLS material (a CA and a leaf for 127.0.0.1), the warren signing key, a connector token and a
 // caller token allowed to read pods and their logs.
 func prepare(dir string) env {
 	e := env{dir}
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "warren bench CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, err := testcert.SelfSigned(testcert.Options{Name: "warren bench CA", CA: true, Valid: 48 * time.Hour})
 	must(err)
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
+	leaf, err := ca.Issue(testcert.Options{Name: "127.0.0.1", Hosts: []string{"127.0.0.1", "localhost"}, Valid: 48 * time.Hour})
 	must(err)
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
 	write := func(name string, data []byte) { must(os.WriteFile(e.path(name), data, 0o600)) }
-	write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	write("cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}))
-	write("key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	write("ca.pem", ca.CertPEM())
+	write("cert.pem", leaf.CertPEM())
+	write("key.pem", leaf.KeyPEM())
 
 	_, err = auth.GenerateKeyPair(filepath.Join(dir, "keys"))
 	must(err)

@@ -2,17 +2,11 @@ package client
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,6 +22,7 @@ import (
 
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gatewaytls"
+	"github.com/warren-dev/warren/internal/testenv/testcert"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -254,14 +249,11 @@ func TestPins(t *testing.T) {
 // selfSigned is a certificate for 127.0.0.1 other than httptest's (which every httptest server shares).
 func selfSigned(t *testing.T) tls.Certificate {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "impostor"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	c, err := testcert.SelfSigned(testcert.Options{Name: "impostor", Hosts: []string{"127.0.0.1"}, Valid: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return c.TLS()
 }
 
 func TestKubeconfigFor(t *testing.T) {

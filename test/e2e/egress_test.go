@@ -2,16 +2,11 @@ package e2e
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,6 +17,7 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/gatewaytls"
+	"github.com/warren-dev/warren/internal/testenv/testcert"
 )
 
 // connectProxy is a minimal corporate HTTP CONNECT proxy with Basic authentication.
@@ -182,30 +178,19 @@ const gatewayName = "gateway.warren.invalid"
 // the intermediate) and all three certificates.
 func chain(t *testing.T) (tls.Certificate, []*x509.Certificate) {
 	t.Helper()
-	mk := func(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if parent == nil {
-			parent, parentKey = tmpl, key
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c, key
+	root, err := testcert.SelfSigned(testcert.Options{Name: "root", CA: true, Valid: time.Hour})
+	if err != nil {
+		t.Fatal(err)
 	}
-	now := time.Now()
-	ca := func(cn string, n int64) *x509.Certificate {
-		return &x509.Certificate{SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: cn}, NotBefore: now.Add(-time.Hour),
-			NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	inter, err := root.Issue(testcert.Options{Name: "intermediate", CA: true, Valid: time.Hour})
+	if err != nil {
+		t.Fatal(err)
 	}
-	root, rootKey := mk(ca("root", 1), nil, nil)
-	inter, interKey := mk(ca("intermediate", 2), root, rootKey)
-	leaf, leafKey := mk(&x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "gateway"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{gatewayName},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, inter, interKey)
-	return tls.Certificate{Certificate: [][]byte{leaf.Raw, inter.Raw}, PrivateKey: leafKey, Leaf: leaf},
-		[]*x509.Certificate{root, inter, leaf}
+	leaf, err := inter.Issue(testcert.Options{Name: "gateway", Hosts: []string{"127.0.0.1", gatewayName}, Valid: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf.TLS(inter), []*x509.Certificate{root.Cert, inter.Cert, leaf.Cert}
 }
 
 func TestConnectorPins(t *testing.T) {
