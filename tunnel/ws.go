@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/warren-dev/warren/internal/wsframe"
 )
 
 const (
@@ -95,7 +97,7 @@ type wsConn struct {
 	timeout time.Duration
 
 	// Read side, owned by the reader.
-	rhdr       [14]byte
+	rhdr       [wsframe.MaxHeaderLen]byte
 	remaining  uint64 // payload bytes left in the current data frame
 	rmasked    bool
 	rkey       [4]byte
@@ -205,38 +207,25 @@ func (c *wsConn) nextFrame() error {
 	if _, err := io.ReadFull(c.r, h[:2]); err != nil {
 		return err
 	}
-	fin, rsv, op := h[0]&0x80 != 0, h[0]&0x70, h[0]&0x0f
-	masked, n := h[1]&0x80 != 0, uint64(h[1]&0x7f)
-	if rsv != 0 {
+	// The reserved bits and the masking are refused before the rest of the header is read.
+	if h[0]&0x70 != 0 {
 		return c.fail(closeProtocolError, "reserved bits set (no extension was negotiated)")
 	}
-	if masked == c.client {
+	if masked := h[1]&0x80 != 0; masked == c.client {
 		if c.client {
 			return c.fail(closeProtocolError, "masked frame from the server")
 		}
 		return c.fail(closeProtocolError, "unmasked frame from the client")
 	}
-	switch n {
-	case 126:
-		if _, err := io.ReadFull(c.r, h[2:4]); err != nil {
-			return err
-		}
-		n = uint64(binary.BigEndian.Uint16(h[2:4]))
-	case 127:
-		if _, err := io.ReadFull(c.r, h[2:10]); err != nil {
-			return err
-		}
-		n = binary.BigEndian.Uint64(h[2:10])
-		if n>>63 != 0 {
-			return c.fail(closeProtocolError, "frame length overflows")
-		}
+	if _, err := io.ReadFull(c.r, h[2:wsframe.HeaderLen(h[1])]); err != nil {
+		return err
 	}
-	c.rmasked, c.rkeyPos = masked, 0
-	if masked {
-		if _, err := io.ReadFull(c.r, c.rkey[:]); err != nil {
-			return err
-		}
+	hd := wsframe.Parse(h)
+	if hd.Length>>63 != 0 {
+		return c.fail(closeProtocolError, "frame length overflows")
 	}
+	fin, op, n, masked := hd.Fin, hd.Opcode, hd.Length, hd.Masked
+	c.rmasked, c.rkey, c.rkeyPos = masked, hd.Mask, 0
 	switch op {
 	case opBinary, opText:
 		if c.fragmented {

@@ -4,7 +4,11 @@
 // session; the connector to witness an exec session's stdout. Both feed every byte of a direction, in order.
 package streamframe
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/warren-dev/warren/internal/wsframe"
+)
 
 // WebSocket opcodes (RFC 6455 5.2).
 const (
@@ -21,7 +25,7 @@ type WSSplitter struct {
 	OnFrame   func(opcode byte, fin bool, length uint64)
 	OnPayload func(p []byte)
 
-	hdr       [14]byte
+	hdr       [wsframe.MaxHeaderLen]byte
 	hdrLen    int    // bytes of the current frame header seen so far
 	remaining uint64 // payload bytes of the current frame still to come
 	masked    bool
@@ -49,37 +53,13 @@ func (s *WSSplitter) Feed(p []byte) {
 		s.hdr[s.hdrLen] = p[0]
 		s.hdrLen++
 		p = p[1:]
-		if s.hdrLen < 2 {
+		if s.hdrLen < 2 || s.hdrLen < wsframe.HeaderLen(s.hdr[1]) {
 			continue
 		}
-		need := 2
-		switch s.hdr[1] & 0x7f {
-		case 126:
-			need += 2
-		case 127:
-			need += 8
-		}
-		masked := s.hdr[1]&0x80 != 0
-		if masked {
-			need += 4
-		}
-		if s.hdrLen < need {
-			continue
-		}
-		switch n := s.hdr[1] & 0x7f; n {
-		case 126:
-			s.remaining = uint64(binary.BigEndian.Uint16(s.hdr[2:4]))
-		case 127:
-			s.remaining = binary.BigEndian.Uint64(s.hdr[2:10])
-		default:
-			s.remaining = uint64(n)
-		}
-		s.masked, s.maskPos = masked, 0
-		if masked {
-			copy(s.mask[:], s.hdr[need-4:need])
-		}
+		h := wsframe.Parse(s.hdr[:s.hdrLen])
+		s.remaining, s.masked, s.mask, s.maskPos = h.Length, h.Masked, h.Mask, 0
 		if s.OnFrame != nil {
-			s.OnFrame(s.hdr[0]&0x0f, s.hdr[0]&0x80 != 0, s.remaining)
+			s.OnFrame(h.Opcode, h.Fin, s.remaining)
 		}
 		s.hdrLen = 0
 	}
