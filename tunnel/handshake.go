@@ -40,7 +40,7 @@ func upgradeConn(w http.ResponseWriter, r *http.Request, cfg Config) (*wsConn, e
 	if !isTunnelUpgrade(r) {
 		return nil, ErrNotTunnel
 	}
-	if r.Method != http.MethodGet || !headerHasToken(r.Header, "Connection", "upgrade") {
+	if r.Method != http.MethodGet || !httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
 		http.Error(w, "a WebSocket upgrade is a GET with Connection: Upgrade", http.StatusBadRequest)
 		return nil, errors.New("failed to upgrade tunnel: not a GET with Connection: Upgrade")
 	}
@@ -89,18 +89,10 @@ func upgradeConn(w http.ResponseWriter, r *http.Request, cfg Config) (*wsConn, e
 	return newWSConn(nc, buffered, false, nc.LocalAddr(), nc.RemoteAddr(), cfg.WriteTimeout), nil
 }
 
-// headerHasToken reports whether a comma-separated header lists token (case-insensitively).
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
+// isTunnelUpgrade tells the tunnel's own handshake (a WebSocket asking for Subprotocol) from any other request on
+// the same listener. It is not wire.Upgrade's decision (what a proxy forwards as an upgrade): the tunnel ends
+// here, and package tunnel stays free of Kubernetes' packages, which wire needs. A tunnel request without
+// Connection: Upgrade is refused with 400 by upgradeConn rather than passed on.
 func isTunnelUpgrade(r *http.Request) bool {
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		return false
