@@ -593,7 +593,7 @@ func TestImpersonationFromTheAssertion(t *testing.T) {
 
 func TestNewNeedsGatewayKeys(t *testing.T) {
 	_, err := New(Config{GatewayURL: "https://gw", Token: func() (string, error) { return "x", nil }, Kube: &rest.Config{Host: "https://k"}, Cluster: "prod"})
-	if err == nil || err.Error() != "connector: GatewayKeys is required: the gateway's public key(s) that sign the assertion each request carries" {
+	if err == nil || err.Error() != "GatewayKeys is required: the gateway's public key(s) that sign the assertion each request carries" {
 		t.Fatalf("New without GatewayKeys: %v", err)
 	}
 }

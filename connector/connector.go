@@ -144,10 +144,10 @@ type Connector struct {
 // New checks the configuration and prepares the transports; Run connects.
 func New(cfg Config) (*Connector, error) {
 	if cfg.Kube == nil {
-		return nil, errors.New("connector: Kube (the API server's rest.Config) is required")
+		return nil, errors.New("Kube (the API server's rest.Config) is required")
 	}
 	if cfg.Token == nil {
-		return nil, errors.New("connector: Token is required")
+		return nil, errors.New("Token is required")
 	}
 	wsURL, err := tunnelURL(cfg.GatewayURL)
 	if err != nil {
@@ -167,7 +167,7 @@ func New(cfg Config) (*Connector, error) {
 	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
 	if cfg.GatewayKeys == nil {
-		return nil, errors.New("connector: GatewayKeys is required: the gateway's public key(s) that sign the assertion each request carries")
+		return nil, errors.New("GatewayKeys is required: the gateway's public key(s) that sign the assertion each request carries")
 	}
 	// Assertions are timed by the gateway's clock, as the connector knows it from the gateway's Date headers (the
 	// estimate its proofs of possession use too): their clocks need not agree, only the estimate within the leeway.
@@ -184,20 +184,20 @@ func New(cfg Config) (*Connector, error) {
 	}
 	assertions, err := auth.NewAssertionVerifier(auth.AssertionVerifierConfig{Keys: cfg.GatewayKeys, Leeway: leeway, Now: now})
 	if err != nil {
-		return nil, fmt.Errorf("connector: %w", err)
+		return nil, err
 	}
 	for _, h := range cfg.StripHeaders {
 		if !wire.ValidHeaderPattern(h) {
-			return nil, fmt.Errorf("connector: cannot strip header %q: want a header name, or a prefix ending in *", h)
+			return nil, fmt.Errorf("cannot strip header %q: want a header name, or a prefix ending in *", h)
 		}
 	}
 	if cfg.Cluster == "" {
 		token, err := cfg.Token()
 		if err != nil {
-			return nil, fmt.Errorf("connector: cannot read the connector token: %w", err)
+			return nil, fmt.Errorf("cannot read the connector token: %w", err)
 		}
 		if cfg.Cluster, err = clusterOfToken(token); err != nil {
-			return nil, fmt.Errorf("connector: %w", err)
+			return nil, err
 		}
 	}
 	strip := append(slices.Clone(wire.IdentityHeaders), cfg.StripHeaders...)
@@ -221,19 +221,19 @@ func New(cfg Config) (*Connector, error) {
 	key := cfg.Key
 	if key == nil {
 		if _, key, err = ed25519.GenerateKey(rand.Reader); err != nil {
-			return nil, fmt.Errorf("connector: cannot generate a key: %w", err)
+			return nil, fmt.Errorf("cannot generate a key: %w", err)
 		}
 	}
 	if len(key) != ed25519.PrivateKeySize {
-		return nil, errors.New("connector: Key is not an Ed25519 private key")
+		return nil, errors.New("Key is not an Ed25519 private key")
 	}
 	identity, err := auth.KeyID(key.Public())
 	if err != nil {
-		return nil, fmt.Errorf("connector: %w", err)
+		return nil, err
 	}
 	kube, err := kubernetes.NewForConfig(rest.CopyConfig(cfg.Kube))
 	if err != nil {
-		return nil, fmt.Errorf("connector: %w", err)
+		return nil, err
 	}
 	c = &Connector{cfg: cfg, log: cfg.Logger, wsURL: wsURL, dialer: dialer, cluster: cfg.Cluster, closeIdle: closeIdle,
 		key: key, identity: identity, credChanged: make(chan struct{}), kube: kube,
@@ -247,7 +247,7 @@ func New(cfg Config) (*Connector, error) {
 func tunnelURL(gateway string) (string, error) {
 	u, err := url.Parse(gateway)
 	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("connector: gateway URL %q is not of the form https://HOST[:PORT]", gateway)
+		return "", fmt.Errorf("gateway URL %q is not of the form https://HOST[:PORT]", gateway)
 	}
 	switch u.Scheme {
 	case "https", "wss":
@@ -255,7 +255,7 @@ func tunnelURL(gateway string) (string, error) {
 	case "http", "ws":
 		u.Scheme = "ws"
 	default:
-		return "", fmt.Errorf("connector: gateway URL %q: scheme must be https", gateway)
+		return "", fmt.Errorf("gateway URL %q: scheme must be https", gateway)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/connect"
 	u.RawQuery, u.Fragment = "", ""

@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -24,14 +25,14 @@ type x509UnknownAuthority = x509.UnknownAuthorityError
 func newUpstream(kc *rest.Config, strip []string, log *slog.Logger) (http.Handler, func(), error) {
 	target, _, err := rest.DefaultServerUrlFor(kc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connector: API server address: %w", err)
+		return nil, nil, fmt.Errorf("API server address: %w", err)
 	}
 	// Every request, upgrade or not, goes over one HTTP/1.1-only transport with client-go's TLS and credentials:
 	// Go refuses an Upgrade header other than websocket over HTTP/2 (SPDY exec would fail), and HTTP/1.1 with large
 	// buffers was faster for the rest too (make bench), so client-go's HTTP/2 transport is not used.
 	tlsCfg, err := rest.TLSConfigFor(kc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connector: API server TLS: %w", err)
+		return nil, nil, fmt.Errorf("API server TLS: %w", err)
 	}
 	h1 := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
@@ -57,7 +58,7 @@ func newUpstream(kc *rest.Config, strip []string, log *slog.Logger) (http.Handle
 	}
 	transport, err := rest.HTTPWrappersForConfig(kc, h1)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connector: API server credentials: %w", err)
+		return nil, nil, fmt.Errorf("API server credentials: %w", err)
 	}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -78,9 +79,17 @@ func newUpstream(kc *rest.Config, strip []string, log *slog.Logger) (http.Handle
 			if r.Context().Err() != nil {
 				return // the gateway side went away
 			}
-			log.Info("API server unreachable", "request_id", r.Header.Get(wire.HeaderRequestID), "err", err)
+			// r is the outgoing request, whose Warren-* headers Rewrite removed: the id comes from the context.
+			requestID, _ := r.Context().Value(requestIDKey{}).(string)
+			log.Info("API server unreachable", "request_id", requestID, "err", err)
 			wire.WriteStatus(w, http.StatusBadGateway, fmt.Sprintf("connector cannot reach the API server at %s: %v", target.Host, err), 0)
 		},
 	}
-	return proxy, h1.CloseIdleConnections, nil
+	withID := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, r.Header.Get(wire.HeaderRequestID))))
+	})
+	return withID, h1.CloseIdleConnections, nil
 }
+
+// requestIDKey keys the request's Warren-Request-Id in its context, for the proxy's error handler.
+type requestIDKey struct{}

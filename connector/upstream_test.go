@@ -1,10 +1,12 @@
 package connector
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"k8s.io/client-go/rest"
@@ -53,5 +55,29 @@ func TestUpstreamStripsIdentityHeaders(t *testing.T) {
 	}
 	if got.Get("Authorization") != "Bearer connector-credential" || got.Get("Accept") != "application/json" {
 		t.Errorf("the API server got Authorization %q, Accept %q", got.Get("Authorization"), got.Get("Accept"))
+	}
+}
+
+// TestUpstreamErrorLogsTheRequestID: when the API server cannot be reached, the log line names the request (the
+// proxy's error handler sees the outgoing request, whose Warren-* headers are already gone).
+func TestUpstreamErrorLogsTheRequestID(t *testing.T) {
+	api := httptest.NewServer(http.NotFoundHandler())
+	addr := api.URL
+	api.Close() // nothing listens there now
+	var logged bytes.Buffer
+	h, closeIdle, err := newUpstream(&rest.Config{Host: addr, BearerToken: "t"}, wire.IdentityHeaders, slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeIdle()
+	req := httptest.NewRequest("GET", "http://stream/api/v1/pods", nil)
+	req.Header.Set(wire.HeaderRequestID, "req-42")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadGateway {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	if line := logged.String(); !strings.Contains(line, `msg="API server unreachable" request_id=req-42 `) {
+		t.Errorf("log %q: want the request id req-42", line)
 	}
 }

@@ -160,8 +160,8 @@ func TestNewNeedsAKeyOfItsOwn(t *testing.T) {
 		key  *auth.SigningKey
 		want string
 	}{
-		{nil, "gateway: SigningKey is required: it signs the assertion every request carries to its connector"},
-		{issuer, "gateway: the signing key is also a trusted issuer of caller tokens: a stolen gateway key would then mint caller tokens; give the gateway a key of its own (warren keygen)"},
+		{nil, "SigningKey is required: it signs the assertion every request carries to its connector"},
+		{issuer, "the signing key is also a trusted issuer of caller tokens: a stolen gateway key would then mint caller tokens; give the gateway a key of its own (warren keygen)"},
 	} {
 		if _, err := New(Config{CallerVerifier: callers, ConnectorVerifier: connectors, SigningKey: tc.key}); err == nil || err.Error() != tc.want {
 			t.Errorf("New: %v\nwant %s", err, tc.want)

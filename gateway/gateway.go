@@ -145,17 +145,17 @@ type Gateway struct {
 // New returns a Gateway.
 func New(cfg Config) (*Gateway, error) {
 	if cfg.CallerVerifier == nil || cfg.ConnectorVerifier == nil {
-		return nil, errors.New("gateway: CallerVerifier and ConnectorVerifier are required")
+		return nil, errors.New("CallerVerifier and ConnectorVerifier are required")
 	}
 	if cfg.SigningKey == nil || len(cfg.SigningKey.Key) == 0 {
-		return nil, errors.New("gateway: SigningKey is required: it signs the assertion every request carries to its connector")
+		return nil, errors.New("SigningKey is required: it signs the assertion every request carries to its connector")
 	}
 	if cfg.CallerVerifier.TrustsKey(cfg.SigningKey.Key.Public()) {
-		return nil, errors.New("gateway: the signing key is also a trusted issuer of caller tokens: a stolen gateway key would then mint caller tokens; give the gateway a key of its own (warren keygen)")
+		return nil, errors.New("the signing key is also a trusted issuer of caller tokens: a stolen gateway key would then mint caller tokens; give the gateway a key of its own (warren keygen)")
 	}
 	for _, c := range cfg.Clusters {
 		if err := auth.ValidateClusterName(c); err != nil {
-			return nil, fmt.Errorf("gateway: %w", err)
+			return nil, err
 		}
 	}
 	if cfg.Logger == nil {

@@ -59,33 +59,49 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultConfig returns the defaults a session gives Config's fields left zero, for flags and documentation.
+func DefaultConfig() Config {
+	return Config{
+		PingInterval:      15 * time.Second,
+		PingTimeout:       10 * time.Second,
+		KeepAliveInterval: 10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		CloseTimeout:      5 * time.Second,
+		StreamWindow:      16 << 20,
+		WindowBudget:      64 << 20,
+		MaxStreams:        1024,
+		AcceptBacklog:     256,
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.PingInterval <= 0 {
-		c.PingInterval = 15 * time.Second
+		c.PingInterval = d.PingInterval
 	}
 	if c.PingTimeout <= 0 {
-		c.PingTimeout = 10 * time.Second
+		c.PingTimeout = d.PingTimeout
 	}
 	if c.KeepAliveInterval <= 0 {
-		c.KeepAliveInterval = 10 * time.Second
+		c.KeepAliveInterval = d.KeepAliveInterval
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = d.WriteTimeout
 	}
 	if c.CloseTimeout <= 0 {
-		c.CloseTimeout = 5 * time.Second
+		c.CloseTimeout = d.CloseTimeout
 	}
 	if c.StreamWindow == 0 {
-		c.StreamWindow = 16 << 20
+		c.StreamWindow = d.StreamWindow
 	}
 	if c.WindowBudget <= 0 {
-		c.WindowBudget = 64 << 20
+		c.WindowBudget = d.WindowBudget
 	}
 	if c.MaxStreams <= 0 {
-		c.MaxStreams = 1024
+		c.MaxStreams = d.MaxStreams
 	}
 	if c.AcceptBacklog <= 0 {
-		c.AcceptBacklog = 256
+		c.AcceptBacklog = d.AcceptBacklog
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -61,7 +61,7 @@ func TestBadInvocationsAreOneLineWithAnExitCode(t *testing.T) {
 			"warren gateway: --gateway-key: signing key " + gwPub + ` holds a "PUBLIC KEY" block; want a PKCS#8 "PRIVATE KEY" as written by ` + "`warren keygen`"},
 		{"gateway key that is an issuer key", []string{"gateway", "--tls-cert", crt, "--tls-key", key, "--issuer-keys", pub, "--connector-keys", pub,
 			"--gateway-key", filepath.Join(dir, auth.SigningKeyFile)}, 1,
-			"warren gateway: gateway: the signing key is also a trusted issuer of caller tokens: a stolen gateway key would then mint caller tokens; give the gateway a key of its own (warren keygen)\n"},
+			"warren gateway: the signing key is also a trusted issuer of caller tokens: a stolen gateway key would then mint caller tokens; give the gateway a key of its own (warren keygen)\n"},
 		{"missing key file", []string{"gateway", "--tls-cert", crt, "--tls-key", key, "--issuer-keys", filepath.Join(dir, "nope.pub"), "--connector-keys", pub, "--gateway-key", gwKey}, 1, "warren gateway: --issuer-keys: "},
 		{"missing TLS file", []string{"gateway", "--tls-cert", filepath.Join(dir, "nope.crt"), "--tls-key", key, "--issuer-keys", pub, "--connector-keys", pub, "--gateway-key", gwKey}, 1, "warren gateway: cannot load the TLS certificate"},
 		{"port in use", []string{"gateway", "--listen", busy.Addr().String(), "--tls-cert", crt, "--tls-key", key, "--issuer-keys", pub, "--connector-keys", pub, "--gateway-key", gwKey}, 1,
@@ -75,7 +75,7 @@ func TestBadInvocationsAreOneLineWithAnExitCode(t *testing.T) {
 			"warren connector: --gateway-keys: public key file " + filepath.Join(dir, "nope.pub") + " does not exist"},
 		{"connector with a missing token file", []string{"connector", "--gateway", "https://gw", "--token-file", filepath.Join(dir, "none"), "--gateway-keys", gwPub}, 1, "warren connector: cannot read the connector token: "},
 		{"connector with a garbage token", []string{"connector", "--gateway", "https://gw", "--token-file", garbage, "--gateway-keys", gwPub, "--kubeconfig", writeKubeconfigFile(t)}, 1,
-			"warren connector: connector: connector token is not a JWT"},
+			"warren connector: connector token is not a JWT"},
 		{"connector outside a cluster", []string{"connector", "--gateway", "https://gw", "--token-file", garbage, "--gateway-keys", gwPub}, 1, "warren connector: no in-cluster credentials"},
 		{"token for two clusters", []string{"token", "issue", "--key", gwKey, "--subject", "alice", "--cluster", "prod", "--cluster", "staging", "--rule", "get:pods"}, 1,
 			"warren token: token issue: 2 clusters given (prod, staging): a token for several clusters works at each of them, so one leak reaches them all; issue one token per cluster, or pass --multi-cluster to mean it (gateways accept such tokens only with --allow-multi-cluster-tokens)\n"},
@@ -96,7 +96,7 @@ func TestBadInvocationsAreOneLineWithAnExitCode(t *testing.T) {
 		{"missing revocation list", []string{"gateway", "--tls-cert", crt, "--tls-key", key, "--issuer-keys", pub, "--connector-keys", pub, "--gateway-key", gwKey, "--revoked-tokens", filepath.Join(dir, "revoked.txt")}, 1,
 			"warren gateway: --revoked-tokens: revocation list " + filepath.Join(dir, "revoked.txt") + " does not exist: create it (empty to revoke nothing)"},
 		{"connector strips a bad header name", []string{"connector", "--gateway", "https://gw", "--token-file", garbage, "--gateway-keys", gwPub, "--kubeconfig", writeKubeconfigFile(t), "--strip-headers", "X Remote"}, 1,
-			"warren connector: connector: cannot strip header \"X Remote\": want a header name, or a prefix ending in *"},
+			"warren connector: cannot strip header \"X Remote\": want a header name, or a prefix ending in *"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
