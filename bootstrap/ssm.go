@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg RunConfig) (string, []Result, error) {
 		return "", nil, errors.New("bootstrap: Client, InstanceIDs and Script are required")
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Minute
+		cfg.Timeout = DefaultInstallConfig().Timeout
 	}
 	if cfg.PollInitial <= 0 {
 		cfg.PollInitial = time.Second

@@ -109,6 +109,16 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultConfig returns the defaults New gives Config's optional fields left zero, for flags and documentation.
+func DefaultConfig() Config {
+	return Config{
+		Tunnel:            tunnel.DefaultConfig(),
+		Backoff:           Backoff{}.withDefaults(),
+		DrainTimeout:      10 * time.Second,
+		IdleStreamTimeout: 120 * time.Second,
+	}
+}
+
 // Connector keeps a tunnel to the gateway and serves API requests over it.
 type Connector struct {
 	cfg   Config
@@ -159,11 +169,12 @@ func New(cfg Config) (*Connector, error) {
 	if cfg.Proxy == nil {
 		cfg.Proxy = http.ProxyFromEnvironment
 	}
+	d := DefaultConfig()
 	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 10 * time.Second
+		cfg.DrainTimeout = d.DrainTimeout
 	}
 	if cfg.IdleStreamTimeout <= 0 {
-		cfg.IdleStreamTimeout = 120 * time.Second
+		cfg.IdleStreamTimeout = d.IdleStreamTimeout
 	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
 	if cfg.GatewayKeys == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/warren-dev/warren/connector/eks"
 	"io"
 	"log/slog"
 	"os"
@@ -44,7 +45,7 @@ func (f *storeFlags) openS3(ctx context.Context, out, staging string, log *slog.
 	if err != nil {
 		return nil, usageErr("%v", err)
 	}
-	awsCfg, err := loadAWSConfig(ctx, f.region, "")
+	awsCfg, err := eks.LoadAWSConfig(ctx, f.region, "")
 	if err != nil {
 		return nil, err
 	}

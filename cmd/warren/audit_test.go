@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,10 +22,9 @@ func signedAuditLog(t *testing.T, runs ...int) (logPath, pub string) {
 	if _, err := auth.GenerateKeyPair(dir); err != nil {
 		t.Fatal(err)
 	}
-	flags := &auditFlags{path: new(string), signingKey: new(string)}
-	*flags.path, *flags.signingKey = filepath.Join(dir, "audit.log"), filepath.Join(dir, auth.SigningKeyFile)
+	logPath, signingKey := filepath.Join(dir, "audit.log"), filepath.Join(dir, auth.SigningKeyFile)
 	for i, n := range runs {
-		l, err := flags.open(audit.ComponentGateway)
+		l, err := audit.OpenLog(logPath, signingKey, audit.ComponentGateway)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +35,7 @@ func signedAuditLog(t *testing.T, runs ...int) (logPath, pub string) {
 			t.Fatal(err)
 		}
 	}
-	return *flags.path, filepath.Join(dir, auth.PublicKeyFile)
+	return logPath, filepath.Join(dir, auth.PublicKeyFile)
 }
 
 func editLines(t *testing.T, path string, edit func(ls []string) []string) string {
@@ -72,9 +68,7 @@ func TestAuditVerifyKey(t *testing.T) {
 	tail := editLines(t, log, func(ls []string) []string { return ls[:len(ls)-2] })    // cut after a record
 	restarted := editLines(t, log, func(ls []string) []string { return ls[:len(ls)-1] })
 	{ // the crashed log continued by a restart with the same key
-		flags := &auditFlags{path: &restarted, signingKey: new(string)}
-		*flags.signingKey = strings.TrimSuffix(pub, auth.PublicKeyFile) + auth.SigningKeyFile
-		l, err := flags.open(audit.ComponentGateway)
+		l, err := audit.OpenLog(restarted, strings.TrimSuffix(pub, auth.PublicKeyFile)+auth.SigningKeyFile, audit.ComponentGateway)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,22 +111,6 @@ func TestAuditVerifyKey(t *testing.T) {
 		})
 	}
 }
-
-// TestConnectorReadiness: the connector's /readyz fails while its audit log cannot be written.
-func TestConnectorReadiness(t *testing.T) {
-	var full failingWriter
-	l := audit.New(&full)
-	l.Write(audit.Record{})
-	rec := httptest.NewRecorder()
-	healthHandler(nil, l, func() error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
-	if want := "the audit log cannot be written (audit log write failed: no space left on device (1 records lost since)): requests are refused until it can\n"; rec.Code != http.StatusServiceUnavailable || rec.Body.String() != want {
-		t.Errorf("/readyz: %d %q, want 503 %q", rec.Code, rec.Body.String(), want)
-	}
-}
-
-type failingWriter struct{ bytes.Buffer }
-
-func (*failingWriter) Write([]byte) (int, error) { return 0, fmt.Errorf("no space left on device") }
 
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))

@@ -6,18 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
-
-	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/bootstrap"
 	"github.com/warren-dev/warren/internal/download"
 )
@@ -68,6 +63,89 @@ func parsePinnedDigests(s string) (map[string]string, error) {
 	return pins, nil
 }
 
+// BootstrapOptions are the flags of `warren bootstrap ssm`; Validate turns them into bootstrap.InstallConfig.
+type BootstrapOptions struct {
+	install                            bootstrap.InstallConfig // flags bound to its fields where the types match
+	instances, connectorArgs           stringList
+	gatewayKeys, pins, pinned, cluster string // comma-separated, or to parse
+	noPreflight                        bool
+}
+
+// NewBootstrapOptions returns the options with the library's defaults.
+func NewBootstrapOptions() *BootstrapOptions {
+	return &BootstrapOptions{install: bootstrap.DefaultInstallConfig()}
+}
+
+// AddFlags binds the options to fs.
+func (o *BootstrapOptions) AddFlags(fs *flag.FlagSet) {
+	in, sc := &o.install, &o.install.Script
+	fs.StringVar(&in.Region, "region", "", "AWS region of the instances; default: AWS_REGION or the shared config")
+	fs.Var(&o.instances, "instance-id", "an EC2 (or SSM managed) instance to install the connector on; repeat, or comma-separate")
+	fs.StringVar(&sc.Gateway, "gateway", "", "the gateway's URL, https://HOST:PORT, as the instances reach it")
+	fs.StringVar(&in.TokenFile, "token-file", "", "file holding the connector token (warren token connector), sent in the SSM command")
+	fs.StringVar(&sc.TokenParameter, "token-parameter", "", "name of an SSM SecureString parameter holding the connector token, read by the instances instead of sending it")
+	fs.StringVar(&in.EndpointURL, "endpoint-url", "", "SSM endpoint URL override (VPC endpoint, tests)")
+	fs.StringVar(&in.CAFile, "ca-file", "", "CA certificate(s) (PEM) that signed the gateway's certificate; installed on the instances")
+	fs.StringVar(&o.gatewayKeys, "gateway-keys", "", "the gateway's public key(s), PEM files (signing.pub of its --gateway-key), comma-separated; installed for the connector's --gateway-keys")
+	fs.StringVar(&o.pins, "pin", "", "SPKI pins of the gateway's certificate, sha256:BASE64, comma-separated (see warren connector --pin)")
+	fs.StringVar(&sc.Proxy, "proxy", "", "HTTP CONNECT proxy the instances reach the gateway through, http://[user:password@]HOST:PORT")
+	fs.StringVar(&sc.Kubeconfig, "kubeconfig", "", "path, on the instances, of the kubeconfig the connector uses")
+	fs.StringVar(&sc.EKSCluster, "eks-cluster", "", "EKS cluster the connector reaches with the instance role (warren connector --eks-cluster)")
+	fs.StringVar(&sc.EKSRegion, "eks-region", "", "region of --eks-cluster; default: the instance's region")
+	fs.Var(&o.connectorArgs, "connector-arg", "one more flag for warren connector on the instances, e.g. --connector-arg=--policy=/etc/warren/policy.yaml; repeat")
+	fs.StringVar(&sc.ServiceUser, "service-user", sc.ServiceUser, "system user the service runs as, created when missing; root to run as root")
+	fs.StringVar(&o.cluster, "cluster-name", "", "the cluster's name, for display in the SSM command's comment")
+	fs.DurationVar(&in.Timeout, "timeout", in.Timeout, "how long to wait for all instances: delivery, installation and connection")
+	fs.DurationVar(&sc.ConnectWait, "connect-wait", sc.ConnectWait, "how long each instance waits for its connector to connect to the gateway before reporting failure; 0 to not wait")
+	fs.StringVar(&o.pinned, "connector-sha256", "", "SHA-256 of the connector binaries you computed from a release you trust, linux/amd64=HEX,linux/arm64=HEX: instances install only exactly that binary, whatever the gateway serves")
+	fs.StringVar(&in.ReleaseKeyFile, "release-key", "", "public key (signing.pub of warren keygen) that signed the connector binaries (warren sign): instances check DOWNLOAD.sig with OpenSSL 1.1.1 or later before installing")
+	fs.BoolVar(&o.noPreflight, "no-preflight", !in.Preflight, "do not fetch the binaries' SHA-256 from the gateway from here first (when only the instances can reach it)")
+	fs.BoolVar(&in.PrintScript, "print-script", in.PrintScript, "print the script (with the token masked) and exit, sending nothing")
+}
+
+// Validate checks the flags together and returns what bootstrap.Install runs. It reads no file: Install does, and
+// says which flag was at fault.
+func (o *BootstrapOptions) Validate() (bootstrap.InstallConfig, error) {
+	cfg := o.install
+	cfg.InstanceIDs = nil
+	for _, v := range o.instances {
+		cfg.InstanceIDs = append(cfg.InstanceIDs, splitList(v)...)
+	}
+	sc := &cfg.Script
+	switch {
+	case len(cfg.InstanceIDs) == 0 && !cfg.PrintScript:
+		return cfg, errors.New("missing --instance-id: the instance(s) to install the connector on")
+	case sc.Gateway == "":
+		return cfg, errors.New("missing --gateway: the gateway's URL as the instances reach it, e.g. --gateway https://gateway.example.com")
+	case (cfg.TokenFile == "") == (sc.TokenParameter == ""):
+		return cfg, errors.New("give --token-file (the connector token, from warren token connector) or --token-parameter (an SSM parameter holding it)")
+	case o.gatewayKeys == "":
+		return cfg, errors.New("missing --gateway-keys: the gateway's public key(s) (signing.pub of its --gateway-key), which the connector pins to verify the gateway's assertion of each request")
+	case (sc.Kubeconfig == "") == (sc.EKSCluster == ""):
+		return cfg, errors.New("give --kubeconfig (a kubeconfig path on the instances) or --eks-cluster (reach EKS with the instance role)")
+	case cfg.Timeout <= 0:
+		return cfg, errors.New("--timeout must be positive")
+	}
+	if u, err := url.Parse(sc.Gateway); err != nil || u.Scheme != "https" || u.Host == "" {
+		return cfg, fmt.Errorf("--gateway %q: want https://HOST[:PORT]", sc.Gateway)
+	}
+	var err error
+	if sc.PinnedDigests, err = parsePinnedDigests(o.pinned); err != nil {
+		return cfg, err
+	}
+	sc.Gateway = strings.TrimSuffix(sc.Gateway, "/")
+	sc.Pins = splitList(o.pins)
+	sc.ConnectorArgs = o.connectorArgs
+	sc.Version = version
+	cfg.GatewayKeyFiles = splitList(o.gatewayKeys)
+	cfg.Preflight = !o.noPreflight
+	cfg.Comment = "warren bootstrap: connector"
+	if o.cluster != "" {
+		cfg.Comment += " for " + o.cluster
+	}
+	return cfg, nil
+}
+
 func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "ssm" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
@@ -76,169 +154,21 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 		}
 		return errors.New("usage: warren bootstrap ssm [flags]; run `warren bootstrap ssm --help` for the flags")
 	}
+	o := NewBootstrapOptions()
 	fs := flag.NewFlagSet("warren bootstrap ssm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	region := fs.String("region", "", "AWS region of the instances; default: AWS_REGION or the shared config")
-	var instances, connectorArgs stringList
-	fs.Var(&instances, "instance-id", "an EC2 (or SSM managed) instance to install the connector on; repeat, or comma-separate")
-	gatewayURL := fs.String("gateway", "", "the gateway's URL, https://HOST:PORT, as the instances reach it")
-	tokenFile := fs.String("token-file", "", "file holding the connector token (warren token connector), sent in the SSM command")
-	tokenParam := fs.String("token-parameter", "", "name of an SSM SecureString parameter holding the connector token, read by the instances instead of sending it")
-	endpointURL := fs.String("endpoint-url", "", "SSM endpoint URL override (VPC endpoint, tests)")
-	caFile := fs.String("ca-file", "", "CA certificate(s) (PEM) that signed the gateway's certificate; installed on the instances")
-	gatewayKeys := fs.String("gateway-keys", "", "the gateway's public key(s), PEM files (signing.pub of its --gateway-key), comma-separated; installed for the connector's --gateway-keys")
-	pins := fs.String("pin", "", "SPKI pins of the gateway's certificate, sha256:BASE64, comma-separated (see warren connector --pin)")
-	proxy := fs.String("proxy", "", "HTTP CONNECT proxy the instances reach the gateway through, http://[user:password@]HOST:PORT")
-	kubeconfig := fs.String("kubeconfig", "", "path, on the instances, of the kubeconfig the connector uses")
-	eksCluster := fs.String("eks-cluster", "", "EKS cluster the connector reaches with the instance role (warren connector --eks-cluster)")
-	eksRegion := fs.String("eks-region", "", "region of --eks-cluster; default: the instance's region")
-	fs.Var(&connectorArgs, "connector-arg", "one more flag for warren connector on the instances, e.g. --connector-arg=--policy=/etc/warren/policy.yaml; repeat")
-	serviceUser := fs.String("service-user", bootstrap.DefaultServiceUser, "system user the service runs as, created when missing; root to run as root")
-	clusterName := fs.String("cluster-name", "", "the cluster's name, for display in the SSM command's comment")
-	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for all instances: delivery, installation and connection")
-	connectWait := fs.Duration("connect-wait", 30*time.Second, "how long each instance waits for its connector to connect to the gateway before reporting failure; 0 to not wait")
-	pinned := fs.String("connector-sha256", "", "SHA-256 of the connector binaries you computed from a release you trust, linux/amd64=HEX,linux/arm64=HEX: instances install only exactly that binary, whatever the gateway serves")
-	releaseKey := fs.String("release-key", "", "public key (signing.pub of warren keygen) that signed the connector binaries (warren sign): instances check DOWNLOAD.sig with OpenSSL 1.1.1 or later before installing")
-	noPreflight := fs.Bool("no-preflight", false, "do not fetch the binaries' SHA-256 from the gateway from here first (when only the instances can reach it)")
-	printScript := fs.Bool("print-script", false, "print the script (with the token masked) and exit, sending nothing")
+	o.AddFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), bootstrapUsage); fs.PrintDefaults() }
-	// Progress goes straight to the terminal: stderr here is held back until the command returns.
-	progress := os.Stderr
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	var ids []string
-	for _, v := range instances {
-		ids = append(ids, splitList(v)...)
-	}
-	switch {
-	case len(ids) == 0 && !*printScript:
-		return errors.New("missing --instance-id: the instance(s) to install the connector on")
-	case *gatewayURL == "":
-		return errors.New("missing --gateway: the gateway's URL as the instances reach it, e.g. --gateway https://gateway.example.com")
-	case (*tokenFile == "") == (*tokenParam == ""):
-		return errors.New("give --token-file (the connector token, from warren token connector) or --token-parameter (an SSM parameter holding it)")
-	case *gatewayKeys == "":
-		return errors.New("missing --gateway-keys: the gateway's public key(s) (signing.pub of its --gateway-key), which the connector pins to verify the gateway's assertion of each request")
-	case (*kubeconfig == "") == (*eksCluster == ""):
-		return errors.New("give --kubeconfig (a kubeconfig path on the instances) or --eks-cluster (reach EKS with the instance role)")
-	case *timeout <= 0:
-		return errors.New("--timeout must be positive")
-	}
-	if u, err := url.Parse(*gatewayURL); err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("--gateway %q: want https://HOST[:PORT]", *gatewayURL)
-	}
-	cfg := bootstrap.ScriptConfig{
-		Gateway:        strings.TrimSuffix(*gatewayURL, "/"),
-		TokenParameter: *tokenParam,
-		Pins:           splitList(*pins),
-		Proxy:          *proxy,
-		Kubeconfig:     *kubeconfig,
-		EKSCluster:     *eksCluster,
-		EKSRegion:      *eksRegion,
-		ConnectorArgs:  connectorArgs,
-		ServiceUser:    *serviceUser,
-		ConnectWait:    *connectWait,
-		Version:        version,
-	}
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return fmt.Errorf("cannot read --token-file: %v", err)
-		}
-		if cfg.Token = strings.TrimSpace(string(b)); cfg.Token == "" {
-			return fmt.Errorf("--token-file %s is empty", *tokenFile)
-		}
-	}
-	for _, f := range splitList(*gatewayKeys) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return fmt.Errorf("cannot read --gateway-keys: %v", err)
-		}
-		if _, err := auth.LoadPublicKeys(f); err != nil || !strings.Contains(string(b), "-----BEGIN PUBLIC KEY-----") {
-			return fmt.Errorf("--gateway-keys %s: want PEM public keys (signing.pub from warren keygen)", f)
-		}
-		cfg.GatewayKeysPEM = append(cfg.GatewayKeysPEM, b...)
-	}
-	var err error
-	if cfg.PinnedDigests, err = parsePinnedDigests(*pinned); err != nil {
-		return err
-	}
-	if *releaseKey != "" {
-		if cfg.ReleaseKeyPEM, err = os.ReadFile(*releaseKey); err != nil {
-			return fmt.Errorf("cannot read --release-key: %v", err)
-		}
-	}
-	tlsCfg, caPEM, err := gatewayTLS(*caFile, cfg.Pins)
+	cfg, err := o.Validate()
 	if err != nil {
 		return err
 	}
-	cfg.CAPEM = caPEM
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
+	// Progress goes straight to the terminal: stderr here is held back until the command returns.
+	cfg.Out, cfg.Progress = stdout, os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	if *printScript {
-		masked := cfg
-		if masked.Token != "" {
-			masked.Token = "REDACTED.CONNECTOR.TOKEN"
-		}
-		script, err := bootstrap.Script(masked)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(stdout, script)
-		return nil
-	}
-	if !*noPreflight {
-		tr := &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment}
-		defer tr.CloseIdleConnections()
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		digests, err := bootstrap.FetchDigests(pctx, &http.Client{Transport: tr}, cfg.Gateway)
-		cancel()
-		if err != nil {
-			return err
-		}
-		cfg.Digests = digests
-		for p, d := range digests {
-			fmt.Fprintf(progress, "gateway serves warren-%s, SHA-256 %s\n", p, d)
-			if pin := cfg.PinnedDigests[p]; pin != "" && pin != d {
-				return fmt.Errorf("the gateway serves warren-%s with SHA-256 %s, not the %s of --connector-sha256: it serves another "+
-					"build than the release you pinned; nothing was sent", p, d, pin)
-			}
-		}
-	}
-	script, err := bootstrap.Script(cfg)
-	if err != nil {
-		return err
-	}
-	awsCfg, err := loadAWSConfig(ctx, *region, *endpointURL)
-	if err != nil {
-		return err
-	}
-	if awsCfg.Region == "" {
-		return errors.New("no AWS region: pass --region (or set AWS_REGION)")
-	}
-	comment := "warren bootstrap: connector"
-	if *clusterName != "" {
-		comment += " for " + *clusterName
-	}
-	id, results, err := bootstrap.Run(ctx, bootstrap.RunConfig{
-		Client:      ssm.NewFromConfig(awsCfg),
-		InstanceIDs: ids,
-		Script:      script,
-		Comment:     comment,
-		Timeout:     *timeout,
-		Progress:    progress,
-	})
-	if err != nil {
-		return err
-	}
-	bootstrap.WriteSummary(stdout, id, results)
-	if failed := bootstrap.Failed(results); len(failed) > 0 {
-		return fmt.Errorf("%d of %d instances failed: %s", len(failed), len(results), strings.Join(failed, ", "))
-	}
-	return nil
+	return bootstrap.Install(ctx, cfg)
 }

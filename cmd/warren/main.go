@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"sort"
 	"strings"
@@ -171,26 +170,6 @@ func applyEnv(fs *flag.FlagSet, prefix string) error {
 		}
 	})
 	return err
-}
-
-// logFlags adds --log-level and --log-format to fs; the returned function builds the logger after parsing.
-func logFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	format := fs.String("log-format", "text", "log format: text or json")
-	return func() (*slog.Logger, error) {
-		var l slog.Level
-		if err := l.UnmarshalText([]byte(*level)); err != nil {
-			return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", *level)
-		}
-		opts := &slog.HandlerOptions{Level: l}
-		switch *format {
-		case "text":
-			return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-		case "json":
-			return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-		}
-		return nil, fmt.Errorf("invalid --log-format %q: want text or json", *format)
-	}
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

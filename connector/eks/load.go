@@ -1,4 +1,4 @@
-package main
+package eks
 
 import (
 	"context"
@@ -7,27 +7,25 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"k8s.io/client-go/rest"
-
-	"github.com/warren-dev/warren/connector/eks"
 )
 
-// eksKubeConfig builds the API server config of an EKS cluster from outside it: endpoint and CA from EKS
+// KubeConfig builds the API server config of an EKS cluster from outside it: endpoint and CA from EKS
 // DescribeCluster, renewed STS tokens, AWS credentials from the standard chain. region and endpointURL may be ""
 // (AWS_REGION or the shared config; the public endpoints).
-func eksKubeConfig(ctx context.Context, cluster, region, endpointURL string) (*rest.Config, error) {
-	cfg, err := loadAWSConfig(ctx, region, endpointURL)
+func KubeConfig(ctx context.Context, cluster, region, endpointURL string) (*rest.Config, error) {
+	cfg, err := LoadAWSConfig(ctx, region, endpointURL)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Region == "" {
 		return nil, fmt.Errorf("--eks-cluster %s: no AWS region: pass --region (or set AWS_REGION)", cluster)
 	}
-	return eks.RestConfig(ctx, eks.Config{Cluster: cluster, AWS: cfg})
+	return RestConfig(ctx, Config{Cluster: cluster, AWS: cfg})
 }
 
-// loadAWSConfig loads the standard AWS configuration chain (environment, shared files, SSO, web identity, container
+// LoadAWSConfig loads the standard AWS configuration chain (environment, shared files, SSO, web identity, container
 // and instance roles), with an optional region and endpoint URL override.
-func loadAWSConfig(ctx context.Context, region, endpointURL string) (aws.Config, error) {
+func LoadAWSConfig(ctx context.Context, region, endpointURL string) (aws.Config, error) {
 	var opts []func(*config.LoadOptions) error
 	if region != "" {
 		opts = append(opts, config.WithRegion(region))
