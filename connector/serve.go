@@ -168,6 +168,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			return fmt.Errorf("cannot listen on --health-listen %s: %v", cfg.HealthListen, err)
 		}
 		health = &http.Server{Handler: c.HealthHandler(mon.Check), ReadHeaderTimeout: 5 * time.Second}
+		log.Info("health probes listening", "addr", hln.Addr().String())
 	}
 	log.Info("connector starting", "gateway", cc.GatewayURL, "api_server", cc.Kube.Host, "version", cc.Version, "identity", c.Identity(),
 		"gateway_keys", strings.Join(pinned.KeyIDs(), ","), "ceiling", cfg.PolicyFile, "impersonate", cc.Impersonate)
