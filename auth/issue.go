@@ -99,6 +99,10 @@ func (k *SigningKey) IssueCaller(o IssueOptions) (string, error) {
 	return k.sign(iss, o.Subject, AudienceCaller, Scope{Clusters: o.Clusters, Rules: o.Rules, Groups: o.Groups}, o.TTL, now())
 }
 
+// MaxConnectorTokenLifetime is the longest join token a gateway accepts by default, and the lifetime `warren token
+// connector` gives one: a year, since a join token only ever buys short-lived credentials bound to a key.
+const MaxConnectorTokenLifetime = 8760 * time.Hour
+
 // IssueConnector signs the token of the connector of one cluster: audience "warren-connector", subject
 // "connector:<cluster>", warren.clusters [cluster].
 func (k *SigningKey) IssueConnector(cluster string, ttl time.Duration, now time.Time) (string, error) {

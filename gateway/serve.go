@@ -64,7 +64,7 @@ func DefaultServeConfig() ServeConfig {
 		Gateway:                   g,
 		Listen:                    ":8443",
 		Callers:                   auth.DefaultCallerKeyFiles(),
-		MaxConnectorTokenLifetime: 8760 * time.Hour,
+		MaxConnectorTokenLifetime: auth.MaxConnectorTokenLifetime,
 		AuditLog:                  "-",
 		ShutdownTimeout:           10 * time.Second,
 	}

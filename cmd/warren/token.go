@@ -179,7 +179,7 @@ func runTokenConnector(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	key := fs.String("key", "", "signing key (signing.key from warren keygen)")
 	cluster := fs.String("cluster", "", "the cluster whose connector uses the token")
-	ttl := fs.Duration("ttl", 8760*time.Hour, "token lifetime (at most the gateway's --max-connector-token-lifetime)")
+	ttl := fs.Duration("ttl", auth.MaxConnectorTokenLifetime, "token lifetime (at most the gateway's --max-connector-token-lifetime)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token connector:\n")
 		fs.PrintDefaults()
