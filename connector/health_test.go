@@ -12,7 +12,7 @@ import (
 // TestHealthHandler: /healthz answers while the process runs; /readyz fails while the audit log cannot be
 // written, while no tunnel is up, and while a reloaded source reports an error, each saying so.
 func TestHealthHandler(t *testing.T) {
-	full := audit.New(failingWriter{})
+	full := audit.New(fullDiskWriter{})
 	full.Write(audit.Record{})
 	up := func() bool { return true }
 	for _, c := range []struct {
@@ -45,6 +45,6 @@ func TestHealthHandler(t *testing.T) {
 	}
 }
 
-type failingWriter struct{}
+type fullDiskWriter struct{}
 
-func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+func (fullDiskWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
