@@ -8,10 +8,8 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/warren-dev/warren/bootstrap"
 	"github.com/warren-dev/warren/internal/download"
@@ -154,21 +152,9 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 		}
 		return errors.New("usage: warren bootstrap ssm [flags]; run `warren bootstrap ssm --help` for the flags")
 	}
-	o := NewBootstrapOptions()
-	fs := flag.NewFlagSet("warren bootstrap ssm", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	o.AddFlags(fs)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), bootstrapUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	}
-	cfg, err := o.Validate()
-	if err != nil {
-		return err
-	}
-	// Progress goes straight to the terminal: stderr here is held back until the command returns.
-	cfg.Out, cfg.Progress = stdout, os.Stderr
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return bootstrap.Install(ctx, cfg)
+	return runOptions("warren bootstrap ssm", bootstrapUsage, NewBootstrapOptions(), args[1:], stderr, func(ctx context.Context, cfg bootstrap.InstallConfig) error {
+		// Progress goes straight to the terminal: stderr here is held back until the command returns.
+		cfg.Out, cfg.Progress = stdout, os.Stderr
+		return bootstrap.Install(ctx, cfg)
+	})
 }

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/warren-dev/warren/connector"
 )
@@ -110,19 +106,5 @@ func (o *ConnectorOptions) Validate() (connector.ServeConfig, error) {
 }
 
 func runConnector(args []string, _, stderr io.Writer) error {
-	o := NewConnectorOptions()
-	fs := flag.NewFlagSet("warren connector", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	o.AddFlags(fs)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), connectorUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := o.Validate()
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return connector.Serve(ctx, cfg)
+	return runOptions("warren connector", connectorUsage, NewConnectorOptions(), args, stderr, connector.Serve)
 }

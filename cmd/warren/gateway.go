@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/gateway/limit"
@@ -125,19 +122,5 @@ func (o *GatewayOptions) Validate() (gateway.ServeConfig, error) {
 }
 
 func runGateway(args []string, _, stderr io.Writer) error {
-	o := NewGatewayOptions()
-	fs := flag.NewFlagSet("warren gateway", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	o.AddFlags(fs)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), gatewayUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := o.Validate()
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return gateway.Serve(ctx, cfg)
+	return runOptions("warren gateway", gatewayUsage, NewGatewayOptions(), args, stderr, gateway.Serve)
 }

@@ -4,13 +4,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // version is set at build time: go build -ldflags "-X main.version=...".
@@ -135,6 +138,30 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return fmt.Errorf("unexpected argument %q; flags come before arguments, see --help", fs.Arg(0))
 	}
 	return nil
+}
+
+// options are a command's flags: AddFlags binds them, Validate turns them into what the library runs.
+type options[C any] interface {
+	AddFlags(*flag.FlagSet)
+	Validate() (C, error)
+}
+
+// runOptions parses args into o, validates them, and runs serve until SIGINT or SIGTERM.
+func runOptions[C any](name, usageText string, o options[C], args []string, stderr io.Writer, serve func(context.Context, C) error) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o.AddFlags(fs)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usageText); fs.PrintDefaults() }
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := o.Validate()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, cfg)
 }
 
 // toolVariables are WARREN_* variables of the project's scripts and tests, not flags.

@@ -16,11 +16,6 @@ import (
 	"github.com/warren-dev/warren/tunnel"
 )
 
-type options[C any] interface {
-	AddFlags(*flag.FlagSet)
-	Validate() (C, error)
-}
-
 // validate parses args into o as the command does and returns what Validate makes of them.
 func validate[C any](t *testing.T, o options[C], args ...string) (C, error) {
 	t.Helper()
