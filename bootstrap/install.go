@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/gatewaytls"
 	"github.com/warren-dev/warren/connector/eks"
+	"github.com/warren-dev/warren/gatewaytls"
 )
 
 // InstallConfig is a `warren bootstrap ssm` run: the script's settings and the files Install reads into them, and

@@ -4,12 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -17,24 +14,22 @@ import (
 
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/testenv/testcert"
 )
 
-// writeServerCert writes net/http's test certificate (127.0.0.1, example.com) and its key to dir as PEM.
+// writeServerCert writes a certificate for 127.0.0.1 and its key to dir as PEM.
 func writeServerCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
-	s := httptest.NewUnstartedServer(nil)
-	s.StartTLS()
-	cert := s.TLS.Certificates[0]
-	pool = x509.NewCertPool()
-	pool.AddCert(s.Certificate())
-	s.Close()
-	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	c, err := testcert.SelfSigned(testcert.Options{Name: "gateway", Hosts: []string{"127.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600)
+	if err := c.WriteFiles(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(c.Cert)
 	return certFile, keyFile, pool
 }
 
