@@ -60,7 +60,8 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	var cc client.Config
 	var c acquire.Config
 	out := fs.String("out", "", "output directory (created if missing), or s3://BUCKET/PREFIX; a rerun into the same one keeps the targets that verify")
-	sf := addStoreFlags(fs, true)
+	var output acquire.Output
+	addOutputFlags(fs, &output, true)
 	fs.StringVar(&c.Namespace, "namespace", d.Namespace, "namespace of the target pods")
 	fs.StringVar(&c.Namespace, "n", d.Namespace, "short for --namespace")
 	fs.BoolVar(&c.AllNamespaces, "all-namespaces", false, "pick pods (-l or --all) in every namespace")
@@ -169,9 +170,10 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	store, unlock, err := sf.openForAcquire(ctx, *out, signer, stdout, log)
+	output.Dest, output.Logger = *out, log
+	store, unlock, err := output.OpenForAcquire(ctx, signer, stdout)
 	if err != nil {
-		return err
+		return acquireErr(err)
 	}
 	defer unlock()
 	restCfg, err := cc.RESTConfig(ctx)
@@ -192,12 +194,9 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	sum, err := acquire.Run(ctx, c)
 	ui.close()
 	if err != nil {
-		if errors.Is(err, acquire.ErrUsage) {
-			return usageErr("%s", strings.TrimPrefix(err.Error(), acquire.ErrUsage.Error()+": "))
-		}
-		return err
+		return acquireErr(err)
 	}
-	printSummary(stdout, sum, store, *out+sf.verifyArgs())
+	printSummary(stdout, sum, store, *out+output.VerifyArgs())
 	if sum.Failed > 0 {
 		return fmt.Errorf("%d of %d targets failed (the table above and %s say why); run the same command again to retry them",
 			sum.Failed, len(sum.Index.Targets), store.Location(evidence.IndexName))
@@ -210,7 +209,8 @@ func runAcquireVerify(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("warren acquire verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	key := fs.String("key", "", "public key(s) of the examiner (signing.pub from warren keygen), comma-separated")
-	sf := addStoreFlags(fs, false)
+	var output acquire.Output
+	addOutputFlags(fs, &output, false)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: warren acquire verify DIR|s3://BUCKET/PREFIX --key PUB [--s3-endpoint URL] [--s3-path-style] [--s3-region R]\n\nRe-hashes every archive and every file inside it against its statement, checks every statement's\nsignature, and lists every failure (file and reason). Exit 0 when everything verifies, 1 otherwise.\n\n")
 		fs.PrintDefaults()
@@ -231,9 +231,10 @@ func runAcquireVerify(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	store, err := sf.openForVerify(ctx, dirs[0], slog.New(slog.DiscardHandler))
+	output.Dest = dirs[0]
+	store, err := output.OpenForVerify(ctx)
 	if err != nil {
-		return err
+		return acquireErr(err)
 	}
 	rep, err := evidence.Verify(ctx, store, keys)
 	if err != nil {
