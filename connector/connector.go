@@ -189,8 +189,8 @@ func New(cfg Config) (*Connector, error) {
 		now = func() time.Time { return c.gatewayNow() }
 		// The estimate itself is off by up to a second (a Date header's resolution): no leeway may be smaller, or
 		// a fresh assertion could look "not valid before" (a negative Leeway, none, means just that error).
-		if leeway != 0 && leeway < clockEstimateError {
-			leeway = clockEstimateError
+		if leeway != 0 && leeway < wire.ClockEstimateError {
+			leeway = wire.ClockEstimateError
 		}
 	}
 	assertions, err := auth.NewAssertionVerifier(auth.AssertionVerifierConfig{Keys: cfg.GatewayKeys, Leeway: leeway, Now: now})

@@ -114,9 +114,6 @@ func (e *JoinError) Error() string {
 // audit name it, and as --revoked-connectors lists it.
 func (c *Connector) Identity() string { return c.identity }
 
-// clockEstimateError bounds the error of gatewayNow: the Date header's second, and the round trip's half.
-const clockEstimateError = time.Second
-
 // gatewayNow is the connector's estimate of the gateway's time, for the proofs it signs: the gateway accepts proofs
 // within a minute of its own clock, and says its time in every answer's Date header.
 func (c *Connector) gatewayNow() time.Time {

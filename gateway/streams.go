@@ -12,6 +12,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/sessionend"
 	"github.com/warren-dev/warren/internal/streams"
+	"github.com/warren-dev/warren/internal/wire"
 )
 
 // newStreamRegistry is the gateway's registry of long-running requests by caller token: every check interval it
@@ -44,10 +45,6 @@ func endedByGateway(cause error) bool {
 	return errors.As(cause, &e) || errors.Is(cause, errMaxStreamDuration)
 }
 
-// connectorClockError bounds the error of a connector's estimate of the gateway's clock (a Date header's second,
-// and its round trip).
-const connectorClockError = time.Second
-
 // tokenEnd is what the client of an upgraded session is told when its token stopped holding.
 func tokenEnd(reason string) *sessionend.End {
 	return &sessionend.End{WSCode: sessionend.ClosePolicyViolation, Code: http.StatusUnauthorized, Reason: string(metav1.StatusReasonUnauthorized),
@@ -63,8 +60,8 @@ func (g *Gateway) lostOrRevoked(rt *route) *sessionend.End {
 		return tokenEnd(err.Error())
 	}
 	// The connector ends an expired token's streams by its estimate of the gateway's clock, taken from a Date
-	// header: up to connectorClockError early. Its reason is then the expiry, not a lost connection.
-	if exp := rt.claims.Expiry(); g.cfg.DisconnectExpiredTokens && !exp.IsZero() && time.Until(exp) < connectorClockError {
+	// header: up to wire.ClockEstimateError early. Its reason is then the expiry, not a lost connection.
+	if exp := rt.claims.Expiry(); g.cfg.DisconnectExpiredTokens && !exp.IsZero() && time.Until(exp) < wire.ClockEstimateError {
 		reason := "token expired at " + exp.UTC().Format(time.RFC3339)
 		rt.entry.Note("ended: " + reason)
 		return tokenEnd(reason)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -127,3 +128,8 @@ func BearerToken(h http.Header) string {
 	}
 	return ""
 }
+
+// ClockEstimateError bounds the error of a connector's estimate of the gateway's clock, which it takes from the
+// gateway's Date headers: their second's resolution, and half a round trip. The connector's leeway on assertions
+// is never below it, and the gateway allows for it when a connector ends a stream for its token's expiry.
+const ClockEstimateError = time.Second
