@@ -11,10 +11,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/warren-dev/warren/internal/testenv/testlog"
 )
 
 // keyring is a Keys for tests.
@@ -238,19 +239,19 @@ func TestCheckpointInterval(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg, keys := testKey(t, "k1")
 		cfg.CheckpointInterval = 10 * time.Second
-		var buf lockedBuffer
+		var buf testlog.Buffer
 		l, err := NewWithConfig(&buf, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		l.Write(testRecord(1))
 		time.Sleep(9 * time.Second)
-		if a, err := VerifyAttested(bytes.NewReader(buf.bytes()), keys); err != nil || a.Unattested != 1 {
+		if a, err := VerifyAttested(bytes.NewReader(buf.Bytes()), keys); err != nil || a.Unattested != 1 {
 			t.Fatalf("before the interval: %+v, %v", a, err)
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
-		a, err := VerifyAttested(bytes.NewReader(buf.bytes()), keys)
+		a, err := VerifyAttested(bytes.NewReader(buf.Bytes()), keys)
 		if err != nil || a.Unattested != 0 || a.Checkpoints != 2 || a.Last.Reason != CheckpointPeriodic {
 			t.Fatalf("after the interval: %+v, %v", a, err)
 		}
@@ -258,28 +259,11 @@ func TestCheckpointInterval(t *testing.T) {
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
-		a, err = VerifyAttested(bytes.NewReader(buf.bytes()), keys)
+		a, err = VerifyAttested(bytes.NewReader(buf.Bytes()), keys)
 		if err != nil || !a.Complete() || a.Checkpoints != 3 {
 			t.Fatalf("after Close: %+v, %v", a, err)
 		}
 	})
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
 }
 
 func TestSigningKeyNeedsKeyID(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/testlog"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -598,30 +599,12 @@ func TestNewNeedsGatewayKeys(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the connector's goroutine and the test's.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestOldGatewayIsRefused: a gateway that names no tunnel session signs no assertions; the connector says so and
 // serves nothing over its tunnel.
 func TestOldGatewayIsRefused(t *testing.T) {
 	key, identity := connectorKey(t)
 	gwURL, _ := standInGateway(t, "", identity)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	c, err := New(Config{GatewayURL: gwURL, Token: func() (string, error) { return "t", nil }, Kube: &rest.Config{Host: "http://127.0.0.1:1"},
 		Key: key, Cluster: "prod", GatewayKeys: newBenchKeys(t), Backoff: Backoff{Initial: time.Hour, Max: time.Hour},
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})

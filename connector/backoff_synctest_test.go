@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/testlog"
 )
 
 // TestRunBacksOffUnderSynctest: Run's reconnections, timed by the bubble's clock rather than real sleeps. Every
@@ -26,7 +27,7 @@ func TestRunBacksOffUnderSynctest(t *testing.T) {
 		var mu sync.Mutex
 		var attempts []time.Duration
 		start := time.Now()
-		logs := &syncBuffer{}
+		logs := &testlog.Buffer{}
 		pub, _, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)

@@ -48,6 +48,9 @@ type Config struct {
 	// Proxy chooses an HTTP CONNECT proxy for the gateway. Nil means http.ProxyFromEnvironment (HTTPS_PROXY,
 	// NO_PROXY).
 	Proxy func(*http.Request) (*url.URL, error)
+	// DialContext opens the connections to the gateway (or to the proxy). Nil means a net.Dialer with a 10 s
+	// timeout and 30 s TCP keepalives. For an embedder with a network of its own, and for in-memory tests.
+	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
 	// Kube reaches the API server: rest.InClusterConfig() in a pod, or a kubeconfig. Required.
 	Kube *rest.Config
 	// GatewayKeys are the gateway's public keys, pinned (several during a rotation). Every request must carry the
@@ -166,6 +169,9 @@ func New(cfg Config) (*Connector, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.DialContext == nil {
+		cfg.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
 	if cfg.Proxy == nil {
 		cfg.Proxy = http.ProxyFromEnvironment
 	}
@@ -224,7 +230,7 @@ func New(cfg Config) (*Connector, error) {
 	tlsCfg.NextProtos = []string{"http/1.1"}
 	dialer := &http.Client{Transport: &http.Transport{
 		Proxy:               cfg.Proxy,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         cfg.DialContext,
 		TLSClientConfig:     tlsCfg,
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   false,

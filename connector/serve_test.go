@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/testlog"
 )
 
 // TestServeOwnsItsServers: Serve loads its files and answers probes on --health-listen (not ready while no tunnel
@@ -33,7 +34,7 @@ func TestServeOwnsItsServers(t *testing.T) {
 	tokenFile, kubeconfig := filepath.Join(dir, "token"), filepath.Join(dir, "kubeconfig")
 	os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600)
 	os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n"), 0o600)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	cfg := DefaultServeConfig()
 	cfg.Connector.GatewayURL = "https://127.0.0.1:1"
 	cfg.Connector.Logger = slog.New(slog.NewTextHandler(logs, nil))

@@ -51,6 +51,9 @@ func newUpstream(kc *rest.Config, strip []string, log *slog.Logger) (http.Handle
 	if kc.Proxy != nil {
 		h1.Proxy = kc.Proxy
 	}
+	if kc.Dial != nil {
+		h1.DialContext = kc.Dial // as client-go's own transports honour it
+	}
 	if tlsCfg != nil {
 		tlsCfg = tlsCfg.Clone()
 		tlsCfg.NextProtos = []string{"http/1.1"}

@@ -24,6 +24,8 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/testenv/testlog"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -278,7 +280,7 @@ func TestJoinTokenThiefWithManyKeys(t *testing.T) {
 
 	// The thief's identities hold no tunnel: after the linger (2 min) their slots are free again.
 	clock.Add(2*time.Minute + time.Second)
-	eventually(t, 5*time.Second, "idle identities give their slots up", func() bool { return e.g.ConnectorIdentities("prod") == 1 })
+	wait.Until(t, 5*time.Second, "idle identities give their slots up", func() bool { return e.g.ConnectorIdentities("prod") == 1 })
 }
 
 // TestRecheckEndsTunnels: a live tunnel ends within the check interval once its credential expired unrenewed, its
@@ -326,7 +328,7 @@ func TestRecheckEndsTunnels(t *testing.T) {
 			// The check runs every 20 ms and the files are looked at every 20 ms: well within a second.
 			waitEnded(t, s, time.Second)
 			e.waitConnectors(0, time.Second)
-			eventually(t, time.Second, "the end audited", func() bool { return len(e.records(audit.EventConnectorTunnelEnd)) == 1 })
+			wait.Until(t, time.Second, "the end audited", func() bool { return len(e.records(audit.EventConnectorTunnelEnd)) == 1 })
 			end := e.records(audit.EventConnectorTunnelEnd)[0]
 			if want := c.want(e, rc, join); !strings.HasPrefix(end.Reason, want) || end.Connector.Identity != rc.id ||
 				end.Connector.CredentialID != jr.CredentialID || end.Connector.Started == nil || end.SourceIP != "127.0.0.1" {
@@ -359,7 +361,7 @@ func TestRenewalKeepsTheTunnel(t *testing.T) {
 	e.waitConnectors(1, 10*time.Second)
 	first := e.g.ConnectorSessions("prod")[0]
 	start := time.Now()
-	eventually(t, 10*time.Second, "three renewals", func() bool { return len(e.records(audit.EventConnectorRenewed)) >= 3 })
+	wait.Until(t, 10*time.Second, "three renewals", func() bool { return len(e.records(audit.EventConnectorRenewed)) >= 3 })
 	for time.Since(start) < 5*time.Second { // past two lifetimes of the first credential
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -393,7 +395,7 @@ func TestRotationWithoutRestart(t *testing.T) {
 	session := e.g.ConnectorSessions("prod")[0].Session
 
 	current.Store(rotated) // the Secret is updated; the connector re-reads its token file at the next renewal
-	eventually(t, 5*time.Second, "a renewal with the new join token", func() bool {
+	wait.Until(t, 5*time.Second, "a renewal with the new join token", func() bool {
 		for _, rec := range e.records(audit.EventConnectorRenewed) {
 			if rec.Connector.JoinTokenID == tokenID(t, rotated) {
 				return true
@@ -522,7 +524,7 @@ func TestConnectorRefusals(t *testing.T) {
 
 	// Revocations refuse at the door too: the identity (403) and its join token (401, the connector joins again).
 	e.revoke(rc.id)
-	eventually(t, 5*time.Second, "the revocation list read again", func() bool { return e.isRevoked(rc.id) })
+	wait.Until(t, 5*time.Second, "the revocation list read again", func() bool { return e.isRevoked(rc.id) })
 	wantRevoked := fmt.Sprintf(`connector identity %q has been revoked (--revoked-connectors); to give this connector a new identity, delete its key (connector.key in its --state-dir)`, rc.id)
 	if code, _, msg := rc.join(tok, clock.Now()); code != http.StatusForbidden || msg != wantRevoked {
 		t.Fatalf("join of a revoked identity: %d %q", code, msg)
@@ -533,7 +535,7 @@ func TestConnectorRefusals(t *testing.T) {
 	}
 	jr2 := other.mustJoin(tok, clock.Now())
 	e.revoke(tokenID(t, tok))
-	eventually(t, 5*time.Second, "the revocation list read again", func() bool { return e.isRevoked(tokenID(t, tok)) })
+	wait.Until(t, 5*time.Second, "the revocation list read again", func() bool { return e.isRevoked(tokenID(t, tok)) })
 	_, err = other.dial(jr2.Credential, clock.Now())
 	if code, msg := refusal(t, err); code != http.StatusUnauthorized || msg != fmt.Sprintf(`the connector's join token is no longer valid: token %q has been revoked`, tokenID(t, tok)) {
 		t.Fatalf("tunnel with a revoked join token: %d %q", code, msg)
@@ -605,7 +607,7 @@ func TestConnectorMetricsAndLogs(t *testing.T) {
 	}
 	r.stop()
 	e.waitConnectors(0, 5*time.Second)
-	eventually(t, time.Second, "the series of the ended tunnel removed", func() bool {
+	wait.Until(t, time.Second, "the series of the ended tunnel removed", func() bool {
 		return gauge(t, reg, "warren_gateway_connector_tunnel_start_time_seconds", labels) == -1
 	})
 }
@@ -614,7 +616,7 @@ func TestConnectorMetricsAndLogs(t *testing.T) {
 func (e *env) restarted(mod func(*gateway.Config)) *env {
 	e.t.Helper()
 	e2 := *e
-	e2.audit, e2.logs = &memAudit{}, &syncBuffer{}
+	e2.audit, e2.logs = &memAudit{}, &testlog.Buffer{}
 	connKeys, err := auth.NewKeyFiles(20*time.Millisecond, e.keysFile)
 	if err != nil {
 		e.t.Fatal(err)
@@ -675,7 +677,7 @@ func gatewayKeyID(t *testing.T, cred string) string {
 	return kid
 }
 
-func slogTo(w *syncBuffer) *slog.Logger {
+func slogTo(w *testlog.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // slowlorisChild, set in the environment, makes the test binary the attacker of TestLongSlowConnections: ADDR,N.
@@ -82,7 +84,7 @@ func TestLongSlowConnections(t *testing.T) {
 		worst = max(worst, time.Since(start))
 	}
 	child.Wait()
-	waitFor(t, "every slow connection closed", func() bool { n, _ := dl.counts(); return n == 0 })
+	wait.Until(t, 10*time.Second, "every slow connection closed", func() bool { n, _ := dl.counts(); return n == 0 })
 	runtime.GC()
 	after := snapshot()
 	t.Logf("before: %s", before)

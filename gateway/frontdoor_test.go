@@ -22,6 +22,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
 )
@@ -66,18 +67,6 @@ func dialFrom(t *testing.T, src, addr string) net.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// waitFor polls cond until it holds, failing after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // closedWithin reports whether the server closes c (EOF or reset) within d, having sent nothing more.
@@ -164,7 +153,7 @@ func TestUnauthenticatedCaps(t *testing.T) {
 		io.WriteString(c, "GET /clusters/prod/api HTTP/1.1\r\n") // and never the end of the headers
 		slow = append(slow, c)
 	}
-	waitFor(t, "4 connections counted for 127.0.0.1", func() bool { _, ps := dl.counts(); return ps["127.0.0.1"] == 4 })
+	wait.Until(t, 10*time.Second, "4 connections counted for 127.0.0.1", func() bool { _, ps := dl.counts(); return ps["127.0.0.1"] == 4 })
 	over := dialFrom(t, "127.0.0.1", addr)
 	io.WriteString(over, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
 	if closed, what := closedWithin(over, 5*time.Second); !closed {
@@ -198,7 +187,7 @@ func TestUnauthenticatedCaps(t *testing.T) {
 		c := dialFrom(t, fmt.Sprintf("127.0.0.%d", 3+i/4), addr)
 		io.WriteString(c, "GET /")
 	}
-	waitFor(t, "10 unauthenticated connections", func() bool { n, _ := dl.counts(); return n == 10 })
+	wait.Until(t, 10*time.Second, "10 unauthenticated connections", func() bool { n, _ := dl.counts(); return n == 10 })
 	// The listener is full: a new connection makes the oldest (127.0.0.1's first) go, and is served.
 	if resp, err := client("127.0.0.9").Get(s.URL + "/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/healthz to a full listener: %v %v", resp, err)
@@ -214,7 +203,7 @@ func TestUnauthenticatedCaps(t *testing.T) {
 	for _, c := range slow {
 		c.Close()
 	}
-	waitFor(t, "the closed connections to be forgotten", func() bool { n, ps := dl.counts(); return n == 6 && ps["127.0.0.1"] == 0 })
+	wait.Until(t, 10*time.Second, "the closed connections to be forgotten", func() bool { n, ps := dl.counts(); return n == 6 && ps["127.0.0.1"] == 0 })
 }
 
 // TestSlowConnectionsTimeOut: a connection that never completes its headers (or its TLS handshake) is closed
@@ -236,7 +225,7 @@ func TestSlowConnectionsTimeOut(t *testing.T) {
 		} else if d := time.Since(start); d > 3*time.Second {
 			t.Errorf("TLS %v: closed after %v, want about 500ms", useTLS, d)
 		}
-		waitFor(t, "the slot to come free", func() bool { n, _ := dl.counts(); return n == 0 })
+		wait.Until(t, 10*time.Second, "the slot to come free", func() bool { n, _ := dl.counts(); return n == 0 })
 	}
 }
 
@@ -309,7 +298,7 @@ func TestTunnelsAreNotCapped(t *testing.T) {
 			ts.Close()
 		}
 	}()
-	waitFor(t, "40 connectors", func() bool { return g.Connectors("prod") == tunnels })
+	wait.Until(t, 10*time.Second, "40 connectors", func() bool { return g.Connectors("prod") == tunnels })
 	tr.CloseIdleConnections() // the joins' keep-alive connections (authenticated, so not counted either)
 	if n, ps := dl.counts(); n != 0 || len(ps) != 0 {
 		t.Fatalf("with %d tunnels up: %d unauthenticated connections counted (%v), want none", tunnels, n, ps)
@@ -317,7 +306,7 @@ func TestTunnelsAreNotCapped(t *testing.T) {
 	for i := range 4 { // 127.0.0.1 still has all its slots
 		c := dialFrom(t, "127.0.0.1", s.Listener.Addr().String())
 		io.WriteString(c, "\x16")
-		waitFor(t, fmt.Sprint(i+1, " slow connections"), func() bool { _, ps := dl.counts(); return ps["127.0.0.1"] == i+1 })
+		wait.Until(t, 10*time.Second, fmt.Sprint(i+1, " slow connections"), func() bool { _, ps := dl.counts(); return ps["127.0.0.1"] == i+1 })
 	}
 }
 
@@ -448,7 +437,7 @@ func TestProxyProtocol(t *testing.T) {
 		c := dialFrom(t, "127.0.0.1", addr)
 		c.Write(append(header(1, "198.51.100.30"), "GET /"...))
 	}
-	waitFor(t, "2 connections counted for 198.51.100.30", func() bool { _, ps := dl.counts(); return ps["198.51.100.30"] == 2 })
+	wait.Until(t, 10*time.Second, "2 connections counted for 198.51.100.30", func() bool { _, ps := dl.counts(); return ps["198.51.100.30"] == 2 })
 	over := dialFrom(t, "127.0.0.1", addr)
 	over.Write(append(header(1, "198.51.100.30"), "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"...))
 	if closed, what := closedWithin(over, 5*time.Second); !closed {

@@ -22,6 +22,8 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/testenv/testlog"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -38,14 +40,21 @@ type env struct {
 	// isRevoked is that list as the gateway reads it (every 20 ms): tests wait on it rather than sleep.
 	isRevoked func(id string) bool
 	audit     *memAudit
-	logs      *syncBuffer
+	logs      *testlog.Buffer
 	g         *gateway.Gateway
 	srv       *httptest.Server
+	net       *testNet // where srv listens and connectors and callers dial
 }
 
 func newEnv(t *testing.T, mod func(*gateway.Config, *auth.VerifierConfig)) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), audit: &memAudit{}, logs: &syncBuffer{}}
+	return newEnvOn(t, loopback, mod)
+}
+
+// newEnvOn is newEnv on network n: memoryNet(t) for a test in a synctest bubble.
+func newEnvOn(t *testing.T, n *testNet, mod func(*gateway.Config, *auth.VerifierConfig)) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), audit: &memAudit{}, logs: &testlog.Buffer{}, net: n}
 	if _, err := auth.GenerateKeyPair(e.dir); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +109,7 @@ func newEnv(t *testing.T, mod func(*gateway.Config, *auth.VerifierConfig)) *env 
 	if e.g, err = gateway.New(cfg); err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(e.g)
+	e.srv = n.server(t, "gateway.test:80", e.g)
 	t.Cleanup(func() {
 		e.srv.Close() // closes client connections; hijacked tunnels are the gateway's
 		e.g.Close()
@@ -156,7 +165,7 @@ func (e *env) revoke(ids ...string) {
 type running struct {
 	c      *connector.Connector
 	name   string
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -169,16 +178,17 @@ func (r *running) stop() {
 // startConnector runs a real connector for cluster prod whose join token comes from token (called at every join).
 func (e *env) startConnector(name string, token func() (string, error), mod func(*connector.Config)) *running {
 	e.t.Helper()
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api := e.net.server(e.t, name+".api.test:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[],"servedBy":%q}`, name)
 	}))
 	e.t.Cleanup(api.Close)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	cfg := connector.Config{
 		GatewayURL:  e.srv.URL,
+		DialContext: e.net.dialer(name),
 		Token:       token,
-		Kube:        &rest.Config{Host: api.URL},
+		Kube:        &rest.Config{Host: api.URL, Dial: e.net.dialer(name + "-kube")},
 		GatewayKeys: e.gwPub,
 		Cluster:     "prod",
 		Name:        name,
@@ -228,7 +238,7 @@ func (e *env) listPods(token string) (int, string) {
 	e.t.Helper()
 	req, _ := http.NewRequest("GET", e.srv.URL+"/clusters/prod/api/v1/namespaces/default/pods", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.net.client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -244,18 +254,7 @@ func (e *env) listPods(token string) (int, string) {
 // waitConnectors waits until cluster prod has n live tunnels.
 func (e *env) waitConnectors(n int, within time.Duration) {
 	e.t.Helper()
-	eventually(e.t, within, fmt.Sprintf("%d tunnels (have %d)", n, e.g.Connectors("prod")), func() bool { return e.g.Connectors("prod") == n })
-}
-
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.Until(e.t, within, fmt.Sprintf("%d tunnels (have %d)", n, e.g.Connectors("prod")), func() bool { return e.g.Connectors("prod") == n })
 }
 
 // rogue dials a tunnel the way any WebSocket client can, with the headers given, and answers every request over it
@@ -296,21 +295,4 @@ func (m *memAudit) records() []audit.Record {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]audit.Record(nil), m.recs...)
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

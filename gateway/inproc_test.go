@@ -10,7 +10,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -29,6 +28,8 @@ import (
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/gateway/limit"
+	"github.com/warren-dev/warren/internal/testenv/testlog"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -44,7 +45,7 @@ var callerRules = []string{"get,list,watch:configmaps,pods", "get:pods/log", "cr
 func waitRecord(t *testing.T, m *memAudit, what string, match func(audit.Record) bool) audit.Record {
 	t.Helper()
 	var rec audit.Record
-	waitUntil(t, 15*time.Second, "audit record of "+what, func() bool {
+	wait.Until(t, 15*time.Second, "audit record of "+what, func() bool {
 		for _, r := range m.records() {
 			if match(r) {
 				rec = r
@@ -54,18 +55,6 @@ func waitRecord(t *testing.T, m *memAudit, what string, match func(audit.Record)
 		return false
 	})
 	return rec
-}
-
-// waitUntil polls cond until it holds or within has passed.
-func waitUntil(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // fakeAPI stands in for the API server: watches and logs that hold until the caller leaves, an exec upgrade
@@ -84,9 +73,11 @@ type fakeAPI struct {
 	requests  atomic.Int64  // requests seen, all kinds
 }
 
-func newFakeAPI(t testing.TB) *fakeAPI {
+func newFakeAPI(t testing.TB) *fakeAPI { return newFakeAPIOn(t, loopback) }
+
+func newFakeAPIOn(t testing.TB, n *testNet) *fakeAPI {
 	f := &fakeAPI{openAPIBytes: 64 << 20}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	f.srv = n.server(t, "api.test:80", http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -174,9 +165,10 @@ type proxyEnv struct {
 	connRevoked     string // the connector's (the same file unless opts.separateRevocations)
 	gw              *gateway.Gateway
 	gwSrv           *httptest.Server
+	net             *testNet // where gwSrv and api listen
 	gwAudit         *memAudit
 	connAudit       *memAudit
-	gwLog, connLogs *syncBuffer
+	gwLog, connLogs *testlog.Buffer
 	stopConnector   func()
 	// refreshConnRevoked makes the connector look at its revocation list now (it reloads every hour otherwise).
 	refreshConnRevoked func() error
@@ -189,24 +181,14 @@ type proxyEnvOpts struct {
 	limits                   *limit.Limiter
 	tunnel                   tunnel.Config
 	idleWrite                time.Duration
-	separateRevocations      bool // the connector has a revocation list of its own
-	api                      *fakeAPI
+	separateRevocations      bool          // the connector has a revocation list of its own
+	api                      *fakeAPI      // made on net
+	net                      *testNet      // default loopback
 	maxStreamDuration        time.Duration // the gateway's; 0: its default
 	maxHeaderBytes           int           // the gateway's; 0: its default
 	clusters                 []string      // known to the gateway from the start, besides prod's connector
 	ceiling                  *auth.Policy  // the connector's
 	connAuditSink            audit.Sink    // the connector's audit instead of connAudit
-}
-
-// newLogger is a component's logger; its logs are shown when the test fails. (syncBuffer is harness_test.go's.)
-func newLogger(t testing.TB, name string) (*slog.Logger, *syncBuffer) {
-	lb := &syncBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s logs:\n%s", name, lb.String())
-		}
-	})
-	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
 }
 
 func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
@@ -244,9 +226,13 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	if connLeeway < 0 {
 		connLeeway = time.Second
 	}
+	if o.net == nil {
+		o.net = loopback
+	}
+	e.net = o.net
 	e.api = o.api
 	if e.api == nil {
-		e.api = newFakeAPI(t)
+		e.api = newFakeAPIOn(t, o.net)
 	}
 
 	connectorKeys, err := auth.LoadPublicKeys(filepath.Join(dir, auth.PublicKeyFile))
@@ -270,7 +256,7 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwLog, lb := newLogger(t, "gateway")
+	gwLog, lb := testlog.New(t, "gateway")
 	e.gwLog = lb
 	e.gw, err = gateway.New(gateway.Config{
 		CallerVerifier:          callerVerifier(t, e.keysPath, e.gwRevoked, o.leeway),
@@ -290,13 +276,13 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.gwSrv = httptest.NewServer(e.gw)
+	e.gwSrv = o.net.server(t, "gateway.test:80", e.gw)
 
 	connToken, err := key.IssueConnector(cluster, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	connLog, clb := newLogger(t, "connector")
+	connLog, clb := testlog.New(t, "connector")
 	e.connLogs = clb
 	// The connector's own revocation list: it re-checks open streams on the caller's token id and expiry as the
 	// gateway's assertion gave them.
@@ -311,8 +297,9 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 	}
 	c, err := connector.New(connector.Config{
 		GatewayURL:              e.gwSrv.URL,
+		DialContext:             o.net.dialer("connector"),
 		Token:                   func() (string, error) { return connToken, nil },
-		Kube:                    &rest.Config{Host: e.api.srv.URL},
+		Kube:                    &rest.Config{Host: e.api.srv.URL, Dial: o.net.dialer("connector-kube")},
 		GatewayKeys:             gwPub,
 		Revoked:                 connList.Revoked,
 		RefreshRevoked:          connList.Refresh,
@@ -342,7 +329,7 @@ func newProxyEnv(t testing.TB, o proxyEnvOpts) *proxyEnv {
 		e.gwSrv.Close()
 		e.gw.Close()
 	})
-	waitUntil(t, 10*time.Second, "the connector's tunnel", func() bool { return e.gw.Connectors(cluster) == 1 })
+	wait.Until(t, 10*time.Second, "the connector's tunnel", func() bool { return e.gw.Connectors(cluster) == 1 })
 	return e
 }
 
@@ -423,7 +410,7 @@ func (e *proxyEnv) revoke(path string, ids ...string) time.Time {
 
 // get sends a GET through the gateway.
 func (e *proxyEnv) get(token, path string) (*http.Response, error) {
-	return client.Do(e.request(token, path))
+	return e.net.client.Do(e.request(token, path))
 }
 
 // request is a GET of path on the cluster through the gateway, with token.
@@ -435,9 +422,6 @@ func (e *proxyEnv) request(token, path string) *http.Request {
 	req.Header.Set("Authorization", "Bearer "+token)
 	return req
 }
-
-// client sends each request on a connection of its own, so that one held stream does not queue another.
-var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // openStream starts a long request and reads its first line.
 func (e *proxyEnv) openStream(token, path string) (*http.Response, *bufio.Reader) {
@@ -462,14 +446,14 @@ func (e *proxyEnv) openStream(token, path string) (*http.Response, *bufio.Reader
 type wsSession struct {
 	conn net.Conn
 	br   *bufio.Reader
+	// giveUp bounds closing's wait on loopback; in a bubble there is none: a session that never closes is a
+	// deadlock, which the bubble reports, and a deadline would fire on its clock.
+	giveUp time.Duration
 }
 
 func (e *proxyEnv) openExec(token string) *wsSession {
 	e.t.Helper()
-	conn, err := net.Dial("tcp", e.gwSrv.Listener.Addr().String())
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	conn := e.net.dial(e.t, e.gwSrv.Listener.Addr().String())
 	e.t.Cleanup(func() { conn.Close() })
 	fmt.Fprintf(conn, "GET /clusters/%s/api/v1/namespaces/ns/pods/p/exec?command=sh&stdout=true HTTP/1.1\r\nHost: gw\r\n"+
 		"Authorization: Bearer %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"+
@@ -484,6 +468,9 @@ func (e *proxyEnv) openExec(token string) *wsSession {
 		e.t.Fatalf("exec: %d %s", resp.StatusCode, b)
 	}
 	s := &wsSession{conn: conn, br: br}
+	if e.net.mem == nil {
+		s.giveUp = 20 * time.Second
+	}
 	if op, payload, err := s.frame(); err != nil || op != 2 || string(payload) != "\x01ready" {
 		e.t.Fatalf("exec: first frame %d %q %v", op, payload, err)
 	}
@@ -516,9 +503,12 @@ func (s *wsSession) frame() (op byte, payload []byte, err error) {
 	return h[0] & 0x0f, payload, err
 }
 
-// closing reads frames until the server's closing frame and returns its code and reason; it gives up after 20 s.
+// closing reads frames until the server's closing frame and returns its code and reason; on loopback it gives up
+// after 20 s.
 func (s *wsSession) closing() (code int, reason string, err error) {
-	s.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if s.giveUp > 0 {
+		s.conn.SetReadDeadline(time.Now().Add(s.giveUp))
+	}
 	for {
 		op, payload, err := s.frame()
 		if err != nil {

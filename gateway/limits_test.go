@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/gateway/limit"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -136,7 +137,7 @@ func TestInflightCapCountsEveryRequest(t *testing.T) {
 			answered <- resp.StatusCode
 		}()
 	}
-	waitUntil(t, 10*time.Second, "two lists held at the API server", func() bool { return api.listsHeld.Load() == 2 })
+	wait.Until(t, 10*time.Second, "two lists held at the API server", func() bool { return api.listsHeld.Load() == 2 })
 	resp, err := (&http.Client{Transport: client.Transport, Timeout: 10 * time.Second}).Do(e.request(tok, "/api/v1/namespaces/ns/pods"))
 	if err != nil {
 		t.Fatalf("third request in flight: %v, want 429 at once", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/audit"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // endedWith matches the audit record of a stream warren ended for reason.
@@ -73,7 +74,7 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 	for _, path := range []string{"/configmaps", "/log", "/exec"} {
 		waitRecord(t, e.gwAudit, "gateway "+path, endedWith(path, reason))
 	}
-	waitUntil(t, 5*time.Second, "the API server's side of the streams ends", func() bool { return e.api.streams.Load() == 1 })
+	wait.Until(t, 5*time.Second, "the API server's side of the streams ends", func() bool { return e.api.streams.Load() == 1 })
 
 	// The other token's watch is still open, and the revoked token is refused from now on.
 	otherDone := make(chan error, 1)

@@ -15,6 +15,8 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/gateway"
 	"github.com/warren-dev/warren/internal/testenv/testcert"
+	"github.com/warren-dev/warren/internal/testenv/testlog"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // writeServerCert writes a certificate for 127.0.0.1 and its key to dir as PEM.
@@ -44,7 +46,7 @@ func TestServeOwnsItsServers(t *testing.T) {
 		}
 	}
 	certFile, keyFile, pool := writeServerCert(t, dir)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	cfg := gateway.DefaultServeConfig()
 	cfg.Gateway.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	cfg.Listen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
@@ -58,7 +60,7 @@ func TestServeOwnsItsServers(t *testing.T) {
 	go func() { served <- gateway.Serve(ctx, cfg) }()
 
 	listening := regexp.MustCompile(`msg="gateway listening" addr=(\S+)`)
-	eventually(t, 10*time.Second, "gateway listening", func() bool { return listening.MatchString(logs.String()) })
+	wait.Until(t, 10*time.Second, "gateway listening", func() bool { return listening.MatchString(logs.String()) })
 	addr := listening.FindStringSubmatch(logs.String())[1]
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	defer tr.CloseIdleConnections()

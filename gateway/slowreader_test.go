@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/audit"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // stalledGet sends GET path through the gateway on a raw connection and returns it unread; its receive buffer is
@@ -66,7 +67,7 @@ func TestIdleWriteTimeoutEndsStalledRequests(t *testing.T) {
 		t.Fatalf("exec record reason %q, want %q", rec.Reason, note)
 	}
 	exec.conn.Close()
-	waitUntil(t, 10*time.Second, "the API server's side of the exec ends", func() bool { return api.streams.Load() == 0 })
+	wait.Until(t, 10*time.Second, "the API server's side of the exec ends", func() bool { return api.streams.Load() == 0 })
 
 	// A reader that keeps reading, however slowly, keeps its request: each chunk gets the timeout afresh. (A timeout
 	// of 2 s here, so that a loaded machine's scheduling does not pass for a stalled reader: a 32 KiB chunk takes

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -120,18 +122,6 @@ func openStream(t *testing.T, g, c *Session) (gatewayEnd, connectorEnd net.Conn)
 	}
 	st.Write([]byte("hello"))
 	return st, <-accepted
-}
-
-// waitFor polls cond until it holds, failing the test after 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after 5 s for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestStreamsCarryBytesBothWays(t *testing.T) {
@@ -353,7 +343,7 @@ func TestCloseIsAFullClose(t *testing.T) {
 			}
 			writeErr <- nil
 		}()
-		waitFor(t, "the writer to spend most of the window", func() bool { return written.Load() >= window*3/4 })
+		wait.Until(t, 5*time.Second, "the writer to spend most of the window", func() bool { return written.Load() >= window*3/4 })
 		st.Close()
 		close(stall)
 		select {

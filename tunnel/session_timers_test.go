@@ -8,31 +8,14 @@ import (
 	"context"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/warren-dev/warren/internal/testenv/bubble"
 )
-
-// bubble runs f in a synctest bubble. yamux keeps a package-wide sync.Pool of timers (timerPool in its
-// session.go): a timer made in one bubble and taken again in another, or outside any, is fatal ("select on synctest
-// channel from outside bubble"), and one made outside never fires on the bubble's clock. Two garbage collections
-// empty a sync.Pool (its victim cache goes on the second), so bubble empties the pool before f, whose timers are then
-// made in the bubble, and after, so that none leaks out. The package's tests run one at a time (no t.Parallel):
-// nothing else takes from the pool meanwhile.
-func bubble(t *testing.T, f func(t *testing.T)) {
-	t.Helper()
-	emptyPools()
-	defer emptyPools()
-	synctest.Test(t, f)
-}
-
-func emptyPools() {
-	runtime.GC()
-	runtime.GC()
-}
 
 // memConn is one end of the in-memory pipe, which can stop being a good peer: frozen, it swallows what it is given
 // to write (a peer gone behind a NAT that still answers); stalled, it stops reading (a peer whose buffers are full).
@@ -138,7 +121,7 @@ func TestDeadPeerIsNoticedInTime(t *testing.T) {
 			KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}, 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bubble(t, func(t *testing.T) {
+			bubble.Test(t, func(t *testing.T) {
 				start := time.Now()
 				g, c, _, _, freeze := memPair(t, tc.cfg)
 				synctest.Wait() // the first keepalive, sent at once for its round trip, is answered
@@ -153,7 +136,7 @@ func TestDeadPeerIsNoticedInTime(t *testing.T) {
 // has waited WriteTimeout: the first write after the stall is the keepalive, at KeepAliveInterval. The peer, whose
 // keepalive goes unanswered, ends at the same time.
 func TestPeerThatStopsReadingIsDropped(t *testing.T) {
-	bubble(t, func(t *testing.T) {
+	bubble.Test(t, func(t *testing.T) {
 		start := time.Now()
 		g, c, _, conn, _ := memPair(t, Config{})
 		synctest.Wait() // the first keepalive, sent at once for its round trip, is answered
@@ -165,7 +148,7 @@ func TestPeerThatStopsReadingIsDropped(t *testing.T) {
 // TestHealthyIdleSessionStaysUp: an hour of idleness costs a healthy session nothing but its keepalives, which go
 // out as often as configured, and the session still carries a stream at the end.
 func TestHealthyIdleSessionStaysUp(t *testing.T) {
-	bubble(t, func(t *testing.T) {
+	bubble.Test(t, func(t *testing.T) {
 		g, c, gw, conn, _ := memPair(t, Config{})
 		echo(t, c)
 		time.Sleep(time.Hour)
@@ -195,7 +178,7 @@ func TestHealthyIdleSessionStaysUp(t *testing.T) {
 // TestCloseTimeoutResetsAPeerStillWriting: a stream closed while the peer still writes into it (nobody reads) is
 // reset exactly CloseTimeout later, which fails the peer's blocked write.
 func TestCloseTimeoutResetsAPeerStillWriting(t *testing.T) {
-	bubble(t, func(t *testing.T) {
+	bubble.Test(t, func(t *testing.T) {
 		g, c, _, _, _ := memPair(t, Config{StreamWindow: 256 << 10})
 		st, peer := openStream(t, g, c)
 		defer peer.Close()

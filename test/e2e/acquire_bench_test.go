@@ -25,6 +25,7 @@ import (
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/evidence"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // firstByte is an acquire.Observer that notes when the first target's archive got its first byte.
@@ -106,7 +107,7 @@ func BenchmarkAcquireThroughput(b *testing.B) {
 	time.Sleep(2 * time.Second)
 	pod := imagePod(b, "bench-big", "warren.test/bench-big",
 		fmt.Sprintf("dd if=/dev/zero bs=1M count=%d 2>/dev/null; touch /tmp/done; exec sleep infinity", size>>20), nil)
-	eventually(b, 5*time.Minute, "the container's 1 GiB file and log", func() bool {
+	wait.Until(b, 5*time.Minute, "the container's 1 GiB file and log", func() bool {
 		res := e.runExec(context.Background(), b, executorKinds[1], pod.Name, []string{"test", "-e", "/tmp/done"}, nil)
 		return res.err == nil
 	})
@@ -186,7 +187,7 @@ func BenchmarkAcquire200Pods(b *testing.B) {
 	reach := callerConfig(lender, streamCluster, presetTok)
 	reach.Host = "https://" + addr + "/clusters/" + streamCluster
 	cs := clientset(b, reach)
-	eventually(b, 30*time.Second, "the cluster through the gateway and connector processes", func() bool {
+	wait.Until(b, 30*time.Second, "the cluster through the gateway and connector processes", func() bool {
 		_, err := cs.Discovery().ServerVersion()
 		return err == nil
 	})

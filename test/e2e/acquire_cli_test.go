@@ -21,6 +21,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/evidence"
 	"github.com/warren-dev/warren/gateway/limit"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // warrenAcquire runs the warren binary and returns its stdout, stderr and exit code.
@@ -175,10 +176,10 @@ func TestAcquireKilledAndResumed(t *testing.T) {
 	kill := func(sig syscall.Signal) *process {
 		p := startProcess(t, "warren acquire", args...)
 		// Its own archive, not the one a previous run left: it has started.
-		eventually(t, 2*time.Minute, "the big target started", func() bool {
+		wait.Until(t, 2*time.Minute, "the big target started", func() bool {
 			return strings.Contains(p.log.String(), "/"+big.Name+"/main  started")
 		})
-		eventually(t, 2*time.Minute, "the big target streaming", func() bool {
+		wait.Until(t, 2*time.Minute, "the big target streaming", func() bool {
 			fi, err := os.Stat(filepath.Join(bigDir, evidence.ArchiveName+evidence.PartialSuffix))
 			return err == nil && fi.Size() > 4<<20
 		})

@@ -30,6 +30,7 @@ import (
 	"github.com/warren-dev/warren/evidence"
 	"github.com/warren-dev/warren/internal/collectorpod"
 	"github.com/warren-dev/warren/internal/testenv/containerdtest"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // collectorImage makes the stand-in's image of warren's collector from the collector binary the acquisition
@@ -165,7 +166,7 @@ func TestAcquireDistrolessAuto(t *testing.T) {
 	if err != nil || len(got.Spec.EphemeralContainers) != 1 {
 		t.Fatalf("pod after: %v %+v", err, got.Spec.EphemeralContainers)
 	}
-	eventually(t, 15*time.Second, "the ephemeral container to end", func() bool {
+	wait.Until(t, 15*time.Second, "the ephemeral container to end", func() bool {
 		got, _ := adminClient(t).CoreV1().Pods(streamNS).Get(context.Background(), pod.Name, metav1.GetOptions{})
 		return got != nil && len(got.Status.EphemeralContainerStatuses) == 1 && got.Status.EphemeralContainerStatuses[0].State.Terminated != nil
 	})
@@ -305,7 +306,7 @@ func TestAcquireDistrolessNeedsConsent(t *testing.T) {
 
 func waitFile(t *testing.T, path string) {
 	t.Helper()
-	eventually(t, 15*time.Second, "the application to plant "+path, func() bool {
+	wait.Until(t, 15*time.Second, "the application to plant "+path, func() bool {
 		_, err := os.Stat(path)
 		return err == nil
 	})
@@ -351,7 +352,7 @@ func TestEphemeralWhatReadingTheTargetNeeds(t *testing.T) {
 				t.Fatal(err)
 			}
 			var out string
-			eventually(t, 20*time.Second, "the probe's output", func() bool {
+			wait.Until(t, 20*time.Second, "the probe's output", func() bool {
 				b, err := cs.CoreV1().Pods(streamNS).GetLogs(c.pod.Name, &corev1.PodLogOptions{Container: name}).DoRaw(context.Background())
 				out = string(b)
 				return err == nil && strings.Contains(out, "exit=")

@@ -24,6 +24,7 @@ import (
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/evidence"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // TestAcquirePlantedEvidence: a busybox container with a dropped script and a secret in its environment, acquired
@@ -110,7 +111,7 @@ func TestAcquirePlantedEvidence(t *testing.T) {
 				t.Fatalf("gateway %+v, connector %+v", gw, conn)
 			}
 			var found bool
-			eventually(t, 15*time.Second, "the kube-apiserver's audit event of the exec", func() bool {
+			wait.Until(t, 15*time.Second, "the kube-apiserver's audit event of the exec", func() bool {
 				evs, _ := kube.AuditEvents()
 				for _, ev := range evs {
 					if ev.AuditID == w.AuditID && strings.Contains(ev.RequestURI, "/pods/"+pod.Name+"/exec") {
@@ -291,7 +292,7 @@ func TestAcquireCanceled(t *testing.T) {
 		done <- result{sum, err}
 	}()
 	partial := filepath.Join(a.store.Root(), streamNS, pod.Name, "main", evidence.ArchiveName+evidence.PartialSuffix)
-	eventually(t, 2*time.Minute, "the archive streaming", func() bool {
+	wait.Until(t, 2*time.Minute, "the archive streaming", func() bool {
 		fi, err := os.Stat(partial)
 		return err == nil && fi.Size() > 4<<20
 	})
@@ -314,7 +315,7 @@ func TestAcquireCanceled(t *testing.T) {
 	}
 	// client-go's WebSocket executor returns at the cancel; its heartbeat ends at its next ping (5 s) on the
 	// closed connection.
-	eventually(t, 15*time.Second, "client-go's exec heartbeat to end", func() bool {
+	wait.Until(t, 15*time.Second, "client-go's exec heartbeat to end", func() bool {
 		buf := make([]byte, 1<<20)
 		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "remotecommand.(*heartbeat).start")
 	})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/warren-dev/warren/gatewaytls"
 	"github.com/warren-dev/warren/internal/testenv/testcert"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // connectProxy is a minimal corporate HTTP CONNECT proxy with Basic authentication.
@@ -140,7 +141,7 @@ func TestConnectorThroughAProxy(t *testing.T) {
 	})
 	t.Run("wrong proxy credentials", func(t *testing.T) {
 		rc := startConnector(t, gs, "prod", connectorOpts{name: "badcreds", proxy: http.ProxyURL(proxy.url("svc-warren", "wrong"))})
-		eventually(t, 5*time.Second, "two refused attempts", func() bool { return strings.Count(rc.log.String(), "retry_in=") >= 2 })
+		wait.Until(t, 5*time.Second, "two refused attempts", func() bool { return strings.Count(rc.log.String(), "retry_in=") >= 2 })
 		if !strings.Contains(rc.log.String(), `msg="cannot reach the gateway"`) || !strings.Contains(rc.log.String(), "Proxy Authentication Required") {
 			t.Fatalf("connector log:\n%s", rc.log.String())
 		}
@@ -165,7 +166,7 @@ func TestConnectorThroughAProxy(t *testing.T) {
 		}
 
 		bypass := startProcessEnv(t, "connector", append(env, "NO_PROXY=.warren.invalid"), args...)
-		eventually(t, 10*time.Second, "direct attempt failed", func() bool {
+		wait.Until(t, 10*time.Second, "direct attempt failed", func() bool {
 			return strings.Contains(bypass.log.String(), `msg="cannot reach the gateway"`) && strings.Contains(bypass.log.String(), "no such host")
 		})
 	})
@@ -225,7 +226,7 @@ func TestConnectorPins(t *testing.T) {
 				gs.waitConnectors("prod", 0, 5*time.Second)
 				return
 			}
-			eventually(t, 5*time.Second, "two refused attempts", func() bool { return strings.Count(rc.log.String(), "retry_in=") >= 2 })
+			wait.Until(t, 5*time.Second, "two refused attempts", func() bool { return strings.Count(rc.log.String(), "retry_in=") >= 2 })
 			logs := rc.log.String()
 			if !strings.Contains(logs, `msg="gateway certificate pin mismatch: refusing the connection; check --pin against the gateway's certificate"`) ||
 				!strings.Contains(logs, "the gateway presented "+gatewaytls.SPKIPin(leaf)+", "+gatewaytls.SPKIPin(inter)) {
@@ -244,7 +245,7 @@ func TestConnectorPins(t *testing.T) {
 	impostor := startGatewayWith(t, "127.0.0.1:0", gatewayOpts{cert: &forged})
 	rc := startConnector(t, impostor, "prod", connectorOpts{name: "fooled?", caFile: caFile,
 		tlsConfig: gatewaytls.PinTLSConfig(base, []string{gatewaytls.SPKIPin(inter)}, false)})
-	eventually(t, 5*time.Second, "impostor refused", func() bool {
+	wait.Until(t, 5*time.Second, "impostor refused", func() bool {
 		return strings.Contains(rc.log.String(), "gateway certificate matches pin "+gatewaytls.SPKIPin(inter)+" but does not verify against it")
 	})
 	if impostor.g.Connectors("prod") != 0 {

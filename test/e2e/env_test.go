@@ -497,18 +497,6 @@ func kubectlCommand(ctx context.Context, kubeconfig string, args ...string) *exe
 	return cmd
 }
 
-// eventually polls cond until it holds or within has passed.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
 // gatewayKeyFile and gatewayPubFile are the gateway's key, for the binary's --gateway-key, and its public half, for
 // connectors' --gateway-keys.
 func gatewayKeyFile() string { return filepath.Join(gatewayKeyDir, auth.SigningKeyFile) }

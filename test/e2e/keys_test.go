@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // TestBinaryReloadsKeysAndRevocations runs `warren gateway` and changes its key and revocation files while it runs:
@@ -52,7 +53,7 @@ func TestBinaryReloadsKeysAndRevocations(t *testing.T) {
 		"--kubeconfig", kube.ConnectorKubeconfig)
 
 	old := callerToken(t, []string{"prod"}, allRules...)
-	eventually(t, 20*time.Second, "old key accepted", func() bool {
+	wait.Until(t, 20*time.Second, "old key accepted", func() bool {
 		code, _ := status(t, lender, "/clusters/prod/version", old)
 		return code == http.StatusOK
 	})
@@ -70,7 +71,7 @@ func TestBinaryReloadsKeysAndRevocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw.signal(syscall.SIGHUP)
-	eventually(t, 10*time.Second, "new key accepted after SIGHUP", func() bool {
+	wait.Until(t, 10*time.Second, "new key accepted after SIGHUP", func() bool {
 		code, _ := status(t, lender, "/clusters/prod/version", rotated)
 		return code == http.StatusOK
 	})
@@ -79,7 +80,7 @@ func TestBinaryReloadsKeysAndRevocations(t *testing.T) {
 	var claims jwt.RegisteredClaims
 	jwt.NewParser().ParseUnverified(old, &claims)
 	os.WriteFile(revoked, []byte("# revoked token ids\n"+claims.ID+"\n"), 0o600)
-	eventually(t, 15*time.Second, "revoked token refused", func() bool {
+	wait.Until(t, 15*time.Second, "revoked token refused", func() bool {
 		code, st := status(t, lender, "/clusters/prod/version", old)
 		return code == 401 && st.Message == `invalid caller token: token "`+claims.ID+`" has been revoked`
 	})
@@ -96,7 +97,7 @@ func TestBinaryReloadsKeysAndRevocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantReady := `gateway not ready: --revoked-tokens: revocation list ` + revoked + ` is gone; still refusing the 1 token ids read before: put the file back (empty to revoke nothing)`
-	eventually(t, 15*time.Second, "/readyz reports the missing revocation list", func() bool {
+	wait.Until(t, 15*time.Second, "/readyz reports the missing revocation list", func() bool {
 		code, body := readyz(t, url, lender.caFile)
 		return code == 503 && body == wantReady
 	})
@@ -107,7 +108,7 @@ func TestBinaryReloadsKeysAndRevocations(t *testing.T) {
 		t.Errorf("the gateway did not log the failure:\n%s", gw.log.String())
 	}
 	os.WriteFile(revoked, []byte(claims.ID+"\n"), 0o600)
-	eventually(t, 15*time.Second, "/readyz once the list is back", func() bool {
+	wait.Until(t, 15*time.Second, "/readyz once the list is back", func() bool {
 		code, _ := readyz(t, url, lender.caFile)
 		return code == 200
 	})

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // The tests in this file run the `warren` binary itself, as a user would, and kill it for real.
@@ -156,7 +158,7 @@ func waitHealthy(t testing.TB, url, caFile string, within time.Duration) {
 	roots.AppendCertsFromPEM(pemBytes)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: time.Second}
 	defer client.CloseIdleConnections()
-	eventually(t, within, "gateway /healthz", func() bool {
+	wait.Until(t, within, "gateway /healthz", func() bool {
 		resp, err := client.Get(url + "/healthz")
 		if err != nil {
 			return false
@@ -193,7 +195,7 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 	lender.addr = addr // the kubeconfig and status helpers talk to the binary
 	token := callerToken(t, []string{"prod"}, allRules...)
 	kc := writeKubeconfig(t, lender, "prod", token)
-	eventually(t, 20*time.Second, "kubectl through the binaries", func() bool {
+	wait.Until(t, 20*time.Second, "kubectl through the binaries", func() bool {
 		out, _, err := kubectlResult(kc, "get", "namespace", "default", "-o", "name")
 		return err == nil && strings.TrimSpace(out) == "namespace/default"
 	})
@@ -223,7 +225,7 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 	conn.signal(syscall.SIGKILL)
 	<-conn.done
 	killed := time.Now()
-	eventually(t, 5*time.Second, "503 after SIGKILL of the connector", func() bool {
+	wait.Until(t, 5*time.Second, "503 after SIGKILL of the connector", func() bool {
 		code, _ := status(t, lender, "/clusters/prod/api/v1/namespaces/default", token)
 		return code == http.StatusServiceUnavailable
 	})
@@ -235,7 +237,7 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 
 	// Restart the connector: the key in --state-dir makes it the same identity, which renews rather than joins anew.
 	conn = startProcess(t, "connector", connectorArgs...)
-	eventually(t, 20*time.Second, "kubectl after the connector restarted", func() bool {
+	wait.Until(t, 20*time.Second, "kubectl after the connector restarted", func() bool {
 		_, _, err := kubectlResult(kc, "get", "namespace", "default")
 		return err == nil
 	})
@@ -252,13 +254,13 @@ func TestBinariesKilledAndRestarted(t *testing.T) {
 	if err := gw.stop(t); err != nil {
 		t.Fatalf("gateway exit after SIGTERM: %v", err)
 	}
-	eventually(t, 30*time.Second, "connector noticed the gateway left", func() bool {
+	wait.Until(t, 30*time.Second, "connector noticed the gateway left", func() bool {
 		return strings.Contains(conn.log.String(), "tunnel to the gateway lost")
 	})
 	restarted := time.Now()
 	startProcess(t, "gateway", gatewayArgs...)
 	waitHealthy(t, url, lender.caFile, 20*time.Second)
-	eventually(t, 30*time.Second, "connector back after the gateway restart", func() bool {
+	wait.Until(t, 30*time.Second, "connector back after the gateway restart", func() bool {
 		code, _ := status(t, lender, "/clusters/prod/api/v1/namespaces/default", token)
 		return code == http.StatusOK
 	})
@@ -344,7 +346,7 @@ func TestConnectorBadInput(t *testing.T) {
 				target = &gatewayServer{t: t, addr: strings.TrimPrefix(c.url, "https://"), caFile: gs.caFile}
 			}
 			rc := startConnector(t, target, "prod", c.opts)
-			eventually(t, 5*time.Second, "two failed attempts logged", func() bool {
+			wait.Until(t, 5*time.Second, "two failed attempts logged", func() bool {
 				return strings.Count(rc.log.String(), "retry_in=") >= 2
 			})
 			logs := rc.log.String()

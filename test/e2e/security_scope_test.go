@@ -26,6 +26,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // nodeProxyExec is the path, after /clusters/<cluster>, of an exec into pod's container main through the kubelet
@@ -213,7 +214,7 @@ func proxyableKubelet(t *testing.T) (node, pod string) {
 			t.Logf("kubelet stand-in %s:\n%s", node, tail(log.String(), 40))
 		}
 	})
-	eventually(t, 60*time.Second, "kubelet stand-in "+node+" ready", func() bool {
+	wait.Until(t, 60*time.Second, "kubelet stand-in "+node+" ready", func() bool {
 		_, err := os.Stat(ready)
 		return err == nil
 	})
@@ -228,7 +229,7 @@ func proxyableKubelet(t *testing.T) (node, pod string) {
 	t.Cleanup(func() {
 		admin.CoreV1().Pods(streamNS).Delete(context.Background(), created.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	})
-	eventually(t, 30*time.Second, "pod "+created.Name+" Running", func() bool {
+	wait.Until(t, 30*time.Second, "pod "+created.Name+" Running", func() bool {
 		p, err := admin.CoreV1().Pods(streamNS).Get(context.Background(), created.Name, metav1.GetOptions{})
 		return err == nil && p.Status.Phase == corev1.PodRunning
 	})

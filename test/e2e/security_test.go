@@ -24,6 +24,7 @@ import (
 
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/testenv/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // The connector in these tests runs as cluster-admin: warren's checks are the only barrier, so every refusal below
@@ -113,7 +114,7 @@ func neverSeen(t *testing.T, marker string) {
 		t.Fatalf("the sentinel request: %v, want NotFound", err)
 	}
 	var events []kubetest.AuditEvent
-	eventually(t, 30*time.Second, "the sentinel request in the API server's audit log", func() bool {
+	wait.Until(t, 30*time.Second, "the sentinel request in the API server's audit log", func() bool {
 		var err error
 		if events, err = kube.AuditEvents(); err != nil {
 			t.Fatal(err)
@@ -339,12 +340,12 @@ func TestImpersonation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "RBAC lets warren:alice list pods", func() bool {
+	wait.Until(t, 10*time.Second, "RBAC lets warren:alice list pods", func() bool {
 		return send(t, c, gs, "GET", path, tok, nil).code == 200
 	})
 	var claims jwt.RegisteredClaims
 	jwt.NewParser().ParseUnverified(tok, &claims)
-	eventually(t, 10*time.Second, "the API server's audit names alice", func() bool {
+	wait.Until(t, 10*time.Second, "the API server's audit names alice", func() bool {
 		events, _ := kube.AuditEvents()
 		for _, e := range events {
 			if e.RequestURI == "/api/v1/namespaces/"+ns+"/pods" && e.Code == 200 && e.User == kubetest.UserConnector &&

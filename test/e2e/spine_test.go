@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 func clientset(t testing.TB, cfg *rest.Config) *kubernetes.Clientset {
@@ -133,10 +134,10 @@ func TestKubectlThroughTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); watchCmd.Wait() }()
-	eventually(t, 10*time.Second, "kubectl watch reached the API server", func() bool { return watchStarted(t, ns) })
+	wait.Until(t, 10*time.Second, "kubectl watch reached the API server", func() bool { return watchStarted(t, ns) })
 
 	kubectl(t, kc, "create", "configmap", "evidence", "-n", ns, "--from-literal=hash=one")
-	eventually(t, 10*time.Second, "kubectl watch printed the new configmap", func() bool {
+	wait.Until(t, 10*time.Second, "kubectl watch printed the new configmap", func() bool {
 		return strings.Contains(watchOut.String(), "configmap/evidence")
 	})
 	out := kubectl(t, kc, "get", "configmap", "evidence", "-n", ns, "-o", "jsonpath={.data.hash}")
@@ -270,7 +271,7 @@ func TestConnectorKilledAndRestarted(t *testing.T) {
 	rc.stop()
 	var code int
 	var st metav1.Status
-	eventually(t, 5*time.Second, "503 after the connector died", func() bool {
+	wait.Until(t, 5*time.Second, "503 after the connector died", func() bool {
 		code, st = status(t, gs, "/clusters/prod/api/v1/namespaces/default", token)
 		return code == http.StatusServiceUnavailable
 	})
@@ -298,7 +299,7 @@ func TestGatewayRestarted(t *testing.T) {
 	token := callerToken(t, []string{"prod"}, allRules...)
 
 	gs.stop()
-	eventually(t, 5*time.Second, "connector noticed the gateway left", func() bool { return !rc.c.Connected() })
+	wait.Until(t, 5*time.Second, "connector noticed the gateway left", func() bool { return !rc.c.Connected() })
 	restarted := time.Now()
 	gs.start(gs.addr)
 	gs.waitConnectors("prod", 1, 30*time.Second)
@@ -340,7 +341,7 @@ func TestTwoConnectorsOneStopped(t *testing.T) {
 		for i := range served {
 			from[i] = served[i].Load()
 		}
-		eventually(t, 20*time.Second, what, func() bool {
+		wait.Until(t, 20*time.Second, what, func() bool {
 			if len(errs) > 0 {
 				return true // a caller failed: reported below
 			}

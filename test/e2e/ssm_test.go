@@ -14,6 +14,7 @@ import (
 	"github.com/warren-dev/warren/internal/download"
 	"github.com/warren-dev/warren/internal/testenv/awsfake"
 	"github.com/warren-dev/warren/internal/testenv/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // The tests in this file run `warren bootstrap ssm` and `warren connector --eks-cluster` against internal/testenv/awsfake,
@@ -246,7 +247,7 @@ func TestSSMEKSConnector(t *testing.T) {
 		t.Fatalf("kubectl get namespace default: %q", got)
 	}
 	// The API server saw the AWS identity, authenticated by the webhook, not a static token.
-	eventually(t, 10*time.Second, "an audit event of the AWS identity", func() bool {
+	wait.Until(t, 10*time.Second, "an audit event of the AWS identity", func() bool {
 		events, _ := eksKube.AuditEvents()
 		for _, e := range events {
 			if e.User == awsfake.TestIdentity.ARN && e.RequestURI == "/api/v1/namespaces/default" && e.Code == 200 {

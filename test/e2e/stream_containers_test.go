@@ -18,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/remotecommand"
+
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // notFoundStatus is the message of the Status the kubelet returns (from containerd and runc) for an exec of a
@@ -37,7 +39,7 @@ func notFoundStatus(program string, websocket bool) string {
 func distrolessPod(t *testing.T) *corev1.Pod {
 	pod := startPod(t, "distroless", corev1.Container{Image: "distroless", Args: []string{"-write", "/tmp/evidence=planted"}})
 	planted := containerPath(t, pod, "main", "/tmp/evidence")
-	eventually(t, 10*time.Second, "the planted file", func() bool {
+	wait.Until(t, 10*time.Second, "the planted file", func() bool {
 		b, _ := os.ReadFile(planted)
 		return string(b) == "planted"
 	})
@@ -90,7 +92,7 @@ func TestStreamEphemeralContainer(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(streamNS).UpdateEphemeralContainers(ctx, target.Name, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("pods/ephemeralcontainers: %v", err)
 	}
-	eventually(t, 30*time.Second, "the ephemeral container running", func() bool {
+	wait.Until(t, 30*time.Second, "the ephemeral container running", func() bool {
 		p, err = cs.CoreV1().Pods(streamNS).Get(ctx, target.Name, metav1.GetOptions{})
 		return err == nil && len(p.Status.EphemeralContainerStatuses) == 1 &&
 			p.Status.EphemeralContainerStatuses[0].State.Running != nil
@@ -111,7 +113,7 @@ func TestStreamEphemeralContainer(t *testing.T) {
 	if out.String() != want || errOut.String() != "" {
 		t.Fatalf("attach output %q %q, want %q", out.String(), errOut.String(), want)
 	}
-	eventually(t, 30*time.Second, "the ephemeral container terminated", func() bool {
+	wait.Until(t, 30*time.Second, "the ephemeral container terminated", func() bool {
 		p, err = cs.CoreV1().Pods(streamNS).Get(ctx, target.Name, metav1.GetOptions{})
 		st := p.Status.EphemeralContainerStatuses
 		return err == nil && len(st) == 1 && st[0].State.Terminated != nil && st[0].State.Terminated.ExitCode == 0

@@ -43,6 +43,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/internal/testenv/kubetest"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // ---- The fake kubelet ----------------------------------------------------------------------------------------------
@@ -414,7 +415,7 @@ func (m *memAudit) find(match func(audit.Record) bool) (audit.Record, bool) {
 func (m *memAudit) wait(t *testing.T, what string, match func(audit.Record) bool) audit.Record {
 	t.Helper()
 	var rec audit.Record
-	eventually(t, 15*time.Second, "audit record of "+what, func() bool {
+	wait.Until(t, 15*time.Second, "audit record of "+what, func() bool {
 		var ok bool
 		rec, ok = m.find(match)
 		return ok

@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/remotecommand"
 
 	"github.com/warren-dev/warren/audit"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // Streams under stress: a reader that stops, a client that leaves, many sessions at once, the audit of a session,
@@ -170,15 +171,15 @@ func TestStreamSlowReaderBoundedMemory(t *testing.T) {
 			waitProducerStalled(t, marker, nil)
 			cmd.Process.Kill()
 			left := time.Now()
-			eventually(t, 15*time.Second, "the producer ends after kubectl is killed", func() bool { return len(procsWith(marker)) == 0 })
+			wait.Until(t, 15*time.Second, "the producer ends after kubectl is killed", func() bool { return len(procsWith(marker)) == 0 })
 			rec := e.gwAudit.wait(t, "flood exec", isExec(marker))
 			checkUpgradeRecord(t, rec, mode.method, "exec")
-			eventually(t, 15*time.Second, "the connector's handler ends (its audit record)", func() bool {
+			wait.Until(t, 15*time.Second, "the connector's handler ends (its audit record)", func() bool {
 				_, ok := e.connAudit.find(isExec(marker))
 				return ok
 			})
 			connectorDone := time.Since(left)
-			eventually(t, 15*time.Second, "the stalled stream's memory is freed", func() bool { return heapInuse(true) < base+8*mib })
+			wait.Until(t, 15*time.Second, "the stalled stream's memory is freed", func() bool { return heapInuse(true) < base+8*mib })
 			t.Logf("%s: after the client left: connector done in %v, heap back to %+.1f MiB after %v", mode.name,
 				connectorDone.Round(time.Millisecond), (float64(heapInuse(true))-float64(base))/mib, time.Since(left).Round(time.Millisecond))
 		})
@@ -189,7 +190,7 @@ func TestStreamSlowReaderBoundedMemory(t *testing.T) {
 // nothing more for a second; each runs on every check. It returns the pid and the bytes written.
 func waitProducerStalled(t *testing.T, marker string, each func()) (pid int, written int64) {
 	t.Helper()
-	eventually(t, 10*time.Second, "the producer on the fake kubelet", func() bool {
+	wait.Until(t, 10*time.Second, "the producer on the fake kubelet", func() bool {
 		for _, p := range procsWith(marker) {
 			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.HasPrefix(string(b), "yes\x00") {
 				pid = p
@@ -200,7 +201,7 @@ func waitProducerStalled(t *testing.T, marker string, each func()) (pid int, wri
 	})
 	written = -1
 	lastChange := time.Now()
-	eventually(t, 90*time.Second, "the producer stalls", func() bool {
+	wait.Until(t, 90*time.Second, "the producer stalls", func() bool {
 		if each != nil {
 			each()
 		}
@@ -226,7 +227,7 @@ func TestStreamClientDisconnect(t *testing.T) {
 	}
 	check := func(t *testing.T, marker, method string, left time.Time) {
 		t.Helper()
-		eventually(t, 10*time.Second, "the remote process ends", func() bool { return len(procsWith(marker)) == 0 })
+		wait.Until(t, 10*time.Second, "the remote process ends", func() bool { return len(procsWith(marker)) == 0 })
 		gone := time.Since(left)
 		checkUpgradeRecord(t, e.gwAudit.wait(t, "gateway record", isExec(marker)), method, "exec")
 		e.connAudit.wait(t, "connector record", isExec(marker))
@@ -408,7 +409,7 @@ func TestStreamMaxDuration(t *testing.T) {
 			if res.err == nil || res.err.Error() != want {
 				t.Fatalf("the client was not told why the gateway cut the session: %v; want %q", res.err, want)
 			}
-			eventually(t, 10*time.Second, "the remote process ends", func() bool { return len(procsWith(marker)) == 0 })
+			wait.Until(t, 10*time.Second, "the remote process ends", func() bool { return len(procsWith(marker)) == 0 })
 			rec := e.gwAudit.wait(t, "exec", isExec(marker))
 			if !ended(rec) {
 				t.Fatalf("gateway record reason %q", rec.Reason)
@@ -539,7 +540,7 @@ func TestStreamConnectorLost(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatal("the client's session still hangs 30s after the connector stopped")
 			}
-			eventually(t, 15*time.Second, "the remote process ends", func() bool { return len(procsWith(marker)) == 0 })
+			wait.Until(t, 15*time.Second, "the remote process ends", func() bool { return len(procsWith(marker)) == 0 })
 		})
 	}
 }
@@ -588,7 +589,7 @@ func TestStreamConnectorLostKubectl(t *testing.T) {
 			if exitStatus(err) != 1 || !strings.HasSuffix(errOut.String(), want) {
 				t.Fatalf("kubectl exit %d, stderr %q; want exit 1 and %q", exitStatus(err), errOut.String(), want)
 			}
-			eventually(t, 15*time.Second, "the remote process ends", func() bool { return remoteShells(marker) == 0 })
+			wait.Until(t, 15*time.Second, "the remote process ends", func() bool { return remoteShells(marker) == 0 })
 		})
 	}
 }
@@ -642,7 +643,7 @@ func TestStreamScale(t *testing.T) {
 			}
 			wg.Wait()
 		}()
-		eventually(t, 3*time.Minute, fmt.Sprintf("%d sessions ready at once", n), func() bool {
+		wait.Until(t, 3*time.Minute, fmt.Sprintf("%d sessions ready at once", n), func() bool {
 			for _, s := range sessions {
 				select {
 				case <-s.out.seen:

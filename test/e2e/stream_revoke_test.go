@@ -21,6 +21,7 @@ import (
 
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // Streams that outlive their token's validity: a token revoked (or, with --disconnect-expired-tokens, expired)
@@ -181,7 +182,7 @@ func TestStreamRevocationEndsStreams(t *testing.T) {
 	}
 	t.Logf("all six streams ended within %v of the revocation (re-check interval %v)", slowest.Round(time.Millisecond), auth.DefaultCheckInterval)
 	for _, m := range markers {
-		eventually(t, 10*time.Second, "the remote process ends", func() bool { return len(procsWith(m)) == 0 })
+		wait.Until(t, 10*time.Second, "the remote process ends", func() bool { return len(procsWith(m)) == 0 })
 	}
 	// Each stream's record at the gateway or the connector (whichever noticed first) says why it ended.
 	// The connector says it in its own words (it re-checks the token id the assertion named).
@@ -189,7 +190,7 @@ func TestStreamRevocationEndsStreams(t *testing.T) {
 	connNote := fmt.Sprintf("ended: the caller's token %q has been revoked", id)
 	for _, sub := range []string{"exec", "portforward", "log"} {
 		match := func(r audit.Record) bool { return r.Subresource == sub && (r.Reason == note || r.Reason == connNote) }
-		eventually(t, 15*time.Second, "an audit record of "+sub+" with the reason", func() bool {
+		wait.Until(t, 15*time.Second, "an audit record of "+sub+" with the reason", func() bool {
 			_, g := e.gwAudit.find(match)
 			_, c := e.connAudit.find(match)
 			return g || c
@@ -248,7 +249,7 @@ func TestStreamExpiredTokens(t *testing.T) {
 		}()
 		issued := time.Now()
 		go fmt.Fprintln(stdinW, "before expiry") // returns once the session read it
-		eventually(t, 30*time.Second, "the exec echoes", func() bool { return strings.Contains(out.String(), "before expiry\n") })
+		wait.Until(t, 30*time.Second, "the exec echoes", func() bool { return strings.Contains(out.String(), "before expiry\n") })
 		time.Sleep(time.Until(issued.Add(ttl + 3*time.Second))) // past the expiry and several re-checks: nothing must happen
 		select {
 		case err := <-done:

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warren-dev/warren/internal/testenv/wait"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -89,7 +90,7 @@ func TestStreamScaleKubectl(t *testing.T) {
 	}
 	defer finish()
 
-	eventually(t, 4*time.Minute, fmt.Sprintf("%d kubectl sessions ready at once", n), func() bool {
+	wait.Until(t, 4*time.Minute, fmt.Sprintf("%d kubectl sessions ready at once", n), func() bool {
 		for i, s := range sessions {
 			select {
 			case <-s.out.seen:

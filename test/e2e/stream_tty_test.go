@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/warren-dev/warren/audit"
+	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
 // kubectl exec -it and attach -it as a person runs them: the real kubectl on a terminal of its own (a pty), so it
@@ -374,7 +375,7 @@ func TestStreamKubectlAttachTTY(t *testing.T) {
 			}
 			k.checkRestored()
 
-			eventually(t, 30*time.Second, "container main terminated with exit code 5", func() bool {
+			wait.Until(t, 30*time.Second, "container main terminated with exit code 5", func() bool {
 				p, err := cs.CoreV1().Pods(streamNS).Get(context.Background(), pod, metav1.GetOptions{})
 				if err != nil || len(p.Status.ContainerStatuses) != 1 {
 					return false
