@@ -158,6 +158,13 @@ func (g *Gateway) serveJoin(w http.ResponseWriter, r *http.Request) {
 		refuse(connectorRefusal{http.StatusUnauthorized, "join_token", "invalid connector token: token expired at " + join.ExpiresAt.UTC().Format(time.RFC3339), 0})
 		return
 	}
+	if join.ExpiresAt.Sub(now) < time.Second {
+		// A credential ends with its join token, and the answer gives its lifetime in whole seconds: this one would
+		// say 0, which no connector can use (it used to be refused as "the gateway's answer holds no credential").
+		refuse(connectorRefusal{http.StatusUnauthorized, "join_token", "invalid connector token: token expires at " +
+			join.ExpiresAt.UTC().Format(time.RFC3339) + ", in under a second, too soon to issue a credential: put a new one in the connector's token file", 0})
+		return
+	}
 	cluster = join.Warren.Clusters[0]
 	entry.Caller(join)
 	details.JoinTokenID = join.ID

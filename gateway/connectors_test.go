@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -24,6 +25,7 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
+	"github.com/warren-dev/warren/internal/testenv/bubble"
 	"github.com/warren-dev/warren/internal/testenv/testlog"
 	"github.com/warren-dev/warren/internal/testenv/wait"
 	"github.com/warren-dev/warren/internal/wire"
@@ -98,7 +100,7 @@ func (c *rawConnector) joinWith(token, proof string) (int, wire.JoinResponse, st
 	if proof != "" {
 		req.Header.Set(wire.HeaderProof, proof)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.e.net.client.Do(req)
 	if err != nil {
 		c.e.t.Fatal(err)
 	}
@@ -348,71 +350,105 @@ func TestRecheckEndsTunnels(t *testing.T) {
 	}
 }
 
-// TestRenewalKeepsTheTunnel: the connector renews its credential (lifetime 2 s here) at two thirds of its lifetime,
-// again and again, on the same tunnel: no reconnect, and the tunnel outlives its first credentials.
+// TestRenewalKeepsTheTunnel (in a synctest bubble): the connector renews its credential (lifetime 2 s here) at two
+// thirds of its lifetime, again and again for a minute, on the same tunnel: each before the one it holds expires,
+// no reconnect, and the tunnel outlives its first thirty credentials.
 func TestRenewalKeepsTheTunnel(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, func(c *gateway.Config, _ *auth.VerifierConfig) {
-		c.Connectors.CredentialTTL = 2 * time.Second
-		c.Connectors.CheckInterval = 50 * time.Millisecond
-	})
-	tok := e.connectorToken("prod", time.Hour)
-	r := e.startConnector("a", staticToken(tok), nil)
-	e.waitConnectors(1, 10*time.Second)
-	first := e.g.ConnectorSessions("prod")[0]
-	start := time.Now()
-	wait.Until(t, 10*time.Second, "three renewals", func() bool { return len(e.records(audit.EventConnectorRenewed)) >= 3 })
-	for time.Since(start) < 5*time.Second { // past two lifetimes of the first credential
-		time.Sleep(100 * time.Millisecond)
-	}
-	now := e.g.ConnectorSessions("prod")
-	if len(now) != 1 || now[0].Session != first.Session || !r.c.Connected() {
-		t.Fatalf("tunnels %+v, want the first one (%s) still", now, first.Session)
-	}
-	if n := len(e.records(audit.EventConnectorTunnelEnd)); n != 0 {
-		t.Fatalf("%d tunnels ended", n)
-	}
-	for _, rec := range e.records(audit.EventConnectorRenewed) {
-		if rec.Connector.Identity != r.c.Identity() || rec.Connector.CredentialID == first.CredentialID {
-			t.Fatalf("renewal record %+v", rec.Connector)
+	bubble.Test(t, func(t *testing.T) {
+		e := newEnvOn(t, memoryNet(t), func(c *gateway.Config, _ *auth.VerifierConfig) {
+			c.Connectors.CredentialTTL = 2 * time.Second
+			c.Connectors.CheckInterval = 50 * time.Millisecond
+		})
+		tok := e.connectorToken("prod", time.Hour)
+		r := e.startConnector("a", staticToken(tok), nil)
+		e.waitConnectors(1, 10*time.Second)
+		first := e.g.ConnectorSessions("prod")[0]
+		joined := time.Now()
+		time.Sleep(time.Minute) // thirty lifetimes of a credential
+		synctest.Wait()
+		// Each credential was renewed before it expired: no two renewals (nor the join and the first) are a
+		// lifetime apart.
+		renewals := e.records(audit.EventConnectorRenewed)
+		if len(renewals) < 30 {
+			t.Fatalf("%d renewals in a minute of 2 s credentials", len(renewals))
 		}
-	}
-}
-
-// TestRotationWithoutRestart: a new join token in the connector's token file is used at the next renewal; the old
-// one can then be revoked without the connector losing its tunnel, and the old token joins nobody any more.
-func TestRotationWithoutRestart(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, func(c *gateway.Config, _ *auth.VerifierConfig) {
-		c.Connectors.CredentialTTL = 2 * time.Second
-		c.Connectors.CheckInterval = 50 * time.Millisecond
-	})
-	old, rotated := e.connectorToken("prod", time.Hour), e.connectorToken("prod", time.Hour)
-	var current atomic.Value
-	current.Store(old)
-	r := e.startConnector("a", func() (string, error) { return current.Load().(string), nil }, nil)
-	e.waitConnectors(1, 10*time.Second)
-	session := e.g.ConnectorSessions("prod")[0].Session
-
-	current.Store(rotated) // the Secret is updated; the connector re-reads its token file at the next renewal
-	wait.Until(t, 5*time.Second, "a renewal with the new join token", func() bool {
+		last := joined
+		for i, rec := range renewals {
+			if gap := rec.Time.Sub(last); gap >= 2*time.Second {
+				t.Fatalf("renewal %d came %v after the one before: its credential had expired", i, gap)
+			}
+			last = rec.Time
+		}
+		now := e.g.ConnectorSessions("prod")
+		if len(now) != 1 || now[0].Session != first.Session || !r.c.Connected() {
+			t.Fatalf("tunnels %+v, want the first one (%s) still", now, first.Session)
+		}
+		if n := len(e.records(audit.EventConnectorTunnelEnd)); n != 0 {
+			t.Fatalf("%d tunnels ended", n)
+		}
 		for _, rec := range e.records(audit.EventConnectorRenewed) {
-			if rec.Connector.JoinTokenID == tokenID(t, rotated) {
-				return true
+			if rec.Connector.Identity != r.c.Identity() || rec.Connector.CredentialID == first.CredentialID {
+				t.Fatalf("renewal record %+v", rec.Connector)
 			}
 		}
-		return false
 	})
-	e.revoke(tokenID(t, old))
-	for range 20 { // 20 × 50 ms: twenty re-checks
-		time.Sleep(50 * time.Millisecond)
-		if s := e.g.ConnectorSessions("prod"); len(s) != 1 || s[0].Session != session || !r.c.Connected() {
-			t.Fatalf("tunnels after revoking the old token: %+v", s)
+}
+
+// TestRotationWithoutRestart (in a bubble): a new join token in the connector's token file is used at the next renewal; the old
+// one can then be revoked without the connector losing its tunnel, and the old token joins nobody any more.
+func TestRotationWithoutRestart(t *testing.T) {
+	bubble.Test(t, func(t *testing.T) {
+		e := newEnvOn(t, memoryNet(t), func(c *gateway.Config, _ *auth.VerifierConfig) {
+			c.Connectors.CredentialTTL = 2 * time.Second
+			c.Connectors.CheckInterval = 50 * time.Millisecond
+		})
+		old, rotated := e.connectorToken("prod", time.Hour), e.connectorToken("prod", time.Hour)
+		var current atomic.Value
+		current.Store(old)
+		r := e.startConnector("a", func() (string, error) { return current.Load().(string), nil }, nil)
+		e.waitConnectors(1, 10*time.Second)
+		session := e.g.ConnectorSessions("prod")[0].Session
+
+		current.Store(rotated) // the Secret is updated; the connector re-reads its token file at the next renewal
+		wait.Until(t, 5*time.Second, "a renewal with the new join token", func() bool {
+			for _, rec := range e.records(audit.EventConnectorRenewed) {
+				if rec.Connector.JoinTokenID == tokenID(t, rotated) {
+					return true
+				}
+			}
+			return false
+		})
+		e.revoke(tokenID(t, old))
+		for range 20 { // 20 × 50 ms: twenty re-checks
+			time.Sleep(50 * time.Millisecond)
+			if s := e.g.ConnectorSessions("prod"); len(s) != 1 || s[0].Session != session || !r.c.Connected() {
+				t.Fatalf("tunnels after revoking the old token: %+v", s)
+			}
 		}
+		thief := e.rawConnector()
+		if code, _, msg := thief.join(old, time.Now()); code != http.StatusUnauthorized || msg != fmt.Sprintf(`invalid connector token: token %q has been revoked`, tokenID(t, old)) {
+			t.Fatalf("join with the revoked token: %d %q", code, msg)
+		}
+	})
+}
+
+// TestJoinTokenAboutToExpire: a join token with less than a second left gets no credential (the answer gives its
+// lifetime in whole seconds: 0), but a refusal that says why; with a second left it gets a one-second credential.
+// (The connector used to get a credential of 0 s and report "the gateway's answer holds no credential".)
+func TestJoinTokenAboutToExpire(t *testing.T) {
+	e, clock := newFastEnv(t, nil)
+	tok := e.connectorToken("prod", time.Hour)
+	exp := expiryOf(t, tok)
+	rc := e.rawConnector()
+	clock.Add(time.Until(exp) - time.Second)
+	if jr := rc.mustJoin(tok, clock.Now()); jr.ExpiresIn != 1 {
+		t.Fatalf("a join a second before the token expires: a credential for %d s, want 1", jr.ExpiresIn)
 	}
-	thief := e.rawConnector()
-	if code, _, msg := thief.join(old, time.Now()); code != http.StatusUnauthorized || msg != fmt.Sprintf(`invalid connector token: token %q has been revoked`, tokenID(t, old)) {
-		t.Fatalf("join with the revoked token: %d %q", code, msg)
+	clock.Add(time.Second / 2)
+	want := "invalid connector token: token expires at " + exp.UTC().Format(time.RFC3339) +
+		", in under a second, too soon to issue a credential: put a new one in the connector's token file"
+	if code, _, msg := rc.join(tok, clock.Now()); code != http.StatusUnauthorized || msg != want {
+		t.Fatalf("a join half a second before the token expires: %d %q, want 401 %q", code, msg, want)
 	}
 }
 

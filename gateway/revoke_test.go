@@ -1,14 +1,15 @@
 package gateway_test
 
 import (
-	"errors"
+	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/warren-dev/warren/audit"
+	"github.com/warren-dev/warren/internal/testenv/bubble"
 	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
@@ -156,46 +157,82 @@ func TestKeyRotatedOutEndsOpenStreams(t *testing.T) {
 	}
 }
 
-// TestExpiredTokensStreams: with DisconnectExpiredTokens a token's streams end when it expires, with the reason;
-// without it (the default), an exec outlives its token, while new requests with the token are refused.
+// TestExpiredTokensStreams (in synctest bubbles): with DisconnectExpiredTokens a token's streams end when it expires
+// (within the stream check interval after), with the reason; without it (the default), an exec outlives its token
+// by half an hour and more, while new requests with the token are refused.
 func TestExpiredTokensStreams(t *testing.T) {
 	const ttl = 2 * time.Second
+	const interval = 100 * time.Millisecond // proxyEnv's stream check interval
 	t.Run("disconnect", func(t *testing.T) {
-		e := newProxyEnv(t, proxyEnvOpts{disconnectExpired: true})
-		tok, _ := e.token(ttl)
-		start := time.Now()
-		exec := e.openExec(tok)
-		_, follow := e.openStream(tok, "/api/v1/namespaces/ns/pods/p/log?follow=")
-		code, why, err := exec.closing()
-		t.Logf("exec ended %v after it started, with a %v token", time.Since(start).Round(time.Millisecond), ttl)
-		if err != nil || code != 1008 || !strings.HasPrefix(why, "warren: token expired at ") {
-			t.Fatalf("exec: %d %q %v; want 1008 and the expiry", code, why, err)
-		}
-		if _, err := io.Copy(io.Discard, follow); err != nil {
-			t.Fatalf("logs -f: %v, want a clean end", err)
-		}
-		waitRecord(t, e.gwAudit, "exec", func(r audit.Record) bool {
-			return strings.Contains(r.Path, "/exec") && strings.HasPrefix(r.Reason, "ended: token expired at ")
+		bubble.Test(t, func(t *testing.T) {
+			e := newProxyEnv(t, proxyEnvOpts{disconnectExpired: true, net: memoryNet(t)})
+			tok, _ := e.token(ttl)
+			expires := expiryOf(t, tok)
+			exec := e.openExec(tok)
+			_, follow := e.openStream(tok, "/api/v1/namespaces/ns/pods/p/log?follow=")
+			type end struct {
+				code int
+				why  string
+				err  error
+			}
+			execEnd, followEnd := make(chan end, 1), make(chan error, 1)
+			go func() {
+				code, why, err := exec.closing()
+				execEnd <- end{code, why, err}
+			}()
+			go func() {
+				_, err := io.Copy(io.Discard, follow)
+				followEnd <- err
+			}()
+			time.Sleep(time.Until(expires) - time.Millisecond)
+			synctest.Wait()
+			if len(execEnd) != 0 || len(followEnd) != 0 {
+				t.Fatal("the streams ended before their token expired")
+			}
+			time.Sleep(time.Millisecond + interval)
+			synctest.Wait()
+			if len(execEnd) == 0 || len(followEnd) == 0 {
+				t.Fatalf("the streams are open %v after their token expired", interval)
+			}
+			want := "warren: token expired at " + expires.UTC().Format(time.RFC3339)
+			if got := <-execEnd; got.err != nil || got.code != 1008 || got.why != want {
+				t.Fatalf("exec: %d %q %v; want 1008 %q", got.code, got.why, got.err, want)
+			}
+			if err := <-followEnd; err != nil {
+				t.Fatalf("logs -f: %v, want a clean end", err)
+			}
+			waitRecord(t, e.gwAudit, "exec", func(r audit.Record) bool {
+				return strings.Contains(r.Path, "/exec") && r.Reason == "ended: token expired at "+expires.UTC().Format(time.RFC3339)
+			})
 		})
 	})
 	t.Run("default", func(t *testing.T) {
-		e := newProxyEnv(t, proxyEnvOpts{})
-		tok, _ := e.token(ttl)
-		exec := e.openExec(tok)
-		time.Sleep(ttl + 2*time.Second) // past the expiry: the point is that nothing happens
-		exec.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		var ne net.Error
-		if _, _, err := exec.frame(); !errors.As(err, &ne) || !ne.Timeout() {
-			t.Fatalf("the exec of an expired token ended without --disconnect-expired-tokens: %v", err)
-		}
-		resp, err := e.get(tok, "/api/v1/namespaces/ns/configmaps")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 401 || !strings.Contains(string(body), "invalid caller token: token expired at ") {
-			t.Fatalf("new request with the expired token: %d %s", resp.StatusCode, body)
-		}
+		bubble.Test(t, func(t *testing.T) {
+			e := newProxyEnv(t, proxyEnvOpts{net: memoryNet(t)})
+			tok, _ := e.token(ttl)
+			exec := e.openExec(tok)
+			frames := make(chan error, 1)
+			go func() {
+				op, p, err := exec.frame()
+				frames <- fmt.Errorf("frame %d %q (%v) at %v", op, p, err, time.Now())
+			}()
+			// Long past the token's expiry (short of the connector's own join token's hour): the point is that
+			// nothing happens.
+			time.Sleep(30 * time.Minute)
+			synctest.Wait()
+			if len(frames) != 0 {
+				t.Fatalf("the exec of an expired token ended without --disconnect-expired-tokens: %v", <-frames)
+			}
+			resp, err := e.get(tok, "/api/v1/namespaces/ns/configmaps")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 401 || !strings.Contains(string(body), "invalid caller token: token expired at ") {
+				t.Fatalf("new request with the expired token: %d %s", resp.StatusCode, body)
+			}
+			exec.conn.Close()
+		})
 	})
 }
