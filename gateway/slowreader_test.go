@@ -36,7 +36,10 @@ func (e *proxyEnv) rawGet(t testing.TB, token, path string) net.Conn {
 	return conn
 }
 
-// TestIdleWriteTimeoutEndsStalledRequests: a caller that stops reading a large answer (any valid token may GET
+// TestIdleWriteTimeoutEndsStalledRequests (on loopback, with real time: not in a synctest bubble, where it hangs.
+// httputil.ReverseProxy's flush timer writes under its writer's mutex; blocked there on a caller who reads nothing,
+// it leaves the copy loop waiting on that mutex, which synctest does not count as durably blocked, so the bubble's
+// clock never reaches the deadline): a caller that stops reading a large answer (any valid token may GET
 // /openapi/v2) or an exec session's output loses its request after the idle write timeout, instead of holding it,
 // and what the tunnel buffered for it, for as long as it likes. The audit record says why. On the old code there
 // was no write deadline towards callers: the requests stayed open until the test gave up.
