@@ -27,8 +27,9 @@ import (
 	"github.com/warren-dev/warren/tunnel"
 )
 
-// env is a gateway served on loopback (plain HTTP: TLS is not what these tests are about) with a real issuer key,
-// connector keys read from a file that tests may rewrite, a revocation list file, and an audit log in memory.
+// env is a gateway served on loopback, or in memory for a synctest bubble (plain HTTP: TLS is not what these tests
+// are about), with a real issuer key, connector keys read from a file that tests may rewrite, a revocation list file,
+// and an audit log in memory.
 type env struct {
 	t        *testing.T
 	dir      string

@@ -1,8 +1,8 @@
 package gateway_test
 
-// An in-process warren: a gateway and a connector over a real tunnel (WebSocket + yamux on loopback), an API server
-// stand-in behind the connector, and raw callers. The tests of streams that outlive their token, of the limits per
-// token and tunnel, and of callers that stop reading run on it.
+// An in-process warren: a gateway and a connector over a real tunnel (WebSocket + yamux, on loopback or, in a
+// synctest bubble, on an in-memory network), an API server stand-in behind the connector, and raw callers. The tests
+// of streams that outlive their token, of the limits per token and tunnel, and of callers that stop reading run on it.
 
 import (
 	"bufio"
