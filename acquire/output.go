@@ -10,9 +10,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/warren-dev/warren/connector/eks"
 	"github.com/warren-dev/warren/evidence"
 	"github.com/warren-dev/warren/evidence/s3store"
+	"github.com/warren-dev/warren/internal/awsconfig"
 )
 
 // Output is where an acquisition's evidence goes (`warren acquire --out`): a local directory, or s3://BUCKET/PREFIX
@@ -86,7 +86,7 @@ func (o Output) openS3(ctx context.Context, staging string) (*s3store.Store, err
 	if err != nil {
 		return nil, usage("%v", err)
 	}
-	awsCfg, err := eks.LoadAWSConfig(ctx, o.S3Region, "")
+	awsCfg, err := awsconfig.Load(ctx, o.S3Region, "")
 	if err != nil {
 		return nil, err
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/connector/eks"
 	"github.com/warren-dev/warren/gatewaytls"
+	"github.com/warren-dev/warren/internal/awsconfig"
 )
 
 // InstallConfig is a `warren bootstrap ssm` run: the script's settings and the files Install reads into them, and
@@ -129,7 +129,7 @@ func Install(ctx context.Context, cfg InstallConfig) error {
 	if err != nil {
 		return err
 	}
-	awsCfg, err := eks.LoadAWSConfig(ctx, cfg.Region, cfg.EndpointURL)
+	awsCfg, err := awsconfig.Load(ctx, cfg.Region, cfg.EndpointURL)
 	if err != nil {
 		return err
 	}

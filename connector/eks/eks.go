@@ -47,7 +47,8 @@ type Config struct {
 	// Cluster is the EKS cluster's name. Required.
 	Cluster string
 	// AWS is the SDK configuration: credentials, region, and BaseEndpoint for a non-default endpoint (a VPC
-	// endpoint, or a stand-in in tests). Build it with config.LoadDefaultConfig. Its Region is required.
+	// endpoint, or a stand-in in tests). Build it with config.LoadDefaultConfig (warren's commands: with
+	// internal/awsconfig). Its Region is required.
 	AWS aws.Config
 	// Now is the clock for token renewal. Default time.Now.
 	Now func() time.Time

@@ -60,8 +60,8 @@ type Config struct {
 	// room for the archives being acquired at once, and keeps what could not be uploaded. Empty: the store is read
 	// only (verify), Create and UploadStaged fail.
 	StagingDir string
-	// AWS is the SDK configuration: credentials, region, retries, HTTP client (LoadAWSConfig loads the standard
-	// chain). Its Region must be set.
+	// AWS is the SDK configuration: credentials, region, retries, HTTP client (warren's internal/awsconfig loads the
+	// standard chain). Its Region must be set.
 	AWS aws.Config
 	// Endpoint is the S3 API's URL of an S3-compatible store (https://minio.example:9000); empty: AWS's endpoint
 	// for the region.
