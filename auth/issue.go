@@ -64,6 +64,12 @@ type IssueOptions struct {
 	Now          func() time.Time // default time.Now
 }
 
+// DefaultIssueOptions returns the defaults of a caller token's settings, for `warren token issue`'s flags: issuer
+// DefaultIssuer, a lifetime of 15 minutes.
+func DefaultIssueOptions() IssueOptions {
+	return IssueOptions{Issuer: DefaultIssuer, TTL: 15 * time.Minute}
+}
+
 // IssueCaller signs a caller token (audience "warren") granting Rules on Clusters for TTL.
 func (k *SigningKey) IssueCaller(o IssueOptions) (string, error) {
 	if strings.TrimSpace(o.Subject) == "" {

@@ -205,6 +205,15 @@ func (c Config) KubeconfigFor(warren string) (*clientcmdapi.Config, error) {
 	return cfg, nil
 }
 
+// KubeconfigYAML is KubeconfigFor, written as a kubeconfig file (YAML) for kubectl.
+func (c Config) KubeconfigYAML(warren string) ([]byte, error) {
+	cfg, err := c.KubeconfigFor(warren)
+	if err != nil {
+		return nil, err
+	}
+	return clientcmd.Write(*cfg)
+}
+
 // TokenCommandSource runs a command (with /bin/sh -c) whenever it needs a token: at the first request,
 // tokenRefreshBefore ahead of the last token's expiry, and after a 401 (client-go's token transport resets it). It
 // is safe for concurrent use; one command runs at a time.

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -40,6 +41,30 @@ func RunTokenCommand(ctx context.Context, command string) (string, error) {
 		return "", fmt.Errorf("token command %q printed nothing", command)
 	}
 	return token, nil
+}
+
+// ExecCredential runs command once (bounded by TokenCommandTimeout as well as ctx) and returns the
+// client.authentication.k8s.io/v1 ExecCredential that kubectl's exec credential plugin protocol expects on standard
+// output (`warren credential`, which `warren kubeconfig --token-command` configures): the token, and its expiry so
+// that kubectl asks again only once it has expired. The expiry is read, not verified: the gateway verifies.
+func ExecCredential(ctx context.Context, command string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, TokenCommandTimeout)
+	defer cancel()
+	token, err := RunTokenCommand(ctx, command)
+	if err != nil {
+		return nil, err
+	}
+	status := map[string]any{"token": token}
+	if info, err := ParseToken(token); err == nil && !info.Expiry.IsZero() {
+		status["expirationTimestamp"] = info.Expiry.UTC().Format(time.RFC3339)
+	}
+	out, err := json.Marshal(map[string]any{
+		"apiVersion": "client.authentication.k8s.io/v1",
+		"kind":       "ExecCredential",
+		"spec":       map[string]any{"interactive": false},
+		"status":     status,
+	})
+	return append(out, '\n'), err
 }
 
 var errTooLong = errors.New("output too long")

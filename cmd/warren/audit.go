@@ -1,15 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"strings"
+	"io/fs"
 
 	"github.com/warren-dev/warren/audit"
-	"github.com/warren-dev/warren/auth"
 )
 
 const auditUsage = `usage:
@@ -48,85 +47,67 @@ func runAudit(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("audit: unknown subcommand %q: want verify", args[0])
 }
 
-func runAuditVerify(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("warren audit verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	keyFiles := fs.String("key", "", "public key(s) of the log's --audit-signing-key (signing.pub), comma-separated: check its signed checkpoints")
-	fs.Usage = func() { fmt.Fprint(fs.Output(), auditUsage) }
+// AuditVerifyOptions are the flags and FILE of `warren audit verify`; Validate returns the log to check, and with
+// which keys (audit.VerifyFile).
+type AuditVerifyOptions struct {
+	keyFiles string // comma-separated
+	files    []string
+}
+
+// auditVerify is a `warren audit verify`: the log file, and the public keys of its checkpoints (nil: the chain
+// only).
+type auditVerify struct {
+	file     string
+	keyFiles []string
+}
+
+// AddFlags binds the options to fs.
+func (o *AuditVerifyOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.keyFiles, "key", "", "public key(s) of the log's --audit-signing-key (signing.pub), comma-separated: check its signed checkpoints")
+}
+
+// ParseArgs takes FILE between flags: flags may come before it and after it.
+func (o *AuditVerifyOptions) ParseArgs(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var file string
-	if fs.NArg() > 0 { // flags may also follow FILE
-		file = fs.Arg(0)
+	if fs.NArg() > 0 {
+		o.files = []string{fs.Arg(0)}
 		if err := fs.Parse(fs.Args()[1:]); err != nil {
 			return err
 		}
+		o.files = append(o.files, fs.Args()...)
 	}
-	if err := applyEnv(fs, envPrefix); err != nil {
-		return err
-	}
-	if file == "" || fs.NArg() != 0 {
-		return errors.New("audit verify: want exactly one FILE, e.g. warren audit verify /var/log/warren/audit.log")
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return fmt.Errorf("audit verify: %w", err)
-	}
-	defer f.Close()
-	if *keyFiles == "" {
-		n, err := audit.Verify(f)
-		if err := brokenChain(file, err); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: %d records, chain intact\n", file, n)
-		return nil
-	}
-	keys, err := auth.LoadPublicKeys(splitList(*keyFiles)...)
-	if err != nil {
-		return fmt.Errorf("--key: %w", err)
-	}
-	a, err := audit.VerifyAttested(f, keys)
-	if err := brokenChain(file, err); err != nil {
-		return err
-	}
-	var ce *audit.CheckpointError
-	if errors.As(err, &ce) {
-		return fmt.Errorf("%s: checkpoint fails at line %d (seq %d): %s", file, ce.Line, ce.Seq, ce.Reason)
-	}
-	summary := fmt.Sprintf("%s: %d records, %d checkpoints, chain intact", file, a.Records, a.Checkpoints)
-	if a.Complete() {
-		fmt.Fprintf(stdout, "%s and attested to a clean shutdown (line %d, %s, key %s)\n", summary, a.LastLine, a.Last.Time.Format("2006-01-02T15:04:05Z"), a.Last.KeyID)
-		return nil
-	}
-	var why []string
-	switch {
-	case a.Checkpoints == 0:
-		why = append(why, "no checkpoint: nothing is attested (was the log written without --audit-signing-key?)")
-	case a.Unattested > 0:
-		why = append(why, fmt.Sprintf("the %d line(s) after the last checkpoint (line %d) are unattested", a.Unattested, a.LastLine))
-	}
-	if !a.CleanEnd && a.Checkpoints > 0 {
-		why = append(why, "the file does not end with a clean-shutdown checkpoint: its writer is still running or crashed, or lines were cut from its end")
-	}
-	for _, l := range a.UncleanEnds {
-		why = append(why, fmt.Sprintf("the run ending at line %d stopped without a clean-shutdown checkpoint (a crash, or lines cut before the restart)", l))
-	}
-	if a.Lost > 0 {
-		why = append(why, fmt.Sprintf("its writers reported %d record(s) lost (see the \"lost\" lines)", a.Lost))
-	}
-	return &exitCodeError{code: exitIncomplete, err: fmt.Errorf("%s, but not proven complete: %s", summary, strings.Join(why, "; "))}
+	return applyEnv(fs, envPrefix)
 }
 
-// brokenChain turns Verify's error into the command's, or nil when the chain holds.
-func brokenChain(file string, err error) error {
-	var broken *audit.BrokenLinkError
-	var ce *audit.CheckpointError
-	switch {
-	case err == nil, errors.As(err, &ce):
-		return nil
-	case errors.As(err, &broken):
-		return fmt.Errorf("%s: chain broken at line %d (seq %d): %s", file, broken.Line, broken.Seq, broken.Reason)
+// Validate checks that one FILE is given.
+func (o *AuditVerifyOptions) Validate() (auditVerify, error) {
+	if len(o.files) != 1 || o.files[0] == "" {
+		return auditVerify{}, errors.New("audit verify: want exactly one FILE, e.g. warren audit verify /var/log/warren/audit.log")
 	}
-	return fmt.Errorf("%s: %w", file, err)
+	r := auditVerify{file: o.files[0]}
+	if o.keyFiles != "" { // --key "," names no file: LoadPublicKeys says so
+		r.keyFiles = append([]string{}, splitList(o.keyFiles)...)
+	}
+	return r, nil
+}
+
+func runAuditVerify(args []string, stdout, stderr io.Writer) error {
+	c := cli{name: "warren audit verify", usage: auditUsage, usageOnly: true}
+	return runOptions(c, &AuditVerifyOptions{}, args, stderr, func(_ context.Context, r auditVerify) error {
+		summary, err := audit.VerifyFile(r.file, r.keyFiles)
+		var open *fs.PathError
+		var incomplete *audit.IncompleteError
+		switch {
+		case errors.As(err, &open) && open.Op == "open" && open.Path == r.file:
+			return fmt.Errorf("audit verify: %w", err)
+		case errors.As(err, &incomplete):
+			return &exitCodeError{code: exitIncomplete, err: err}
+		case err != nil:
+			return err
+		}
+		fmt.Fprintln(stdout, summary)
+		return nil
+	})
 }

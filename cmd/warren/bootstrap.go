@@ -152,7 +152,7 @@ func runBootstrap(args []string, stdout, stderr io.Writer) error {
 		}
 		return errors.New("usage: warren bootstrap ssm [flags]; run `warren bootstrap ssm --help` for the flags")
 	}
-	return runOptions("warren bootstrap ssm", bootstrapUsage, NewBootstrapOptions(), args[1:], stderr, func(ctx context.Context, cfg bootstrap.InstallConfig) error {
+	return runOptions(cli{name: "warren bootstrap ssm", usage: bootstrapUsage, signals: true}, NewBootstrapOptions(), args[1:], stderr, func(ctx context.Context, cfg bootstrap.InstallConfig) error {
 		// Progress goes straight to the terminal: stderr here is held back until the command returns.
 		cfg.Out, cfg.Progress = stdout, os.Stderr
 		return bootstrap.Install(ctx, cfg)

@@ -106,5 +106,5 @@ func (o *ConnectorOptions) Validate() (connector.ServeConfig, error) {
 }
 
 func runConnector(args []string, _, stderr io.Writer) error {
-	return runOptions("warren connector", connectorUsage, NewConnectorOptions(), args, stderr, connector.Serve)
+	return runOptions(cli{name: "warren connector", usage: connectorUsage, signals: true}, NewConnectorOptions(), args, stderr, connector.Serve)
 }

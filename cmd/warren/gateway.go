@@ -122,5 +122,5 @@ func (o *GatewayOptions) Validate() (gateway.ServeConfig, error) {
 }
 
 func runGateway(args []string, _, stderr io.Writer) error {
-	return runOptions("warren gateway", gatewayUsage, NewGatewayOptions(), args, stderr, gateway.Serve)
+	return runOptions(cli{name: "warren gateway", usage: gatewayUsage, signals: true}, NewGatewayOptions(), args, stderr, gateway.Serve)
 }

@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"time"
-
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/warren-dev/warren/client"
 )
@@ -24,40 +20,54 @@ needs a token: CMD prints a caller JWT, and kubectl asks again when that token e
 
 `
 
-func runKubeconfig(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("warren kubeconfig", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c client.Config
-	addClientFlags(fs, &c)
-	out := fs.String("out", "", "write the kubeconfig to this file (mode 0600) instead of standard output")
-	fs.Usage = func() { fmt.Fprint(fs.Output(), kubeconfigUsage); fs.PrintDefaults() }
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	self := ""
-	if c.TokenCommand != "" {
-		var err error
-		if self, err = os.Executable(); err != nil {
-			return fmt.Errorf("cannot find the warren binary for the credential plugin: %v", err)
+// KubeconfigOptions are the flags of `warren kubeconfig`; Validate returns the client.Config to write a kubeconfig
+// of, and where.
+type KubeconfigOptions struct {
+	client client.Config
+	out    string
+}
+
+// kubeconfigRun is a `warren kubeconfig`: the kubeconfig of client, with warren the path of this binary for the
+// credential plugin (--token-command), written to out ("" for standard output).
+type kubeconfigRun struct {
+	client      client.Config
+	warren, out string
+}
+
+// AddFlags binds the options to fs.
+func (o *KubeconfigOptions) AddFlags(fs *flag.FlagSet) {
+	addClientFlags(fs, &o.client)
+	fs.StringVar(&o.out, "out", "", "write the kubeconfig to this file (mode 0600) instead of standard output")
+}
+
+// Validate checks that the flags name one cluster through the gateway and one token source. It reads no file.
+func (o *KubeconfigOptions) Validate() (kubeconfigRun, error) {
+	r := kubeconfigRun{client: o.client, out: o.out}
+	if r.client.TokenCommand != "" {
+		self, err := os.Executable()
+		if err != nil {
+			return r, fmt.Errorf("cannot find the warren binary for the credential plugin: %v", err)
 		}
-		self, _ = filepath.Abs(self)
+		r.warren, _ = filepath.Abs(self)
 	}
-	cfg, err := c.KubeconfigFor(self)
-	if err != nil {
-		return err
-	}
-	data, err := clientcmd.Write(*cfg)
-	if err != nil {
-		return err
-	}
-	if *out == "" {
-		_, err = stdout.Write(data)
-		return err
-	}
-	if err := os.WriteFile(*out, data, 0o600); err != nil {
-		return fmt.Errorf("cannot write --out: %v", err)
-	}
-	return nil
+	return r, r.client.Validate()
+}
+
+func runKubeconfig(args []string, stdout, stderr io.Writer) error {
+	return runOptions(cli{name: "warren kubeconfig", usage: kubeconfigUsage}, &KubeconfigOptions{}, args, stderr, func(_ context.Context, r kubeconfigRun) error {
+		data, err := r.client.KubeconfigYAML(r.warren)
+		if err != nil {
+			return err
+		}
+		if r.out == "" {
+			_, err = stdout.Write(data)
+			return err
+		}
+		if err := os.WriteFile(r.out, data, 0o600); err != nil {
+			return fmt.Errorf("cannot write --out: %v", err)
+		}
+		return nil
+	})
 }
 
 // addClientFlags adds the flags that say how to reach a cluster through the gateway (warren kubeconfig, warren
@@ -71,33 +81,32 @@ func addClientFlags(fs *flag.FlagSet, c *client.Config) {
 	fs.StringVar(&c.TokenCommand, "token-command", "", "a shell command printing a caller token, run again when it is about to expire")
 }
 
-// runCredential is the exec credential plugin behind `warren kubeconfig --token-command`: it runs the command,
-// and hands kubectl the token with its expiry, so that kubectl asks again only when the token has expired.
+// CredentialOptions are the flags of `warren credential`, the exec credential plugin behind `warren kubeconfig
+// --token-command`; Validate returns the token command to run.
+type CredentialOptions struct{ tokenCommand string }
+
+// AddFlags binds the options to fs.
+func (o *CredentialOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.tokenCommand, "token-command", "", "a shell command that prints a caller token")
+}
+
+// Validate checks that a command is given.
+func (o *CredentialOptions) Validate() (string, error) {
+	if o.tokenCommand == "" {
+		return "", errors.New("missing --token-command")
+	}
+	return o.tokenCommand, nil
+}
+
+// runCredential runs the token command and hands kubectl the token with its expiry (client.ExecCredential), so that
+// kubectl asks again only when the token has expired.
 func runCredential(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("warren credential", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	tokenCommand := fs.String("token-command", "", "a shell command that prints a caller token")
-	if err := parseFlags(fs, args); err != nil {
+	return runOptions(cli{name: "warren credential"}, &CredentialOptions{}, args, stderr, func(ctx context.Context, command string) error {
+		cred, err := client.ExecCredential(ctx, command)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(cred)
 		return err
-	}
-	if *tokenCommand == "" {
-		return errors.New("missing --token-command")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), client.TokenCommandTimeout)
-	defer cancel()
-	token, err := client.RunTokenCommand(ctx, *tokenCommand)
-	if err != nil {
-		return err
-	}
-	status := map[string]any{"token": token}
-	// The expiry is read, not verified: the gateway verifies; kubectl only needs to know when to ask again.
-	if info, err := client.ParseToken(token); err == nil && !info.Expiry.IsZero() {
-		status["expirationTimestamp"] = info.Expiry.UTC().Format(time.RFC3339)
-	}
-	return json.NewEncoder(stdout).Encode(map[string]any{
-		"apiVersion": "client.authentication.k8s.io/v1",
-		"kind":       "ExecCredential",
-		"spec":       map[string]any{"interactive": false},
-		"status":     status,
 	})
 }

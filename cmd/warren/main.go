@@ -1,5 +1,6 @@
 // Command warren is warren's one binary: the gateway, the connector, and the tools around them.
-// It only parses flags (and WARREN_* environment variables) into each package's Config.
+// It only parses flags (and WARREN_* environment variables): each command is an Options type (AddFlags, and
+// Validate into the library's Config) in a file of its own, run by runOptions; the work is the libraries'.
 package main
 
 import (
@@ -15,9 +16,6 @@ import (
 	"strings"
 	"syscall"
 )
-
-// version is set at build time: go build -ldflags "-X main.version=...".
-var version = "dev"
 
 type command struct {
 	run  func(args []string, stdout, stderr io.Writer) error
@@ -121,11 +119,6 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, "\nEvery flag can also be set by an environment variable WARREN_<FLAG>, e.g. WARREN_TOKEN_FILE for --token-file.\n`warren COMMAND --help` lists a command's flags.\n")
 }
 
-func runVersion(args []string, stdout, _ io.Writer) error {
-	fmt.Fprintln(stdout, version)
-	return nil
-}
-
 // parseFlags parses args into fs, fills unset flags from WARREN_* variables, and refuses stray arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
@@ -140,28 +133,63 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// options are a command's flags: AddFlags binds them, Validate turns them into what the library runs.
+// options are a command's flags: AddFlags binds them, Validate turns them into what the library runs. Validate
+// checks the flags together and reads no file: the library does, and says which flag was at fault.
 type options[C any] interface {
 	AddFlags(*flag.FlagSet)
 	Validate() (C, error)
 }
 
-// runOptions parses args into o, validates them, and runs serve until SIGINT or SIGTERM.
-func runOptions[C any](name, usageText string, o options[C], args []string, stderr io.Writer, serve func(context.Context, C) error) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// argsParser is implemented by the options of a command that takes arguments besides its flags (FILE, POD...):
+// ParseArgs parses args into fs as that command reads them and keeps the arguments for Validate. Options without
+// it take flags only (parseFlags).
+type argsParser interface {
+	ParseArgs(fs *flag.FlagSet, args []string) error
+}
+
+// cli is how a command reads its command line.
+type cli struct {
+	name  string // "warren acquire verify": the flag set's name
+	usage string // what --help prints before the list of flags; "" for the flag package's "Usage of NAME:"
+	// usageOnly: --help prints usage alone, which describes every flag itself.
+	usageOnly bool
+	// signals: the context run gets ends with SIGINT or SIGTERM, which the command answers (a server shuts down,
+	// an acquisition records what it did). Otherwise a signal ends the process at once, as it ends any tool.
+	signals bool
+}
+
+// runOptions is how every command runs: it parses args into o, validates them, and runs what Validate made of
+// them. run writes the command's output itself (its closure holds stdout).
+func runOptions[C any](c cli, o options[C], args []string, stderr io.Writer, run func(context.Context, C) error) error {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o.AddFlags(fs)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), usageText); fs.PrintDefaults() }
-	if err := parseFlags(fs, args); err != nil {
+	if c.usage != "" { // else the flag package's "Usage of NAME:" and the flags
+		fs.Usage = func() {
+			fmt.Fprint(fs.Output(), c.usage)
+			if !c.usageOnly {
+				fs.PrintDefaults()
+			}
+		}
+	}
+	parse := parseFlags
+	if p, ok := any(o).(argsParser); ok {
+		parse = p.ParseArgs
+	}
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg, err := o.Validate()
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return serve(ctx, cfg)
+	ctx := context.Background()
+	if c.signals {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
+	return run(ctx, cfg)
 }
 
 // toolVariables are WARREN_* variables of the project's scripts and tests, not flags.

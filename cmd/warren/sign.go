@@ -1,7 +1,7 @@
 package main
 
 import (
-	"crypto/ed25519"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,37 +21,57 @@ Keep the release key off the gateway: a gateway holding it could sign what it se
 
 `
 
-func runSign(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("warren sign", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	keyFile := fs.String("key", "", "the release signing key (signing.key of warren keygen --out DIR)")
-	fs.Usage = func() { fmt.Fprint(fs.Output(), signUsage); fs.PrintDefaults() }
-	// Files follow the flags, so not parseFlags, which refuses arguments.
+// SignOptions are the flags and files of `warren sign`; Validate returns what to sign with which key.
+type SignOptions struct {
+	keyFile string
+	files   []string
+}
+
+// signRun is a `warren sign`: the release key's file and the files to sign with it.
+type signRun struct {
+	keyFile string
+	files   []string
+}
+
+// AddFlags binds the options to fs.
+func (o *SignOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.keyFile, "key", "", "the release signing key (signing.key of warren keygen --out DIR)")
+}
+
+// ParseArgs parses the flags, then takes every argument after them as a file (so not parseFlags, which refuses
+// arguments): a file named like a flag after the first file is a file.
+func (o *SignOptions) ParseArgs(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := applyEnv(fs, envPrefix); err != nil {
 		return err
 	}
-	if *keyFile == "" {
-		return errors.New("missing --key: the release signing key (warren keygen --out DIR writes DIR/signing.key)")
-	}
-	if fs.NArg() == 0 {
-		return errors.New("nothing to sign: give the files, e.g. warren sign --key release/signing.key dist/warren-linux-amd64")
-	}
-	key, err := auth.LoadSigningKey(*keyFile)
-	if err != nil {
-		return err
-	}
-	for _, f := range fs.Args() {
-		sig, err := download.SignFile(key.Key, f)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		if err := download.VerifyFile(key.Key.Public().(ed25519.PublicKey), f, sig); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		fmt.Fprintf(stdout, "%s (key %s)\n", sig, key.KeyID)
-	}
+	o.files = fs.Args()
 	return nil
+}
+
+// Validate checks that a key and files are given.
+func (o *SignOptions) Validate() (signRun, error) {
+	switch {
+	case o.keyFile == "":
+		return signRun{}, errors.New("missing --key: the release signing key (warren keygen --out DIR writes DIR/signing.key)")
+	case len(o.files) == 0:
+		return signRun{}, errors.New("nothing to sign: give the files, e.g. warren sign --key release/signing.key dist/warren-linux-amd64")
+	}
+	return signRun{o.keyFile, o.files}, nil
+}
+
+func runSign(args []string, stdout, stderr io.Writer) error {
+	return runOptions(cli{name: "warren sign", usage: signUsage}, &SignOptions{}, args, stderr, func(_ context.Context, r signRun) error {
+		key, err := auth.LoadSigningKey(r.keyFile)
+		if err != nil {
+			return err
+		}
+		sigs, err := download.SignFiles(key.Key, r.files)
+		for _, sig := range sigs {
+			fmt.Fprintf(stdout, "%s (key %s)\n", sig, key.KeyID)
+		}
+		return err
+	})
 }

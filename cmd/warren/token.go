@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,112 +48,139 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("token: unknown subcommand %q: want issue or connector", args[0])
 }
 
-func runTokenIssue(args []string, stdout, stderr io.Writer) error {
-	const example = "e.g. warren token issue --key signing.key --subject alice --cluster prod --rule get,list:pods"
-	fs := flag.NewFlagSet("warren token issue", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	key := fs.String("key", "", "signing key (signing.key from warren keygen)")
-	subject := fs.String("subject", "", "who the token is for (sub claim), shown in audit logs")
-	var clusters, rules, groups stringList
-	fs.Var(&groups, "group", "a group of the caller, passed to Kubernetes by connectors that impersonate; repeat or comma-separate")
-	fs.Var(&clusters, "cluster", "the cluster the token may reach; several (repeat or comma-separate) need --multi-cluster")
-	multi := fs.Bool("multi-cluster", false, "allow several --cluster: the token then works at each of them (and a leak reaches them all); gateways accept it only with --allow-multi-cluster-tokens")
-	fs.Var(&rules, "rule", "what the token may do, VERBS:RESOURCES[:NAMESPACES[:NAMES]]; repeat for several")
-	ttl := fs.Duration("ttl", 15*time.Minute, "token lifetime")
-	issuer := fs.String("issuer", auth.DefaultIssuer, "issuer (iss claim)")
-	preset := fs.String("preset", "", "add the rules a job needs: acquire (warren acquire in --namespace), acquire-ephemeral and acquire-node "+
+// TokenIssueOptions are the flags of `warren token issue`; Validate turns them into auth.IssueOptions and the key
+// to sign with, or the rules to print.
+type TokenIssueOptions struct {
+	issue                                     auth.IssueOptions // flags bound to its fields where the types match
+	key, preset, collectorNamespace           string
+	clusters, rules, groups, presetNamespaces stringList
+	printRules                                bool
+}
+
+// tokenIssue is a `warren token issue`: the token to sign with keyFile, or (printRules) only its rules to print.
+type tokenIssue struct {
+	keyFile string
+	opts    auth.IssueOptions
+	// rules are the --rule flags and the preset's, as given; presetRules say what each of the preset's is for.
+	rules       []string
+	presetRules []acquire.PresetRule
+	preset      string
+	printRules  bool
+}
+
+// NewTokenIssueOptions returns the options with the libraries' defaults.
+func NewTokenIssueOptions() *TokenIssueOptions {
+	return &TokenIssueOptions{issue: auth.DefaultIssueOptions(), collectorNamespace: acquire.DefaultConfig().CollectorNamespace}
+}
+
+// AddFlags binds the options to fs.
+func (o *TokenIssueOptions) AddFlags(fs *flag.FlagSet) {
+	in := &o.issue
+	fs.StringVar(&o.key, "key", "", "signing key (signing.key from warren keygen)")
+	fs.StringVar(&in.Subject, "subject", "", "who the token is for (sub claim), shown in audit logs")
+	fs.Var(&o.groups, "group", "a group of the caller, passed to Kubernetes by connectors that impersonate; repeat or comma-separate")
+	fs.Var(&o.clusters, "cluster", "the cluster the token may reach; several (repeat or comma-separate) need --multi-cluster")
+	fs.BoolVar(&in.MultiCluster, "multi-cluster", in.MultiCluster, "allow several --cluster: the token then works at each of them (and a leak reaches them all); gateways accept it only with --allow-multi-cluster-tokens")
+	fs.Var(&o.rules, "rule", "what the token may do, VERBS:RESOURCES[:NAMESPACES[:NAMES]]; repeat for several")
+	fs.DurationVar(&in.TTL, "ttl", in.TTL, "token lifetime")
+	fs.StringVar(&in.Issuer, "issuer", in.Issuer, "issuer (iss claim)")
+	fs.StringVar(&o.preset, "preset", "", "add the rules a job needs: acquire (warren acquire in --namespace), acquire-ephemeral and acquire-node "+
 		"(and its ephemeral or node mode); comma-separate to combine")
-	collectorNS := fs.String("collector-namespace", acquire.DefaultConfig().CollectorNamespace, "with --preset acquire-node: the namespace of the collector pods")
-	var presetNS stringList
-	fs.Var(&presetNS, "namespace", "namespace(s) of --preset, repeat or comma-separate; * for every namespace")
-	printRules := fs.Bool("print-rules", false, "print the rules (with --preset: and what each is for) instead of issuing a token; no --key needed")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token issue:\n")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	var presetRules []acquire.PresetRule
-	switch *preset {
+	fs.StringVar(&o.collectorNamespace, "collector-namespace", o.collectorNamespace, "with --preset acquire-node: the namespace of the collector pods")
+	fs.Var(&o.presetNamespaces, "namespace", "namespace(s) of --preset, repeat or comma-separate; * for every namespace")
+	fs.BoolVar(&o.printRules, "print-rules", false, "print the rules (with --preset: and what each is for) instead of issuing a token; no --key needed")
+}
+
+// Validate checks the flags together and returns the token to issue (or the rules to print). It reads no key.
+func (o *TokenIssueOptions) Validate() (tokenIssue, error) {
+	const example = "e.g. warren token issue --key signing.key --subject alice --cluster prod --rule get,list:pods"
+	r := tokenIssue{keyFile: o.key, rules: append([]string(nil), o.rules...), preset: o.preset, printRules: o.printRules}
+	switch o.preset {
 	case "":
-		if len(presetNS) > 0 {
-			return usageErr("token issue: --namespace goes with --preset, e.g. --preset acquire --namespace payments")
+		if len(o.presetNamespaces) > 0 {
+			return r, usageErr("token issue: --namespace goes with --preset, e.g. --preset acquire --namespace payments")
 		}
 	default:
 		var nss []string
-		for _, n := range presetNS {
+		for _, n := range o.presetNamespaces {
 			nss = append(nss, splitList(n)...)
 		}
 		var err error
-		if presetRules, err = acquire.PresetRules(splitList(*preset), nss, *collectorNS); err != nil {
-			return usageErr("token issue: --preset %s: %v", *preset, err)
+		if r.presetRules, err = acquire.PresetRules(splitList(o.preset), nss, o.collectorNamespace); err != nil {
+			return r, usageErr("token issue: --preset %s: %v", o.preset, err)
 		}
-		for _, r := range presetRules {
-			rules = append(rules, r.Rule)
+		for _, p := range r.presetRules {
+			r.rules = append(r.rules, p.Rule)
 		}
 	}
-	if *printRules {
-		if len(rules) == 0 {
-			return usageErr("token issue: --print-rules needs --rule or --preset")
+	if r.printRules {
+		if len(r.rules) == 0 {
+			return r, usageErr("token issue: --print-rules needs --rule or --preset")
 		}
-		for _, r := range rules {
-			if _, err := auth.ParseRule(r); err != nil {
-				return fmt.Errorf("token issue: %w", err)
+		for _, s := range r.rules {
+			if _, err := auth.ParseRule(s); err != nil {
+				return r, fmt.Errorf("token issue: %w", err)
 			}
 		}
-		printRuleList(stdout, rules, presetRules)
-		return nil
+		return r, nil
 	}
+	opts := o.issue
 	switch {
-	case *key == "":
-		return fmt.Errorf("token issue: missing --key: the signing key file; %s", example)
-	case *subject == "":
-		return fmt.Errorf("token issue: missing --subject: who the token is for; %s", example)
-	case len(clusters) == 0:
-		return fmt.Errorf("token issue: missing --cluster: the cluster the token may reach; %s", example)
-	case len(rules) == 0:
-		return fmt.Errorf("token issue: missing --rule (or --preset): what the token may do; %s", example)
-	case *ttl <= 0:
-		return fmt.Errorf("token issue: --ttl must be positive, e.g. --ttl 15m")
+	case o.key == "":
+		return r, fmt.Errorf("token issue: missing --key: the signing key file; %s", example)
+	case opts.Subject == "":
+		return r, fmt.Errorf("token issue: missing --subject: who the token is for; %s", example)
+	case len(o.clusters) == 0:
+		return r, fmt.Errorf("token issue: missing --cluster: the cluster the token may reach; %s", example)
+	case len(r.rules) == 0:
+		return r, fmt.Errorf("token issue: missing --rule (or --preset): what the token may do; %s", example)
+	case opts.TTL <= 0:
+		return r, fmt.Errorf("token issue: --ttl must be positive, e.g. --ttl 15m")
 	}
-	opts := auth.IssueOptions{Issuer: *issuer, Subject: *subject, TTL: *ttl, MultiCluster: *multi}
-	for _, g := range groups {
+	for _, g := range o.groups {
 		opts.Groups = append(opts.Groups, splitList(g)...)
 	}
 	// --cluster takes comma lists as well as repeats; --rule cannot, rules contain commas.
-	for _, c := range clusters {
-		for _, name := range strings.Split(c, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				opts.Clusters = append(opts.Clusters, name)
-			}
-		}
+	for _, c := range o.clusters {
+		opts.Clusters = append(opts.Clusters, splitList(c)...)
 	}
-	if len(opts.Clusters) > 1 && !*multi {
-		return fmt.Errorf("token issue: %d clusters given (%s): a token for several clusters works at each of them, so one leak reaches them all; issue one token per cluster, or pass --multi-cluster to mean it (gateways accept such tokens only with --allow-multi-cluster-tokens)",
+	if len(opts.Clusters) > 1 && !opts.MultiCluster {
+		return r, fmt.Errorf("token issue: %d clusters given (%s): a token for several clusters works at each of them, so one leak reaches them all; issue one token per cluster, or pass --multi-cluster to mean it (gateways accept such tokens only with --allow-multi-cluster-tokens)",
 			len(opts.Clusters), strings.Join(opts.Clusters, ", "))
 	}
-	for _, s := range rules {
-		r, err := auth.ParseRule(s)
+	for _, s := range r.rules {
+		rule, err := auth.ParseRule(s)
+		if err != nil {
+			return r, fmt.Errorf("token issue: %w", err)
+		}
+		opts.Rules = append(opts.Rules, rule)
+	}
+	r.opts = opts
+	return r, nil
+}
+
+func runTokenIssue(args []string, stdout, stderr io.Writer) error {
+	c := cli{name: "warren token issue", usage: tokenUsage + "\nflags of warren token issue:\n"}
+	return runOptions(c, NewTokenIssueOptions(), args, stderr, func(_ context.Context, r tokenIssue) error {
+		if r.printRules {
+			printRuleList(stdout, r.rules, r.presetRules)
+			return nil
+		}
+		sk, err := auth.LoadSigningKey(r.keyFile)
 		if err != nil {
 			return fmt.Errorf("token issue: %w", err)
 		}
-		opts.Rules = append(opts.Rules, r)
-	}
-	sk, err := auth.LoadSigningKey(*key)
-	if err != nil {
-		return fmt.Errorf("token issue: %w", err)
-	}
-	tok, err := sk.IssueCaller(opts)
-	if err != nil {
-		return fmt.Errorf("token issue: %w", err)
-	}
-	if len(presetRules) > 0 {
-		fmt.Fprintf(stderr, "token issued with the rules of --preset %s:\n", *preset)
-		printRuleList(stderr, rules, presetRules)
-	}
-	fmt.Fprintln(stdout, tok)
-	return nil
+		tok, err := sk.IssueCaller(r.opts)
+		if err != nil {
+			return fmt.Errorf("token issue: %w", err)
+		}
+		if len(r.presetRules) > 0 {
+			fmt.Fprintf(stderr, "token issued with the rules of --preset %s:\n", r.preset)
+			printRuleList(stderr, r.rules, r.presetRules)
+		}
+		fmt.Fprintln(stdout, tok)
+		return nil
+	})
 }
 
 // printRuleList prints one --rule per line, a preset's rule after a comment line saying what it is for.
@@ -173,38 +201,57 @@ func printRuleList(w io.Writer, rules []string, preset []acquire.PresetRule) {
 	}
 }
 
-func runTokenConnector(args []string, stdout, stderr io.Writer) error {
+// TokenConnectorOptions are the flags of `warren token connector`; Validate returns the join token to issue.
+type TokenConnectorOptions struct{ join tokenConnector }
+
+// tokenConnector is a `warren token connector`: the join token of cluster's connector, signed with keyFile.
+type tokenConnector struct {
+	keyFile, cluster string
+	ttl              time.Duration
+}
+
+// NewTokenConnectorOptions returns the options with the library's defaults.
+func NewTokenConnectorOptions() *TokenConnectorOptions {
+	return &TokenConnectorOptions{join: tokenConnector{ttl: auth.MaxConnectorTokenLifetime}}
+}
+
+// AddFlags binds the options to fs.
+func (o *TokenConnectorOptions) AddFlags(fs *flag.FlagSet) {
+	j := &o.join
+	fs.StringVar(&j.keyFile, "key", "", "signing key (signing.key from warren keygen)")
+	fs.StringVar(&j.cluster, "cluster", "", "the cluster whose connector uses the token")
+	fs.DurationVar(&j.ttl, "ttl", j.ttl, "token lifetime (at most the gateway's --max-connector-token-lifetime)")
+}
+
+// Validate checks the flags together. It reads no key.
+func (o *TokenConnectorOptions) Validate() (tokenConnector, error) {
 	const example = "e.g. warren token connector --key signing.key --cluster prod"
-	fs := flag.NewFlagSet("warren token connector", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	key := fs.String("key", "", "signing key (signing.key from warren keygen)")
-	cluster := fs.String("cluster", "", "the cluster whose connector uses the token")
-	ttl := fs.Duration("ttl", auth.MaxConnectorTokenLifetime, "token lifetime (at most the gateway's --max-connector-token-lifetime)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), tokenUsage+"\nflags of warren token connector:\n")
-		fs.PrintDefaults()
-	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
+	j := o.join
 	switch {
-	case *key == "":
-		return fmt.Errorf("token connector: missing --key: the signing key file; %s", example)
-	case *cluster == "":
-		return fmt.Errorf("token connector: missing --cluster: the connector's cluster; %s", example)
-	case *ttl <= 0:
-		return fmt.Errorf("token connector: --ttl must be positive, e.g. --ttl 8760h")
+	case j.keyFile == "":
+		return j, fmt.Errorf("token connector: missing --key: the signing key file; %s", example)
+	case j.cluster == "":
+		return j, fmt.Errorf("token connector: missing --cluster: the connector's cluster; %s", example)
+	case j.ttl <= 0:
+		return j, fmt.Errorf("token connector: --ttl must be positive, e.g. --ttl 8760h")
 	}
-	sk, err := auth.LoadSigningKey(*key)
-	if err != nil {
-		return fmt.Errorf("token connector: %w", err)
-	}
-	tok, err := sk.IssueConnector(*cluster, *ttl, time.Now())
-	if err != nil {
-		return fmt.Errorf("token connector: %w", err)
-	}
-	fmt.Fprintln(stdout, tok)
-	return nil
+	return j, nil
+}
+
+func runTokenConnector(args []string, stdout, stderr io.Writer) error {
+	c := cli{name: "warren token connector", usage: tokenUsage + "\nflags of warren token connector:\n"}
+	return runOptions(c, NewTokenConnectorOptions(), args, stderr, func(_ context.Context, j tokenConnector) error {
+		sk, err := auth.LoadSigningKey(j.keyFile)
+		if err != nil {
+			return fmt.Errorf("token connector: %w", err)
+		}
+		tok, err := sk.IssueConnector(j.cluster, j.ttl, time.Now())
+		if err != nil {
+			return fmt.Errorf("token connector: %w", err)
+		}
+		fmt.Fprintln(stdout, tok)
+		return nil
+	})
 }
 
 // stringList is a repeatable flag: each use appends one value as given.

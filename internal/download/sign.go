@@ -41,3 +41,21 @@ func VerifyFile(pub ed25519.PublicKey, path, sigPath string) error {
 	}
 	return nil
 }
+
+// SignFiles signs each file with key (SignFile) and checks each signature it wrote against key's public half, so
+// that what is handed out verifies as the instances will check it. It returns the signature files written, in
+// order, up to the first failure, whose error names the file.
+func SignFiles(key ed25519.PrivateKey, files []string) ([]string, error) {
+	var sigs []string
+	for _, f := range files {
+		sig, err := SignFile(key, f)
+		if err != nil {
+			return sigs, fmt.Errorf("%s: %w", f, err)
+		}
+		if err := VerifyFile(key.Public().(ed25519.PublicKey), f, sig); err != nil {
+			return sigs, fmt.Errorf("%s: %w", f, err)
+		}
+		sigs = append(sigs, sig)
+	}
+	return sigs, nil
+}
