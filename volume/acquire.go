@@ -20,6 +20,7 @@ import (
 
 	"github.com/warren-dev/warren/collector"
 	"github.com/warren-dev/warren/evidence"
+	"github.com/warren-dev/warren/internal/bytesize"
 )
 
 // Mode is the statement's mode of a volume acquisition.
@@ -723,4 +724,78 @@ func redactJSON(raw json.RawMessage, r *collector.Redactor) (json.RawMessage, []
 		return raw, nil
 	}
 	return out, names
+}
+
+// ExportConfig is an export of one container of a node's volume as evidence (`warren acquire volume --container`).
+type ExportConfig struct {
+	// Volume is the volume to open.
+	Volume Config
+	// Namespace is the container's containerd namespace; "": the one that has it. Container is its id, a unique
+	// prefix of it, or containerd://ID.
+	Namespace, Container string
+	// Out is the output directory (evidence's layout; created if missing).
+	Out string
+	// SigningKeyFile is the examiner's key (signing.key of warren keygen), which signs the statement.
+	SigningKeyFile string
+	// Acquire sets what goes into the statement (Case, Examiner, Cluster, Node, RedactEnv, Version); Export sets its
+	// Store, Signer and Progress.
+	Acquire AcquireOptions
+	// Progress, when not nil, gets a line every ProgressEvery while the archive grows.
+	Progress io.Writer
+}
+
+// ProgressEvery is how often Export reports the archive's growth on ExportConfig.Progress.
+const ProgressEvery = 5 * time.Second
+
+// Export opens the volume, finds the container, and acquires it into cfg.Out (Volume.Acquire), then writes what it
+// wrote to w: the archive, its size and digest, where the image layers came from, the drift, what was skipped, and
+// how to verify it. An export that ctx ends leaves nothing complete behind, and says so.
+func Export(ctx context.Context, cfg ExportConfig, w io.Writer) error {
+	v, err := Open(cfg.Volume)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	c, err := v.Find(cfg.Namespace, cfg.Container)
+	if err != nil {
+		return err
+	}
+	opts := cfg.Acquire
+	if opts.Signer, err = evidence.LoadSigner(cfg.SigningKeyFile); err != nil {
+		return err
+	}
+	store, err := evidence.NewLocalStore(cfg.Out)
+	if err != nil {
+		return err
+	}
+	opts.Store = store
+	start := time.Now()
+	last := start
+	if cfg.Progress != nil {
+		// The callback runs in the goroutine writing the archive.
+		opts.Progress = func(written int64) {
+			if now := time.Now(); now.Sub(last) >= ProgressEvery {
+				last = now
+				fmt.Fprintf(cfg.Progress, "%s: %s written in %s\n", c.ID, bytesize.Format(written), now.Sub(start).Round(time.Second))
+			}
+		}
+	}
+	res, err := v.Acquire(ctx, c, opts)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return fmt.Errorf("interrupted: nothing complete was written for %s", c.ID)
+		}
+		return err
+	}
+	p := res.Statement.Predicate
+	fmt.Fprintf(w, "acquired containerd://%s (%s) from %s\n", c.ID, c.Image, v.Path)
+	fmt.Fprintf(w, "  %s: %d files, %s, sha256 %s, in %s\n", store.Location(res.Dir+"/"+evidence.ArchiveName), p.Archive.Files,
+		bytesize.Format(p.Archive.Size), p.Archive.SHA256, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(w, "  image layers from %s; drift: %d added, %d changed, %d deleted (%s)\n", res.Method,
+		p.Volume.Drift.Added, p.Volume.Drift.Changed, p.Volume.Drift.Deleted, DriftPrefix+"/changes.json")
+	for _, s := range p.Skipped {
+		fmt.Fprintf(w, "  skipped %s: %s: %s\n", s.Path, s.Reason, s.Detail)
+	}
+	fmt.Fprintf(w, "check it with: warren acquire verify %s --key PUB\n", cfg.Out)
+	return nil
 }

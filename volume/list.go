@@ -1,5 +1,15 @@
 package volume
 
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/warren-dev/warren/internal/bytesize"
+)
+
 // Listing is what a containerd root holds, for `--list`.
 type Listing struct {
 	Path          string            `json:"containerdRoot"`
@@ -80,4 +90,65 @@ func (v *Volume) List() *Listing {
 		l.Namespaces = append(l.Namespaces, ln)
 	}
 	return l
+}
+
+// Listing formats (`warren acquire volume --list -o`).
+const (
+	FormatTable = "table"
+	FormatJSON  = "json"
+)
+
+// Write writes the listing as tables (FormatTable: the containers with their snapshot chains, then the images,
+// then the problems) or as indented JSON (FormatJSON).
+func (l *Listing) Write(w io.Writer, format string) error {
+	if format == FormatJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(l)
+	}
+	fmt.Fprintf(w, "containerd root %s (layout %s), meta.db %s, sha256 %s\n\n", l.Path, l.Layout, bytesize.Format(l.MetaDB.Size), l.MetaDB.SHA256)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAMESPACE\tCONTAINER\tTARGET\tIMAGE\tSNAPSHOTTER\tSNAPSHOTS\tCREATED")
+	for _, n := range l.Namespaces {
+		for _, c := range n.Containers {
+			snaps := fmt.Sprintf("%d", len(c.Chain))
+			missing := 0
+			for _, s := range c.Chain {
+				if !s.Exists {
+					missing++
+				}
+			}
+			if missing > 0 {
+				snaps += fmt.Sprintf(" (%d missing)", missing)
+			}
+			if c.Unsupported != "" {
+				snaps = "unsupported: " + c.Unsupported
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, c.ID, c.Target, c.Image, c.Snapshotter, snaps, c.CreatedAt.UTC().Format(time.RFC3339))
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAMESPACE\tIMAGE\tTARGET\tMEDIA TYPE")
+	for _, n := range l.Namespaces {
+		for _, img := range n.Images {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, img.Name, img.Target.Digest, img.Target.MediaType)
+		}
+	}
+	tw.Flush()
+	for _, p := range l.Problems {
+		fmt.Fprintf(w, "problem: %s\n", p)
+	}
+	return nil
+}
+
+// PrintList opens the containerd root of cfg and writes its Listing to w in format (`warren acquire volume --list`).
+func PrintList(cfg Config, format string, w io.Writer) error {
+	v, err := Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	return v.List().Write(w, format)
 }

@@ -8,18 +8,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 
 	"github.com/warren-dev/warren/acquire"
-	"github.com/warren-dev/warren/client"
 	"github.com/warren-dev/warren/evidence"
 )
 
@@ -46,7 +43,7 @@ chain): each object is staged in --staging-dir, then uploaded with its x-amz-che
 A failed upload keeps the staged copy; the same command run again uploads it rather than acquiring the target again.
 `
 
-// runAcquire implements `warren acquire` and `warren acquire verify`.
+// runAcquire implements `warren acquire`, `warren acquire verify` and `warren acquire volume`.
 func runAcquire(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "verify" {
 		return runAcquireVerify(args[1:], stdout, stderr)
@@ -54,16 +51,61 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "volume" {
 		return runAcquireVolume(args[1:], stdout, stderr)
 	}
-	fs := flag.NewFlagSet("warren acquire", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := cli{name: "warren acquire", usage: acquireUsage + "\nflags of warren acquire:\n", signals: true}
+	return runOptions(c, NewAcquireOptions(), args, stderr, func(ctx context.Context, rc acquire.RunConfig) error {
+		// client-go reports, through klog, what an interrupted exec stream could not copy: expected, at debug level.
+		klog.SetSlogLogger(slog.New(debugHandler{rc.Config.Logger.Handler()}))
+		cfg, unlock, err := rc.Open(ctx, stdout)
+		if err != nil {
+			return acquireErr(err)
+		}
+		defer unlock()
+		var in io.Reader
+		if isTerminal(os.Stdin) && isTerminal(stderr) {
+			in = os.Stdin
+		}
+		ui := newAcquireUI(stdout, stderr, in, isTerminal(stdout))
+		cfg.Observer = ui
+		if in != nil {
+			cfg.Confirm = ui.Confirm // asks before a mode leaves a trace the examiner did not accept beforehand
+		}
+		sum, err := acquire.Run(ctx, cfg)
+		ui.close()
+		if err != nil {
+			return acquireErr(err)
+		}
+		printSummary(stdout, sum, cfg.Store, rc.Output.Dest+rc.Output.VerifyArgs())
+		if sum.Failed > 0 {
+			return fmt.Errorf("%d of %d targets failed (the table above and %s say why); run the same command again to retry them",
+				sum.Failed, len(sum.Index.Targets), cfg.Store.Location(evidence.IndexName))
+		}
+		return nil
+	})
+}
+
+// AcquireOptions are the flags and POD arguments of `warren acquire`; Validate turns them into acquire.RunConfig.
+type AcquireOptions struct {
+	run                                                  acquire.RunConfig // flags bound to its fields where the types match
+	pins, allowModes, nodeLayout, maxBytes, collectorDir string            // comma-separated, or to parse
+	allowModesGiven                                      bool              // --allow-modes (or WARREN_ALLOW_MODES) given: consent
+	redact                                               stringList
+	pods                                                 []string
+	log                                                  logOptions
+}
+
+// NewAcquireOptions returns the options with the library's defaults.
+func NewAcquireOptions() *AcquireOptions {
 	d := acquire.DefaultConfig()
-	var cc client.Config
-	var c acquire.Config
-	out := fs.String("out", "", "output directory (created if missing), or s3://BUCKET/PREFIX; a rerun into the same one keeps the targets that verify")
-	var output acquire.Output
-	addOutputFlags(fs, &output, true)
-	fs.StringVar(&c.Namespace, "namespace", d.Namespace, "namespace of the target pods")
-	fs.StringVar(&c.Namespace, "n", d.Namespace, "short for --namespace")
+	return &AcquireOptions{run: acquire.RunConfig{Config: d}, allowModes: strings.Join(d.AllowModes, ","), maxBytes: strconv.FormatInt(d.MaxBytes, 10)}
+}
+
+// AddFlags binds the options to fs.
+func (o *AcquireOptions) AddFlags(fs *flag.FlagSet) {
+	c, cc, d := &o.run.Config, &o.run.Client, acquire.DefaultConfig()
+	fs.StringVar(&o.run.Output.Dest, "out", "", "output directory (created if missing), or s3://BUCKET/PREFIX; a rerun into the same one keeps the targets that verify")
+	addOutputFlags(fs, &o.run.Output, true)
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "namespace of the target pods")
+	fs.StringVar(&c.Namespace, "n", c.Namespace, "short for --namespace")
 	fs.BoolVar(&c.AllNamespaces, "all-namespaces", false, "pick pods (-l or --all) in every namespace")
 	fs.BoolVar(&c.AllNamespaces, "A", false, "short for --all-namespaces")
 	fs.StringVar(&c.Selector, "selector", "", "acquire the pods matching this label selector")
@@ -73,71 +115,80 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.Container, "c", "", "short for --container")
 	fs.StringVar(&cc.Kubeconfig, "kubeconfig", "", "kubeconfig reaching the cluster through the gateway (warren kubeconfig writes one)")
 	fs.StringVar(&cc.Context, "context", "", "context of --kubeconfig; default: its current context")
-	addClientFlags(fs, &cc) // or these instead of --kubeconfig
-	pins := fs.String("pin", "", "SPKI pins of the gateway's certificate or an intermediate, sha256:BASE64, comma-separated")
-	signingKey := fs.String("signing-key", "", "the examiner's Ed25519 key (signing.key from warren keygen): signs every statement")
+	addClientFlags(fs, cc) // or these instead of --kubeconfig
+	fs.StringVar(&o.pins, "pin", "", "SPKI pins of the gateway's certificate or an intermediate, sha256:BASE64, comma-separated")
+	fs.StringVar(&o.run.SigningKeyFile, "signing-key", "", "the examiner's Ed25519 key (signing.key from warren keygen): signs every statement")
 	fs.StringVar(&c.Case, "case", "", "case id, in every statement")
 	fs.StringVar(&c.Examiner, "examiner", "", "examiner's name, in every statement")
-	fs.StringVar(&c.Profile, "profile", d.Profile, "triage (volatile state, configuration, persistence, small files) or full (triage, then the whole root filesystem up to --max-bytes)")
-	fs.StringVar(&c.Mode, "mode", d.Mode, "how to reach the containers: auto (exec, and where a container has no shell the next of --allow-modes), exec, "+
+	fs.StringVar(&c.Profile, "profile", c.Profile, "triage (volatile state, configuration, persistence, small files) or full (triage, then the whole root filesystem up to --max-bytes)")
+	fs.StringVar(&c.Mode, "mode", c.Mode, "how to reach the containers: auto (exec, and where a container has no shell the next of --allow-modes), exec, "+
 		"ephemeral (an ephemeral container running the collector image: it cannot be removed from the pod) or node (a collector pod on the node reading containerd's state)")
-	allowModes := fs.String("allow-modes", strings.Join(d.AllowModes, ","), "modes auto may use, comma-separated, of exec, ephemeral, node; "+
+	fs.StringVar(&o.allowModes, "allow-modes", o.allowModes, "modes auto may use, comma-separated, of exec, ephemeral, node; "+
 		"giving it is consent to their lasting traces (without it, warren asks on a terminal before adding an ephemeral container, and never uses node)")
-	fs.StringVar(&c.CollectorImage, "collector-image", d.CollectorImage, "warren's collector image, pinned by digest (NAME@sha256:...), for the ephemeral and node modes")
-	fs.StringVar(&c.CollectorNamespace, "collector-namespace", d.CollectorNamespace, "namespace of the node mode's collector pods")
-	nodeLayout := fs.String("node-layout", "", "where the nodes keep containerd's state: containerd (default), k3s, rke2 or bottlerocket")
+	fs.StringVar(&c.CollectorImage, "collector-image", c.CollectorImage, "warren's collector image, pinned by digest (NAME@sha256:...), for the ephemeral and node modes")
+	fs.StringVar(&c.CollectorNamespace, "collector-namespace", c.CollectorNamespace, "namespace of the node mode's collector pods")
+	fs.StringVar(&o.nodeLayout, "node-layout", "", "where the nodes keep containerd's state: containerd (default), k3s, rke2 or bottlerocket")
 	fs.StringVar(&c.NodeRuntimeDir, "node-runtime-dir", "", "containerd's runtime v2 task directory on the nodes (default: the layout's, "+d.NodeRuntimeDir+")")
 	fs.StringVar(&c.NodeContainerdRoot, "node-containerd-root", "", "containerd's root on the nodes (default: the layout's, "+d.NodeContainerdRoot+")")
-	fs.StringVar(&c.NodeContainerdNamespace, "node-containerd-namespace", d.NodeContainerdNamespace, "containerd namespace of Kubernetes' containers")
-	fs.DurationVar(&c.StartTimeout, "start-timeout", d.StartTimeout, "bound on the wait for an ephemeral container or collector pod to start")
-	fs.StringVar(&c.Method, "method", d.Method, "collection method: auto (the collector where it can run, else shell), collector or shell")
-	maxBytes := fs.String("max-bytes", strconv.FormatInt(d.MaxBytes, 10), "bound on the file content stored per target: bytes, or a quantity such as 500Mi or 2Gi; 0 for the default, -1 for none")
-	fs.DurationVar(&c.TimeBudget, "time-budget", d.TimeBudget, "bound on the collection inside each container; what is not reached is recorded as skipped")
-	fs.IntVar(&c.Parallel, "parallel", d.Parallel, "targets acquired at once")
-	var redact stringList
-	fs.Var(&redact, "redact-env", "a regular expression of environment variable names whose values are redacted, besides the defaults; repeat for several")
+	fs.StringVar(&c.NodeContainerdNamespace, "node-containerd-namespace", c.NodeContainerdNamespace, "containerd namespace of Kubernetes' containers")
+	fs.DurationVar(&c.StartTimeout, "start-timeout", c.StartTimeout, "bound on the wait for an ephemeral container or collector pod to start")
+	fs.StringVar(&c.Method, "method", c.Method, "collection method: auto (the collector where it can run, else shell), collector or shell")
+	fs.StringVar(&o.maxBytes, "max-bytes", o.maxBytes, "bound on the file content stored per target: bytes, or a quantity such as 500Mi or 2Gi; 0 for the default, -1 for none")
+	fs.DurationVar(&c.TimeBudget, "time-budget", c.TimeBudget, "bound on the collection inside each container; what is not reached is recorded as skipped")
+	fs.IntVar(&c.Parallel, "parallel", c.Parallel, "targets acquired at once")
+	fs.Var(&o.redact, "redact-env", "a regular expression of environment variable names whose values are redacted, besides the defaults; repeat for several")
 	fs.BoolVar(&c.CopySecrets, "copy-secrets", false, "copy mounted Secret and service-account token files (by default they are listed, not copied)")
-	collectorDir := fs.String("collector-dir", "", "directory of warren-collector-linux-amd64/-arm64 (make build); default: the directory of this warren binary")
-	fs.StringVar(&c.ExecProtocol, "exec-protocol", d.ExecProtocol, "exec protocol: auto (WebSocket, SPDY when WebSocket is not understood), websocket or spdy")
-	newLogger := logFlags(fs)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), acquireUsage+"\nflags of warren acquire:\n"); fs.PrintDefaults() }
-	pods, err := parseInterleaved(fs, args, "n", "namespace", "A", "all-namespaces", "l", "selector", "c", "container")
-	if err != nil {
+	fs.StringVar(&o.collectorDir, "collector-dir", "", "directory of warren-collector-linux-amd64/-arm64 (make build); default: the directory of this warren binary")
+	fs.StringVar(&c.ExecProtocol, "exec-protocol", c.ExecProtocol, "exec protocol: auto (WebSocket, SPDY when WebSocket is not understood), websocket or spdy")
+	o.log.addFlags(fs)
+}
+
+// ParseArgs parses flags and PODs in any order, as kubectl takes them; -n and --namespace (and the other short
+// forms) are one setting.
+func (o *AcquireOptions) ParseArgs(fs *flag.FlagSet, args []string) (err error) {
+	if o.pods, err = parseInterleaved(fs, args, "n", "namespace", "A", "all-namespaces", "l", "selector", "c", "container"); err != nil {
 		return err
 	}
-	c.Pods = pods
-	log, err := newLogger()
+	o.allowModesGiven = flagGiven(fs, "allow-modes")
+	return nil
+}
+
+// Validate checks the flags together and returns what acquire.RunConfig.Open opens and acquire.Run runs. It reads
+// no key and reaches no cluster: Open does.
+func (o *AcquireOptions) Validate() (acquire.RunConfig, error) {
+	rc := o.run
+	c, cc := &rc.Config, &rc.Client
+	c.Pods = o.pods
+	log, err := o.log.logger()
 	if err != nil {
-		return err
+		return rc, err
 	}
-	// client-go reports, through klog, what an interrupted exec stream could not copy: expected, at debug level.
-	klog.SetSlogLogger(slog.New(debugHandler{log.Handler()}))
-	if *out == "" {
-		return usageErr("missing --out: the output directory, e.g. --out ./case-42, or s3://BUCKET/PREFIX")
+	switch {
+	case rc.Output.Dest == "":
+		return rc, usageErr("missing --out: the output directory, e.g. --out ./case-42, or s3://BUCKET/PREFIX")
+	case rc.SigningKeyFile == "":
+		return rc, usageErr("missing --signing-key: the examiner's key (warren keygen --out DIR writes DIR/signing.key)")
 	}
-	if *signingKey == "" {
-		return usageErr("missing --signing-key: the examiner's key (warren keygen --out DIR writes DIR/signing.key)")
+	if c.MaxBytes, err = parseBytes(o.maxBytes); err != nil {
+		return rc, usageErr("--max-bytes %q: %v", o.maxBytes, err)
 	}
-	if c.MaxBytes, err = parseBytes(*maxBytes); err != nil {
-		return usageErr("--max-bytes %q: %v", *maxBytes, err)
-	}
-	c.AllowModes = splitList(*allowModes)
+	c.AllowModes = splitList(o.allowModes)
 	for _, m := range c.AllowModes {
 		if m != acquire.ModeExec && m != acquire.ModeEphemeral && m != acquire.ModeNode {
-			return usageErr("--allow-modes %q: unknown mode %q (want exec, ephemeral, node)", *allowModes, m)
+			return rc, usageErr("--allow-modes %q: unknown mode %q (want exec, ephemeral, node)", o.allowModes, m)
 		}
 	}
 	// Consent: --allow-modes given (flag or WARREN_ALLOW_MODES), or --mode naming the mode.
-	if flagGiven(fs, "allow-modes") {
-		c.Consented, c.ConsentedBy = c.AllowModes, "--allow-modes "+*allowModes
+	if o.allowModesGiven {
+		c.Consented, c.ConsentedBy = c.AllowModes, "--allow-modes "+o.allowModes
 	}
 	if c.Mode == acquire.ModeEphemeral || c.Mode == acquire.ModeNode {
 		c.Consented, c.ConsentedBy = append(c.Consented, c.Mode), "--mode "+c.Mode
 	}
-	if *nodeLayout != "" {
-		l, ok := acquire.NodeLayouts[*nodeLayout]
+	if o.nodeLayout != "" {
+		l, ok := acquire.NodeLayouts[o.nodeLayout]
 		if !ok {
-			return usageErr("--node-layout %q: want containerd, k3s, rke2 or bottlerocket", *nodeLayout)
+			return rc, usageErr("--node-layout %q: want containerd, k3s, rke2 or bottlerocket", o.nodeLayout)
 		}
 		if c.NodeRuntimeDir == "" {
 			c.NodeRuntimeDir = l.RuntimeDir
@@ -146,116 +197,72 @@ func runAcquire(args []string, stdout, stderr io.Writer) error {
 			c.NodeContainerdRoot = l.ContainerdRoot
 		}
 	}
-	for _, r := range redact {
+	for _, r := range o.redact {
 		re, err := regexp.Compile("(?i)" + r)
 		if err != nil {
-			return usageErr("--redact-env %q: %v", r, err)
+			return rc, usageErr("--redact-env %q: %v", r, err)
 		}
 		c.RedactEnv = append(c.RedactEnv, re)
 	}
-	cc.Pins = splitList(*pins)
+	cc.Pins = splitList(o.pins)
 	cc.UserAgent = "warren-acquire/" + version
 	if err := cc.Validate(); err != nil {
-		return usageErr("%v", err)
+		return rc, usageErr("%v", err)
 	}
-	c.CollectorDir = *collectorDir
+	c.CollectorDir = o.collectorDir
 	if c.CollectorDir == "" {
 		if self, err := os.Executable(); err == nil {
 			c.CollectorDir = filepath.Dir(self)
 		}
 	}
-	signer, err := evidence.LoadSigner(*signingKey)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	output.Dest, output.Logger = *out, log
-	store, unlock, err := output.OpenForAcquire(ctx, signer, stdout)
-	if err != nil {
-		return acquireErr(err)
-	}
-	defer unlock()
-	restCfg, err := cc.RESTConfig(ctx)
-	if err != nil {
-		return err
-	}
-	c.REST, c.Cluster, c.Store, c.Signer, c.Logger, c.Version = restCfg, cc.Cluster, store, signer, log, version
-	terminal := isTerminal(stdout)
-	var in io.Reader
-	if isTerminal(os.Stdin) && isTerminal(stderr) {
-		in = os.Stdin
-	}
-	ui := newAcquireUI(stdout, stderr, in, terminal)
-	c.Observer = ui
-	if in != nil {
-		c.Confirm = ui.Confirm // asks before a mode leaves a trace the examiner did not accept beforehand
-	}
-	sum, err := acquire.Run(ctx, c)
-	ui.close()
-	if err != nil {
-		return acquireErr(err)
-	}
-	printSummary(stdout, sum, store, *out+output.VerifyArgs())
-	if sum.Failed > 0 {
-		return fmt.Errorf("%d of %d targets failed (the table above and %s say why); run the same command again to retry them",
-			sum.Failed, len(sum.Index.Targets), store.Location(evidence.IndexName))
-	}
-	return nil
+	c.Logger, c.Version = log, version
+	rc.Output.Logger = log
+	return rc, nil
 }
+
+// AcquireVerifyOptions are the flags and DIR of `warren acquire verify`; Validate turns them into
+// acquire.VerifyConfig.
+type AcquireVerifyOptions struct {
+	verify acquire.VerifyConfig
+	keys   string // comma-separated
+	dirs   []string
+}
+
+// AddFlags binds the options to fs.
+func (o *AcquireVerifyOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.keys, "key", "", "public key(s) of the examiner (signing.pub from warren keygen), comma-separated")
+	addOutputFlags(fs, &o.verify.Output, false)
+}
+
+// ParseArgs parses flags and DIR in any order.
+func (o *AcquireVerifyOptions) ParseArgs(fs *flag.FlagSet, args []string) (err error) {
+	o.dirs, err = parseInterleaved(fs, args)
+	return err
+}
+
+// Validate checks that one DIR and a key are given. It reads neither.
+func (o *AcquireVerifyOptions) Validate() (acquire.VerifyConfig, error) {
+	v := o.verify
+	switch {
+	case len(o.dirs) != 1:
+		return v, usageErr("give one DIR (or s3://BUCKET/PREFIX) to verify, e.g. warren acquire verify ./case-42 --key keys/signing.pub")
+	case o.keys == "":
+		return v, usageErr("missing --key: the examiner's public key (signing.pub from warren keygen)")
+	}
+	v.Output.Dest, v.KeyFiles = o.dirs[0], splitList(o.keys)
+	return v, nil
+}
+
+const acquireVerifyUsage = "usage: warren acquire verify DIR|s3://BUCKET/PREFIX --key PUB [--s3-endpoint URL] [--s3-path-style] [--s3-region R]\n\n" +
+	"Re-hashes every archive and every file inside it against its statement, checks every statement's\n" +
+	"signature, and lists every failure (file and reason). Exit 0 when everything verifies, 1 otherwise.\n\n"
 
 // runAcquireVerify implements `warren acquire verify DIR --key PUB`.
 func runAcquireVerify(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("warren acquire verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	key := fs.String("key", "", "public key(s) of the examiner (signing.pub from warren keygen), comma-separated")
-	var output acquire.Output
-	addOutputFlags(fs, &output, false)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: warren acquire verify DIR|s3://BUCKET/PREFIX --key PUB [--s3-endpoint URL] [--s3-path-style] [--s3-region R]\n\nRe-hashes every archive and every file inside it against its statement, checks every statement's\nsignature, and lists every failure (file and reason). Exit 0 when everything verifies, 1 otherwise.\n\n")
-		fs.PrintDefaults()
-	}
-	dirs, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	switch {
-	case len(dirs) != 1:
-		return usageErr("give one DIR (or s3://BUCKET/PREFIX) to verify, e.g. warren acquire verify ./case-42 --key keys/signing.pub")
-	case *key == "":
-		return usageErr("missing --key: the examiner's public key (signing.pub from warren keygen)")
-	}
-	keys, err := evidence.LoadKeys(splitList(*key)...)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	output.Dest = dirs[0]
-	store, err := output.OpenForVerify(ctx)
-	if err != nil {
-		return acquireErr(err)
-	}
-	rep, err := evidence.Verify(ctx, store, keys)
-	if err != nil {
-		return err
-	}
-	ok := 0
-	for _, t := range rep.Targets {
-		if t.OK() {
-			ok++
-			a := t.Statement.Predicate.Archive
-			fmt.Fprintf(stdout, "OK    %s  %d files, %s, sha256 %s\n", t.Dir, a.Files, humanBytes(a.Size), a.SHA256)
-		}
-	}
-	for _, f := range rep.Failures {
-		fmt.Fprintf(stdout, "FAIL  %s\n", f)
-	}
-	if len(rep.Failures) > 0 {
-		return fmt.Errorf("%d failure(s); %d of %d target(s) verify", len(rep.Failures), ok, len(rep.Targets))
-	}
-	fmt.Fprintf(stdout, "%d target(s) verify with key %s\n", ok, strings.Join(keys.IDs(), ", "))
-	return nil
+	c := cli{name: "warren acquire verify", usage: acquireVerifyUsage, signals: true}
+	return runOptions(c, &AcquireVerifyOptions{}, args, stderr, func(ctx context.Context, v acquire.VerifyConfig) error {
+		return acquireErr(acquire.Verify(ctx, v, stdout))
+	})
 }
 
 // parseInterleaved parses flags and positional arguments in any order (POD names before or after the flags, as
@@ -326,15 +333,6 @@ func parseBytes(s string) (int64, error) {
 		return 0, errors.New("want a byte count such as 1073741824, 500Mi or 2Gi")
 	}
 	return q.Value(), nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // flagGiven reports whether the flag was set, on the command line or from its WARREN_ variable.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/warren-dev/warren/acquire"
 	"github.com/warren-dev/warren/evidence"
+	"github.com/warren-dev/warren/internal/bytesize"
 )
 
 // acquireUI shows a run: on a terminal, one progress bar per target in flight (bytes, rate, elapsed, and the time
@@ -86,7 +87,7 @@ func (u *acquireUI) tick() {
 				continue
 			}
 			el := time.Since(a.p.Started())
-			fmt.Fprintf(u.out, "%s  %s  %s  %s/s  %s elapsed\n", stamp(), name, "in progress", humanBytes(int64(float64(n)/max(el.Seconds(), 0.001))), el.Round(time.Second))
+			fmt.Fprintf(u.out, "%s  %s  %s  %s/s  %s elapsed\n", stamp(), name, "in progress", bytesize.Format(int64(float64(n)/max(el.Seconds(), 0.001))), el.Round(time.Second))
 		}
 		u.mu.Unlock()
 	}
@@ -148,7 +149,7 @@ func (u *acquireUI) Finished(t acquire.TargetInfo, r evidence.IndexTarget) {
 	case evidence.ResultFailed:
 		msg = fmt.Sprintf("FAILED    %s: %s", t, r.Reason)
 	default:
-		msg = fmt.Sprintf("%-9s %s  %s, %d files, %s, sha256 %s", r.Result, t, r.Method, r.Files, humanBytes(r.Bytes), prefix(r.SHA256, 12))
+		msg = fmt.Sprintf("%-9s %s  %s, %d files, %s, sha256 %s", r.Result, t, r.Method, r.Files, bytesize.Format(r.Bytes), prefix(r.SHA256, 12))
 	}
 	u.line(fmt.Sprintf("[%d/%d] %s", done, total, msg))
 	if a != nil && a.bar != nil {
@@ -228,7 +229,7 @@ func printSummary(w io.Writer, sum *acquire.Summary, store evidence.Store, out s
 		name := t.Namespace + "/" + t.Pod + "/" + t.Container
 		files, bytes, sum := "-", "-", "-"
 		if t.Result != evidence.ResultFailed {
-			files, bytes, sum = fmt.Sprint(t.Files), humanBytes(t.Bytes), prefix(t.SHA256, 12)
+			files, bytes, sum = fmt.Sprint(t.Files), bytesize.Format(t.Bytes), prefix(t.SHA256, 12)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, mode, files, bytes, sum, dur, result)
 	}
@@ -242,19 +243,6 @@ func prefix(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func isTerminal(w io.Writer) bool {
