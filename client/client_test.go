@@ -297,3 +297,39 @@ func TestRESTConfigFromKubeconfig(t *testing.T) {
 		t.Fatalf("unknown context: %v", err)
 	}
 }
+
+// TestExecCredential: the token command's token reaches kubectl as an ExecCredential with the token's expiry (so that
+// kubectl asks again only then); a token that is no JWT goes without one; a failing command is an error naming it.
+func TestExecCredential(t *testing.T) {
+	k := signingKey(t)
+	tok := token(t, k, "alice", time.Hour)
+	info, _ := ParseToken(tok)
+	out, err := ExecCredential(t.Context(), "echo "+tok)
+	want := `{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false},"status":{"expirationTimestamp":"` +
+		info.Expiry.UTC().Format(time.RFC3339) + `","token":"` + tok + `"}}` + "\n"
+	if err != nil || string(out) != want {
+		t.Fatalf("ExecCredential = %s, %v\nwant %s", out, err, want)
+	}
+	if out, err := ExecCredential(t.Context(), "echo opaque"); err != nil || !strings.Contains(string(out), `"status":{"token":"opaque"}`) {
+		t.Fatalf("opaque token: %s, %v", out, err)
+	}
+	if _, err := ExecCredential(t.Context(), "exit 3"); err == nil || err.Error() != `token command "exit 3" failed: exit status 3` {
+		t.Fatalf("failing command: %v", err)
+	}
+}
+
+// KubeconfigYAML is KubeconfigFor as kubectl reads it back.
+func TestKubeconfigYAML(t *testing.T) {
+	data, err := Config{Gateway: "https://gw:8443", Cluster: "prod", TokenFile: "/run/token"}.KubeconfigYAML("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(data)
+	if err != nil || cfg.CurrentContext != "warren-prod" || cfg.Clusters["warren-prod"].Server != "https://gw:8443/clusters/prod" ||
+		cfg.AuthInfos["warren-prod"].TokenFile != "/run/token" {
+		t.Fatalf("read back: %+v %v", cfg, err)
+	}
+	if _, err := (Config{Gateway: "https://gw"}).KubeconfigYAML(""); err == nil || err.Error() != "missing --cluster: the name of the cluster to reach" {
+		t.Fatalf("no cluster: %v", err)
+	}
+}

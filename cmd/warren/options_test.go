@@ -22,7 +22,11 @@ func validate[C any](t *testing.T, o options[C], args ...string) (C, error) {
 	fs := flag.NewFlagSet("warren test", flag.ContinueOnError)
 	fs.SetOutput(new(strings.Builder))
 	o.AddFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
+	parse := parseFlags
+	if p, ok := any(o).(argsParser); ok {
+		parse = p.ParseArgs
+	}
+	if err := parse(fs, args); err != nil {
 		t.Fatalf("parse %q: %v", args, err)
 	}
 	return o.Validate()

@@ -56,3 +56,26 @@ func TestNoSignatureWithoutDir(t *testing.T) {
 		t.Fatalf("%d %s", code, body)
 	}
 }
+
+// TestSignFiles: every file gets its verified signature, in order; the first that cannot be signed stops the run,
+// named, with the signatures written before it returned.
+func TestSignFiles(t *testing.T) {
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	dir := t.TempDir()
+	a, b, missing := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "missing")
+	os.WriteFile(a, []byte("amd64"), 0o755)
+	os.WriteFile(b, []byte("arm64"), 0o755)
+	sigs, err := SignFiles(key, []string{a, b})
+	if err != nil || strings.Join(sigs, " ") != a+".sig "+b+".sig" {
+		t.Fatalf("SignFiles = %q, %v", sigs, err)
+	}
+	for _, f := range []string{a, b} {
+		if err := VerifyFile(pub, f, f+".sig"); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	sigs, err = SignFiles(key, []string{a, missing, b})
+	if want := missing + ": cannot read the file to sign: "; err == nil || !strings.HasPrefix(err.Error(), want) || len(sigs) != 1 || sigs[0] != a+".sig" {
+		t.Fatalf("SignFiles with a missing file = %q, %v; want [%s.sig] and %q...", sigs, err, a, want)
+	}
+}
