@@ -220,89 +220,6 @@ func (o *AcquireOptions) Validate() (acquire.RunConfig, error) {
 	return rc, nil
 }
 
-// AcquireVerifyOptions are the flags and DIR of `warren acquire verify`; Validate turns them into
-// acquire.VerifyConfig.
-type AcquireVerifyOptions struct {
-	verify acquire.VerifyConfig
-	keys   string // comma-separated
-	dirs   []string
-}
-
-// AddFlags binds the options to fs.
-func (o *AcquireVerifyOptions) AddFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.keys, "key", "", "public key(s) of the examiner (signing.pub from warren keygen), comma-separated")
-	addOutputFlags(fs, &o.verify.Output, false)
-}
-
-// ParseArgs parses flags and DIR in any order.
-func (o *AcquireVerifyOptions) ParseArgs(fs *flag.FlagSet, args []string) (err error) {
-	o.dirs, err = parseInterleaved(fs, args)
-	return err
-}
-
-// Validate checks that one DIR and a key are given. It reads neither.
-func (o *AcquireVerifyOptions) Validate() (acquire.VerifyConfig, error) {
-	v := o.verify
-	switch {
-	case len(o.dirs) != 1:
-		return v, usageErr("give one DIR (or s3://BUCKET/PREFIX) to verify, e.g. warren acquire verify ./case-42 --key keys/signing.pub")
-	case o.keys == "":
-		return v, usageErr("missing --key: the examiner's public key (signing.pub from warren keygen)")
-	}
-	v.Output.Dest, v.KeyFiles = o.dirs[0], splitList(o.keys)
-	return v, nil
-}
-
-const acquireVerifyUsage = "usage: warren acquire verify DIR|s3://BUCKET/PREFIX --key PUB [--s3-endpoint URL] [--s3-path-style] [--s3-region R]\n\n" +
-	"Re-hashes every archive and every file inside it against its statement, checks every statement's\n" +
-	"signature, and lists every failure (file and reason). Exit 0 when everything verifies, 1 otherwise.\n\n"
-
-// runAcquireVerify implements `warren acquire verify DIR --key PUB`.
-func runAcquireVerify(args []string, stdout, stderr io.Writer) error {
-	c := cli{name: "warren acquire verify", usage: acquireVerifyUsage, signals: true}
-	return runOptions(c, &AcquireVerifyOptions{}, args, stderr, func(ctx context.Context, v acquire.VerifyConfig) error {
-		return acquireErr(acquire.Verify(ctx, v, stdout))
-	})
-}
-
-// parseInterleaved parses flags and positional arguments in any order (POD names before or after the flags, as
-// kubectl takes them); "--" ends the flags. Unset flags are then read from WARREN_* variables. aliases are pairs of
-// flags that set the same variable (-n and --namespace): when one is given, the other counts as given too, so that
-// no WARREN_* variable overrides it.
-func parseInterleaved(fs *flag.FlagSet, args []string, aliases ...string) ([]string, error) {
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if len(args) > 0 && len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
-			positional = append(positional, rest...)
-			break
-		}
-		positional = append(positional, rest[0])
-		args = rest[1:]
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	for i := 0; i+1 < len(aliases); i += 2 {
-		a, b := aliases[i], aliases[i+1]
-		switch {
-		case given[a] && !given[b]:
-			fs.Set(b, fs.Lookup(a).Value.String())
-		case given[b] && !given[a]:
-			fs.Set(a, fs.Lookup(b).Value.String())
-		}
-	}
-	if err := applyEnv(fs, envPrefix); err != nil {
-		return nil, err
-	}
-	return positional, nil
-}
-
 // debugHandler logs every record at debug level.
 type debugHandler struct{ slog.Handler }
 
@@ -333,11 +250,4 @@ func parseBytes(s string) (int64, error) {
 		return 0, errors.New("want a byte count such as 1073741824, 500Mi or 2Gi")
 	}
 	return q.Value(), nil
-}
-
-// flagGiven reports whether the flag was set, on the command line or from its WARREN_ variable.
-func flagGiven(fs *flag.FlagSet, name string) bool {
-	given := false
-	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
-	return given
 }

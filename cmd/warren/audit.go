@@ -93,6 +93,7 @@ func (o *AuditVerifyOptions) Validate() (auditVerify, error) {
 	return r, nil
 }
 
+// runAuditVerify implements `warren audit verify FILE`: audit.VerifyFile, exit 3 for a log not proven complete.
 func runAuditVerify(args []string, stdout, stderr io.Writer) error {
 	c := cli{name: "warren audit verify", usage: auditUsage, usageOnly: true}
 	return runOptions(c, &AuditVerifyOptions{}, args, stderr, func(_ context.Context, r auditVerify) error {

@@ -144,6 +144,7 @@ func (o *BootstrapOptions) Validate() (bootstrap.InstallConfig, error) {
 	return cfg, nil
 }
 
+// runBootstrap implements `warren bootstrap ssm`: bootstrap.Install.
 func runBootstrap(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "ssm" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {

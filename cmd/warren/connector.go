@@ -105,6 +105,7 @@ func (o *ConnectorOptions) Validate() (connector.ServeConfig, error) {
 	return cfg, nil
 }
 
+// runConnector implements `warren connector`: connector.Serve until SIGINT or SIGTERM.
 func runConnector(args []string, _, stderr io.Writer) error {
 	return runOptions(cli{name: "warren connector", usage: connectorUsage, signals: true}, NewConnectorOptions(), args, stderr, connector.Serve)
 }

@@ -121,6 +121,7 @@ func (o *GatewayOptions) Validate() (gateway.ServeConfig, error) {
 	return cfg, nil
 }
 
+// runGateway implements `warren gateway`: gateway.Serve until SIGINT or SIGTERM.
 func runGateway(args []string, _, stderr io.Writer) error {
 	return runOptions(cli{name: "warren gateway", usage: gatewayUsage, signals: true}, NewGatewayOptions(), args, stderr, gateway.Serve)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -53,6 +52,7 @@ func (o *KubeconfigOptions) Validate() (kubeconfigRun, error) {
 	return r, r.client.Validate()
 }
 
+// runKubeconfig implements `warren kubeconfig`: client.KubeconfigYAML, to standard output or --out.
 func runKubeconfig(args []string, stdout, stderr io.Writer) error {
 	return runOptions(cli{name: "warren kubeconfig", usage: kubeconfigUsage}, &KubeconfigOptions{}, args, stderr, func(_ context.Context, r kubeconfigRun) error {
 		data, err := r.client.KubeconfigYAML(r.warren)
@@ -79,34 +79,4 @@ func addClientFlags(fs *flag.FlagSet, c *client.Config) {
 	fs.StringVar(&c.Token, "token", "", "a caller token (static: requests fail once it expires)")
 	fs.StringVar(&c.TokenFile, "token-file", "", "a file holding a caller token, re-read for every request")
 	fs.StringVar(&c.TokenCommand, "token-command", "", "a shell command printing a caller token, run again when it is about to expire")
-}
-
-// CredentialOptions are the flags of `warren credential`, the exec credential plugin behind `warren kubeconfig
-// --token-command`; Validate returns the token command to run.
-type CredentialOptions struct{ tokenCommand string }
-
-// AddFlags binds the options to fs.
-func (o *CredentialOptions) AddFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.tokenCommand, "token-command", "", "a shell command that prints a caller token")
-}
-
-// Validate checks that a command is given.
-func (o *CredentialOptions) Validate() (string, error) {
-	if o.tokenCommand == "" {
-		return "", errors.New("missing --token-command")
-	}
-	return o.tokenCommand, nil
-}
-
-// runCredential runs the token command and hands kubectl the token with its expiry (client.ExecCredential), so that
-// kubectl asks again only when the token has expired.
-func runCredential(args []string, stdout, stderr io.Writer) error {
-	return runOptions(cli{name: "warren credential"}, &CredentialOptions{}, args, stderr, func(ctx context.Context, command string) error {
-		cred, err := client.ExecCredential(ctx, command)
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(cred)
-		return err
-	})
 }

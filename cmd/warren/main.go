@@ -192,6 +192,51 @@ func runOptions[C any](c cli, o options[C], args []string, stderr io.Writer, run
 	return run(ctx, cfg)
 }
 
+// parseInterleaved parses flags and positional arguments in any order (POD names before or after the flags, as
+// kubectl takes them); "--" ends the flags. Unset flags are then read from WARREN_* variables. aliases are pairs of
+// flags that set the same variable (-n and --namespace): when one is given, the other counts as given too, so that
+// no WARREN_* variable overrides it.
+func parseInterleaved(fs *flag.FlagSet, args []string, aliases ...string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > 0 && len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for i := 0; i+1 < len(aliases); i += 2 {
+		a, b := aliases[i], aliases[i+1]
+		switch {
+		case given[a] && !given[b]:
+			fs.Set(b, fs.Lookup(a).Value.String())
+		case given[b] && !given[a]:
+			fs.Set(a, fs.Lookup(b).Value.String())
+		}
+	}
+	if err := applyEnv(fs, envPrefix); err != nil {
+		return nil, err
+	}
+	return positional, nil
+}
+
+// flagGiven reports whether the flag was set, on the command line or from its WARREN_ variable.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
 // toolVariables are WARREN_* variables of the project's scripts and tests, not flags.
 var toolVariables = map[string]bool{"WARREN_CACHE": true, "WARREN_KUBE_BIN": true, "WARREN_HELM": true,
 	"WARREN_DEMO_PORT": true, "WARREN_PREFIX": true, "WARREN_SERVICE_USER": true}

@@ -62,6 +62,7 @@ func (o *SignOptions) Validate() (signRun, error) {
 	return signRun{o.keyFile, o.files}, nil
 }
 
+// runSign implements `warren sign --key KEY FILE...`: download.SignFiles, and a line per signature written.
 func runSign(args []string, stdout, stderr io.Writer) error {
 	return runOptions(cli{name: "warren sign", usage: signUsage}, &SignOptions{}, args, stderr, func(_ context.Context, r signRun) error {
 		key, err := auth.LoadSigningKey(r.keyFile)

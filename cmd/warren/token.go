@@ -13,9 +13,6 @@ import (
 	"github.com/warren-dev/warren/auth"
 )
 
-// envPrefix is the prefix of the environment variables applyEnv reads (WARREN_TOKEN_FILE for --token-file).
-const envPrefix = "WARREN_"
-
 const tokenUsage = `usage:
   warren token issue --key KEY --subject S --cluster C [--cluster C2 ... --multi-cluster] --rule RULE [--rule ...] [--ttl 15m] [--issuer warren]
       prints a caller token (audience "warren") for one cluster; several need --multi-cluster, and a gateway
@@ -159,6 +156,7 @@ func (o *TokenIssueOptions) Validate() (tokenIssue, error) {
 	return r, nil
 }
 
+// runTokenIssue implements `warren token issue`: prints the rules (--print-rules) or the caller token.
 func runTokenIssue(args []string, stdout, stderr io.Writer) error {
 	c := cli{name: "warren token issue", usage: tokenUsage + "\nflags of warren token issue:\n"}
 	return runOptions(c, NewTokenIssueOptions(), args, stderr, func(_ context.Context, r tokenIssue) error {
@@ -238,6 +236,7 @@ func (o *TokenConnectorOptions) Validate() (tokenConnector, error) {
 	return j, nil
 }
 
+// runTokenConnector implements `warren token connector`: prints the join token of a cluster's connector.
 func runTokenConnector(args []string, stdout, stderr io.Writer) error {
 	c := cli{name: "warren token connector", usage: tokenUsage + "\nflags of warren token connector:\n"}
 	return runOptions(c, NewTokenConnectorOptions(), args, stderr, func(_ context.Context, j tokenConnector) error {
@@ -252,14 +251,4 @@ func runTokenConnector(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, tok)
 		return nil
 	})
-}
-
-// stringList is a repeatable flag: each use appends one value as given.
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, " ") }
-
-func (l *stringList) Set(s string) error {
-	*l = append(*l, s)
-	return nil
 }

@@ -23,6 +23,7 @@ func (*VersionOptions) ParseArgs(*flag.FlagSet, []string) error { return nil }
 // Validate has nothing to check.
 func (*VersionOptions) Validate() (string, error) { return version, nil }
 
+// runVersion implements `warren version`.
 func runVersion(args []string, stdout, stderr io.Writer) error {
 	return runOptions(cli{name: "warren version"}, &VersionOptions{}, args, stderr, func(_ context.Context, v string) error {
 		fmt.Fprintln(stdout, v)

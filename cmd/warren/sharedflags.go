@@ -1,6 +1,7 @@
 package main
 
-// The flags the gateway and the connector share: logging, caller-token verification, the audit log, the tunnel.
+// The flags several commands share: logging (gateway, connector, acquire, acquire volume), and the gateway's and
+// the connector's caller-token verification, audit log and tunnel; the repeatable flag and the WARREN_ prefix.
 // Each binds to the library's settings, with the library's defaults.
 
 import (
@@ -114,9 +115,15 @@ func (o *tunnelOptions) config() tunnel.Config {
 	return c
 }
 
-// logFlags adds --log-level and --log-format to fs; the returned function builds the logger after parsing.
-func logFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
-	o := &logOptions{}
-	o.addFlags(fs)
-	return o.logger
+// envPrefix is the prefix of the environment variables applyEnv reads (WARREN_TOKEN_FILE for --token-file).
+const envPrefix = "WARREN_"
+
+// stringList is a repeatable flag: each use appends one value as given.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, " ") }
+
+func (l *stringList) Set(s string) error {
+	*l = append(*l, s)
+	return nil
 }

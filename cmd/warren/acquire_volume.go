@@ -118,7 +118,7 @@ func (o *VolumeOptions) Validate() (volumeRun, error) {
 	return r, nil
 }
 
-// runAcquireVolume implements `warren acquire volume`.
+// runAcquireVolume implements `warren acquire volume`: volume.PrintList (--list) or volume.Export.
 func runAcquireVolume(args []string, stdout, stderr io.Writer) error {
 	c := cli{name: "warren acquire volume", usage: volumeUsage + "\nflags of warren acquire volume:\n", signals: true}
 	return runOptions(c, NewVolumeOptions(), args, stderr, func(ctx context.Context, r volumeRun) error {
