@@ -22,10 +22,7 @@ Keep the release key off the gateway: a gateway holding it could sign what it se
 `
 
 // SignOptions are the flags and files of `warren sign`; Validate returns what to sign with which key.
-type SignOptions struct {
-	keyFile string
-	files   []string
-}
+type SignOptions struct{ sign signRun }
 
 // signRun is a `warren sign`: the release key's file and the files to sign with it.
 type signRun struct {
@@ -35,7 +32,7 @@ type signRun struct {
 
 // AddFlags binds the options to fs.
 func (o *SignOptions) AddFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.keyFile, "key", "", "the release signing key (signing.key of warren keygen --out DIR)")
+	fs.StringVar(&o.sign.keyFile, "key", "", "the release signing key (signing.key of warren keygen --out DIR)")
 }
 
 // ParseArgs parses the flags, then takes every argument after them as a file (so not parseFlags, which refuses
@@ -47,19 +44,19 @@ func (o *SignOptions) ParseArgs(fs *flag.FlagSet, args []string) error {
 	if err := applyEnv(fs, envPrefix); err != nil {
 		return err
 	}
-	o.files = fs.Args()
+	o.sign.files = fs.Args()
 	return nil
 }
 
 // Validate checks that a key and files are given.
 func (o *SignOptions) Validate() (signRun, error) {
 	switch {
-	case o.keyFile == "":
-		return signRun{}, errors.New("missing --key: the release signing key (warren keygen --out DIR writes DIR/signing.key)")
-	case len(o.files) == 0:
-		return signRun{}, errors.New("nothing to sign: give the files, e.g. warren sign --key release/signing.key dist/warren-linux-amd64")
+	case o.sign.keyFile == "":
+		return o.sign, errors.New("missing --key: the release signing key (warren keygen --out DIR writes DIR/signing.key)")
+	case len(o.sign.files) == 0:
+		return o.sign, errors.New("nothing to sign: give the files, e.g. warren sign --key release/signing.key dist/warren-linux-amd64")
 	}
-	return signRun{o.keyFile, o.files}, nil
+	return o.sign, nil
 }
 
 // runSign implements `warren sign --key KEY FILE...`: download.SignFiles, and a line per signature written.
