@@ -134,7 +134,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // options are a command's flags: AddFlags binds them, Validate turns them into what the library runs. Validate
-// checks the flags together and reads no file: the library does, and says which flag was at fault.
+// checks the flags together and opens no file: the library does, and says which flag was at fault.
 type options[C any] interface {
 	AddFlags(*flag.FlagSet)
 	Validate() (C, error)
@@ -154,7 +154,7 @@ type cli struct {
 	// usageOnly: --help prints usage alone, which describes every flag itself.
 	usageOnly bool
 	// signals: the context run gets ends with SIGINT or SIGTERM, which the command answers (a server shuts down,
-	// an acquisition records what it did). Otherwise a signal ends the process at once, as it ends any tool.
+	// an acquisition or export stops and says what it left). Otherwise a signal ends the process at once.
 	signals bool
 }
 
