@@ -4,8 +4,11 @@ import (
 	"context"
 	"flag"
 	"io"
+	"os"
+	"os/signal"
 	"regexp"
 	"strings"
+	"syscall"
 
 	"github.com/warren-dev/warren/volume"
 )
@@ -123,6 +126,8 @@ func runAcquireVolume(args []string, stdout, stderr io.Writer) error {
 	c := cli{name: "warren acquire volume", usage: volumeUsage + "\nflags of warren acquire volume:\n", signals: true}
 	return runOptions(c, NewVolumeOptions(), args, stderr, func(ctx context.Context, r volumeRun) error {
 		if r.list {
+			// A listing leaves nothing to clean up: a signal ends it at once, as the default action would.
+			signal.Reset(os.Interrupt, syscall.SIGTERM)
 			return volume.PrintList(r.export.Volume, r.format, stdout)
 		}
 		r.export.Progress = stderr // a line every 5 s while the archive grows
