@@ -133,10 +133,12 @@ type Connector struct {
 	identity            string       // the key's thumbprint
 	clockOffset         atomic.Int64 // gateway time minus ours (ns), from the gateway's Date headers
 
-	joinMu      sync.Mutex // one join at a time
-	credMu      sync.Mutex // guards cred and credChanged
-	cred        *credential
-	credChanged chan struct{} // closed and replaced when cred changes
+	joinMu sync.Mutex // one join at a time
+	// joinTokenWarned is when the connector last warned that its join token ends soon (under joinMu).
+	joinTokenWarned time.Time
+	credMu          sync.Mutex // guards cred and credChanged
+	cred            *credential
+	credChanged     chan struct{} // closed and replaced when cred changes
 
 	dialer   *http.Client
 	upstream http.Handler

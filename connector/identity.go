@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
@@ -170,6 +171,7 @@ func (c *Connector) join(ctx context.Context, stale *credential) (*credential, e
 	for attempt := 0; ; attempt++ {
 		cred, resp, err := c.joinOnce(ctx, token)
 		if err == nil {
+			c.warnIfJoinTokenEnds(token)
 			c.credMu.Lock()
 			c.cred = cred
 			close(c.credChanged)
@@ -185,6 +187,26 @@ func (c *Connector) join(ctx context.Context, stale *credential) (*credential, e
 		}
 		return nil, err
 	}
+}
+
+// JoinTokenWarning is how long before its join token expires the connector starts to warn, once a day, that it
+// needs a new one: the credentials it gets end with the join token, and so do its tunnels.
+const JoinTokenWarning = 7 * 24 * time.Hour
+
+// warnIfJoinTokenEnds warns, at most once a day, when the join token expires within JoinTokenWarning. Called under
+// joinMu.
+func (c *Connector) warnIfJoinTokenEnds(token string) {
+	var claims auth.Claims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil || claims.ExpiresAt == nil {
+		return // the gateway took it: whatever it is, it was good enough
+	}
+	left := claims.ExpiresAt.Sub(c.gatewayNow())
+	if left > JoinTokenWarning || (!c.joinTokenWarned.IsZero() && time.Since(c.joinTokenWarned) < 24*time.Hour) {
+		return
+	}
+	c.joinTokenWarned = time.Now()
+	c.log.Warn("the join token expires soon: put a new one in the connector's token file before then (warren token connector), or the connector leaves the gateway when it expires",
+		"expires", claims.ExpiresAt.UTC().Format(time.RFC3339), "expires_in", left.Round(time.Minute).String(), "join_token", claims.ID)
 }
 
 func (c *Connector) joinOnce(ctx context.Context, token string) (*credential, *http.Response, error) {

@@ -795,3 +795,33 @@ func TestProofCacheCannotBeFilledByAThief(t *testing.T) {
 		t.Fatalf("the real connector's renewal: %d %q", code, msg)
 	}
 }
+
+// TestJoinTokenExpiryIsWarnedAhead (in a bubble): a connector whose join token expires within a week warns at its
+// join and then once a day, saying when and what to do; one whose token has longer says nothing.
+func TestJoinTokenExpiryIsWarnedAhead(t *testing.T) {
+	bubble.Test(t, func(t *testing.T) {
+		// Two days of the bubble's time: keepalives, checks and renewals spaced out so that they take little real
+		// time; the warnings come at renewals all the same.
+		quiet := tunnel.Config{PingInterval: time.Hour, KeepAliveInterval: time.Hour}
+		e := newEnvOn(t, memoryNet(t), func(c *gateway.Config, _ *auth.VerifierConfig) {
+			c.Connectors.CredentialTTL, c.Connectors.CheckInterval, c.Tunnel = 6*time.Hour, time.Hour, quiet
+		})
+		short, long := e.connectorToken("prod", 50*time.Hour), e.connectorToken("prod", 30*24*time.Hour)
+		a := e.startConnector("a", staticToken(short), func(c *connector.Config) { c.Tunnel = quiet })
+		b := e.startConnector("b", staticToken(long), func(c *connector.Config) { c.Tunnel = quiet })
+		e.waitConnectors(2, 10*time.Second)
+		const warning = `level=WARN msg="the join token expires soon: put a new one in the connector's token file before then (warren token connector), or the connector leaves the gateway when it expires"`
+		want := fmt.Sprintf(`%s connector=a expires=%s expires_in=50h0m0s join_token=%s`, warning, expiryOf(t, short).UTC().Format(time.RFC3339), tokenID(t, short))
+		if logs := a.logs.String(); !strings.Contains(logs, want) || strings.Count(logs, warning) != 1 {
+			t.Fatalf("at the join, want one warning %s; logs:\n%s", want, logs)
+		}
+		time.Sleep(49 * time.Hour) // renewals all along; a day apart, two more warnings
+		synctest.Wait()
+		if n := strings.Count(a.logs.String(), warning); n != 3 {
+			t.Fatalf("%d warnings in 49 hours, want 3 (at the join, then once a day)", n)
+		}
+		if strings.Contains(b.logs.String(), warning) {
+			t.Fatal("a connector whose join token has a month left warned")
+		}
+	})
+}
