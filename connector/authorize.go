@@ -76,7 +76,9 @@ func (c *Connector) authorize(tunnelID string, next http.Handler) http.Handler {
 		}
 		if err := auditrec.Err(c.cfg.Audit); err != nil {
 			// Fail closed: what the connector cannot audit, it does not serve. (This refusal's own record is
-			// counted as lost, and the count written, once the log takes records again.)
+			// counted as lost, and the count written, once the log takes records again.) Another connector of the
+			// cluster may well audit it: the header lets the gateway try one.
+			w.Header().Set(wire.HeaderRefusal, wire.RefusalUnauditable)
 			refuse(http.StatusServiceUnavailable, fmt.Sprintf("cannot write its audit log (%v); it refuses requests until it can", err), 5)
 			return
 		}

@@ -73,11 +73,16 @@ func newUpstream(kc *rest.Config, strip []string, log *slog.Logger) (http.Handle
 			wire.StripIdentityHeaders(pr.Out.Header, strip)
 			wire.StripWarrenHeaders(pr.Out.Header)
 		},
-		Transport:      transport,
-		ModifyResponse: streams.ModifyResponse, // watches and follows ended for their token end cleanly
-		FlushInterval:  -1,
-		BufferPool:     proxybuf.New(),
-		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Transport: transport,
+		ModifyResponse: func(res *http.Response) error {
+			// Warren-* answer headers are the connector's to set (a refusal of its own): none may come from the API
+			// server, whose answer the gateway would otherwise take for one.
+			wire.StripWarrenHeaders(res.Header)
+			return streams.ModifyResponse(res) // watches and follows ended for their token end cleanly
+		},
+		FlushInterval: -1,
+		BufferPool:    proxybuf.New(),
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil {
 				return // the gateway side went away

@@ -425,3 +425,111 @@ func TestMaxStreamLength(t *testing.T) {
 		resp.Body.Close()
 	})
 }
+
+// TestUnauditableConnectorIsPassedOver: a connector that cannot write its audit log refuses every request (fail
+// closed); the gateway then sends a request without a body (a read, an exec upgrade) to the cluster's next
+// connector, so callers are served while one connector's disk is full. A request with a body went to the refusing
+// connector and is not sent again: its caller gets that connector's 503. With every connector refusing, the caller
+// gets the refusal, not "no connector".
+func TestUnauditableConnectorIsPassedOver(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := e.connectorToken("prod", time.Hour)
+	sinkA, sinkB := &failingSink{}, &failingSink{}
+	sinkA.setBroken(true)
+	apiA, apiB := e.holdingAPI("a", false), e.holdingAPI("b", false)
+	e.startConnector("a", staticToken(tok), withAPI(apiA, func(c *connector.Config) { c.Audit = sinkA }))
+	e.startConnector("b", staticToken(tok), withAPI(apiB, func(c *connector.Config) { c.Audit = sinkB }))
+	e.waitConnectors(2, 10*time.Second)
+	caller, err := e.issuer.IssueCaller(auth.IssueOptions{Subject: "alice", Clusters: []string{"prod"}, TTL: time.Hour,
+		Rules: []auth.Rule{{Verbs: []string{"get", "list", "create"}, Resources: []string{"pods", "pods/exec", "configmaps"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(req *http.Request) answer {
+		t.Helper()
+		got := <-sendAsync(e.net.client, req)
+		if got.err != nil {
+			t.Fatal(got.err)
+		}
+		return got
+	}
+	const refusal = "connector: cannot write its audit log (disk full); it refuses requests until it can"
+
+	for i := range 10 {
+		if got := ask(e.newRequest("GET", "/api/v1/namespaces/default/pods", caller, "")); got.code != http.StatusOK || got.servedBy != "b" {
+			t.Fatalf("read %d: %+v, want 200 from b", i, got)
+		}
+		exec := e.newRequest("GET", "/api/v1/namespaces/default/pods/p/exec?command=sh&stdout=true", caller, "")
+		exec.Header.Set("Connection", "Upgrade")
+		exec.Header.Set("Upgrade", "websocket")
+		if got := ask(exec); got.code != http.StatusOK || got.servedBy != "b" {
+			t.Fatalf("exec %d: %+v, want the API server's answer from b", i, got)
+		}
+	}
+	var refusedWrites int
+	for i := range 10 {
+		got := ask(e.newRequest("POST", "/api/v1/namespaces/default/configmaps", caller, `{"kind":"ConfigMap"}`))
+		switch {
+		case got.code == http.StatusOK && got.servedBy == "b":
+		case got.code == http.StatusServiceUnavailable && got.message == refusal:
+			refusedWrites++
+		default:
+			t.Fatalf("write %d: %+v, want 200 from b or 503 %q", i, got, refusal)
+		}
+	}
+	if refusedWrites == 0 {
+		t.Fatal("no write went to the refusing connector first: the round robin did not reach it")
+	}
+	if n := apiA.gets.Load() + apiA.posts.Load(); n != 0 {
+		t.Fatalf("the refusing connector's API server saw %d requests", n)
+	}
+
+	sinkB.setBroken(true)
+	resp, err := e.net.client.Do(e.newRequest("GET", "/api/v1/namespaces/default/pods", caller, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRefusal(t, resp, answerWant{503, refusal, "5"})
+	if h := resp.Header.Get("Warren-Refusal"); h != "" {
+		t.Fatalf("the caller got the connectors' Warren-Refusal header: %q", h)
+	}
+}
+
+// TestAPIServerCannotForgeARefusal: an API server (or anything behind a connector) that answers 503 with the
+// connectors' Warren-Refusal header does not make the gateway send the request again elsewhere: the connector drops
+// Warren-* headers from the API server's answers, so its 503 reaches the caller as the API server's.
+func TestAPIServerCannotForgeARefusal(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := e.connectorToken("prod", time.Hour)
+	var forged atomic.Int64
+	forger := e.net.server(t, "forger.test:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		forged.Add(1)
+		w.Header().Set("Warren-Refusal", "unauditable")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"forged","code":503}`)
+	}))
+	t.Cleanup(forger.Close)
+	apiB := e.holdingAPI("b", false)
+	e.startConnector("a", staticToken(tok), func(c *connector.Config) { c.Kube.Host = forger.URL })
+	e.startConnector("b", staticToken(tok), withAPI(apiB, nil))
+	e.waitConnectors(2, 10*time.Second)
+	caller := e.callerToken()
+	var unavailable int
+	for i := range 10 {
+		got := <-sendAsync(e.net.client, e.newRequest("GET", "/api/v1/namespaces/default/pods", caller, ""))
+		switch {
+		case got.err == nil && got.code == http.StatusOK && got.servedBy == "b":
+		case got.err == nil && got.code == http.StatusServiceUnavailable && got.message == "forged":
+			unavailable++
+		default:
+			t.Fatalf("read %d: %+v", i, got)
+		}
+	}
+	if unavailable == 0 || int64(unavailable) != forged.Load() {
+		t.Fatalf("%d answers were the API server's 503, which it sent %d times: want the same, and some", unavailable, forged.Load())
+	}
+	if n := apiB.gets.Load(); n != int64(10-unavailable) {
+		t.Fatalf("b's API server saw %d reads, want %d: a forged refusal was sent on", n, 10-unavailable)
+	}
+}

@@ -265,6 +265,18 @@ func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt := routeOf(req.Context())
 	err := errNoConnector
 	binding := auth.RequestBinding(req, rt.requestID)
+	// A connector's refusal of its own (wire.HeaderRefusal: it cannot audit) of a request without a body, kept for
+	// the caller in case no other connector serves it. Without a body the request can be sent again whatever it is
+	// (an exec too: the answer was a refusal, not 101); a body has gone to the connector that refused.
+	var refused *http.Response
+	var releaseRefused func()
+	dropRefused := func() {
+		if refused != nil {
+			refused.Body.Close()
+			releaseRefused()
+			refused = nil
+		}
+	}
 	for cs := range rt.backends.all {
 		release, ok := t.admit(cs, rt)
 		if !ok {
@@ -284,18 +296,33 @@ func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		attempt.Header.Set(wire.HeaderAssertion, assertion)
 		resp, rerr := cs.transport.RoundTrip(&attempt)
 		if rerr == nil {
+			if reason := resp.Header.Get(wire.HeaderRefusal); reason != "" && resp.StatusCode == http.StatusServiceUnavailable && !hasBody(req) {
+				dropRefused()
+				refused, releaseRefused = resp, release
+				cs.log.Debug("connector refused the request for a reason of its own, trying the next", "request_id", rt.requestID, "reason", reason)
+				continue
+			}
+			dropRefused()
 			releaseOnClose(resp, release)
 			return resp, nil
 		}
 		release()
 		err = rerr
 		if req.Context().Err() != nil || !resendable(req, err) {
+			dropRefused()
 			return nil, err
 		}
 		cs.log.Debug("request failed on this connector, trying the next", "request_id", rt.requestID, "err", err)
 	}
+	if refused != nil {
+		releaseOnClose(refused, releaseRefused)
+		return refused, nil
+	}
 	return nil, err
 }
+
+// hasBody reports whether req sends a body (which a second attempt could not send again).
+func hasBody(req *http.Request) bool { return req.Body != nil && req.Body != http.NoBody }
 
 // signError is a failure to sign an assertion: nothing was sent.
 type signError struct{ err error }
@@ -306,7 +333,7 @@ func (e *signError) Error() string {
 func (e *signError) Unwrap() error { return e.err }
 
 func resendable(req *http.Request, err error) bool {
-	if req.Body != nil && req.Body != http.NoBody {
+	if hasBody(req) {
 		return false
 	}
 	var oe *openError

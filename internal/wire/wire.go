@@ -31,7 +31,15 @@ const (
 	// HeaderTunnelID is the id the gateway gives each tunnel session (128 random bits, hex), in its answer to the
 	// connector's upgrade. Every assertion sent over the tunnel names it, so that no other connector accepts them.
 	HeaderTunnelID = "Warren-Tunnel-Id"
+	// HeaderRefusal is set by a connector on a refusal of its own making before anything reached the API server,
+	// for a reason another connector of the cluster may not share (RefusalUnauditable): the gateway may send the
+	// request to another connector. The connector removes it from the API server's answers, and the gateway from
+	// what it passes on, so that only a connector's own refusal carries it.
+	HeaderRefusal = "Warren-Refusal"
 )
+
+// RefusalUnauditable (HeaderRefusal): the connector cannot write its audit log, so it serves nothing.
+const RefusalUnauditable = "unauditable"
 
 // Paths of the gateway's connector endpoints, under its base URL.
 const (
