@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/warren-dev/warren/audit"
@@ -194,7 +195,7 @@ func (g *Gateway) serveCluster(w http.ResponseWriter, r *http.Request) {
 			}
 		}()
 		callerCtx := r.Context()
-		w = sessionend.Wrap(w, r, d.Attributes.Subresource == "portforward", func() *sessionend.End {
+		w = sessionend.Wrap(w, r, isPortForward(d.Attributes), func() *sessionend.End {
 			switch e := streams.EndedBy(ctx); {
 			case e != nil:
 				return tokenEnd(e.Reason)
@@ -319,6 +320,24 @@ func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return refused, nil
 	}
 	return nil, err
+}
+
+// isPortForward reports whether a is a port-forward, whose SPDY error streams carry text (exec and attach: a
+// Status): pods/portforward, or the kubelet's portForward reached through nodes/proxy.
+func isPortForward(a auth.Attributes) bool {
+	if a.APIGroup != "" {
+		return false
+	}
+	if a.Resource == "pods" && a.Subresource == "portforward" {
+		return true
+	}
+	if a.Resource == "nodes" && a.Subresource == "proxy" {
+		if _, rest, ok := strings.Cut(a.Path, "/nodes/"+a.Name+"/proxy"); ok {
+			call, _, _ := audit.KubeletDetails(rest, nil)
+			return call.Operation == "portForward"
+		}
+	}
+	return false
 }
 
 // hasBody reports whether req sends a body (which a second attempt could not send again).
