@@ -145,3 +145,24 @@ podSpec rule that keeps pod creation there to warren's collector pod. */}}
 {{- end -}}
 {{- dict "rules" $rules | toYaml -}}
 {{- end }}
+
+{{/* The audit signing key's Secret name, "" without a key: the chart's own, or auditSigningKey.existingSecret.
+Fails with both, or without auditLog, which the binary refuses too (--audit-signing-key needs --audit-log). */}}
+{{- define "warren-connector.auditKeySecretName" -}}
+{{- $k := .Values.auditSigningKey }}
+{{- if and $k.value $k.existingSecret }}
+{{- fail "set only one of auditSigningKey.value and auditSigningKey.existingSecret" }}
+{{- end }}
+{{- if and (or $k.value $k.existingSecret) (not .Values.auditLog) }}
+{{- fail "auditSigningKey needs auditLog: the key signs checkpoints of the audit log, and without auditLog the connector keeps none; set auditLog (e.g. /dev/stdout) or leave auditSigningKey empty" }}
+{{- end }}
+{{- if $k.existingSecret }}
+{{- $k.existingSecret }}
+{{- else if $k.value }}
+{{- printf "%s-audit-key" (include "warren-connector.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "warren-connector.auditKeySecretKey" -}}
+{{- if .Values.auditSigningKey.existingSecret }}{{ .Values.auditSigningKey.existingSecretKey }}{{ else }}signing.key{{ end }}
+{{- end }}

@@ -88,3 +88,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "warren-gateway.gatewayKeySecretKey" -}}
 {{- if .Values.gatewayKey.existingSecret }}{{ .Values.gatewayKey.existingSecretKey }}{{ else }}signing.key{{ end }}
 {{- end }}
+
+{{/* The audit signing key's Secret name, "" without a key: the chart's own, or auditSigningKey.existingSecret.
+Fails with both, or with the gateway key itself (a key pair of its own keeps the two roles apart). No auditLog is
+needed: the gateway's audit log defaults to standard output. */}}
+{{- define "warren-gateway.auditKeySecretName" -}}
+{{- $k := .Values.auditSigningKey }}
+{{- $g := .Values.gatewayKey }}
+{{- if and $k.value $k.existingSecret }}
+{{- fail "set only one of auditSigningKey.value and auditSigningKey.existingSecret" }}
+{{- end }}
+{{- if or (and $k.value (eq (trim $k.value) (trim $g.value))) (and $k.existingSecret (eq $k.existingSecret $g.existingSecret) (eq $k.existingSecretKey $g.existingSecretKey)) }}
+{{- fail "auditSigningKey is the gatewayKey: give the audit log a key pair of its own (`warren keygen --out DIR`, DIR/signing.key)" }}
+{{- end }}
+{{- if $k.existingSecret }}
+{{- $k.existingSecret }}
+{{- else if $k.value }}
+{{- printf "%s-audit-key" (include "warren-gateway.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "warren-gateway.auditKeySecretKey" -}}
+{{- if .Values.auditSigningKey.existingSecret }}{{ .Values.auditSigningKey.existingSecretKey }}{{ else }}signing.key{{ end }}
+{{- end }}
