@@ -10,10 +10,7 @@ import (
 // TestEnvironmentNamesFlags: every WARREN_* variable a chart sets is a flag of the command the pod runs, so that
 // no setting (a key, a policy) is silently ignored. The binary itself would only warn.
 func TestEnvironmentNamesFlags(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "warren")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/warren-dev/warren/cmd/warren").CombinedOutput(); err != nil {
-		t.Fatalf("building warren: %v\n%s", err, out)
-	}
+	bin := buildWarren(t)
 	help := map[string]string{}
 	for _, cmd := range []string{"gateway", "connector"} {
 		out, _ := exec.Command(bin, cmd, "--help").CombinedOutput()
@@ -44,4 +41,14 @@ func TestEnvironmentNamesFlags(t *testing.T) {
 			}
 		})
 	}
+}
+
+// buildWarren builds the warren binary into a temporary directory and returns its path.
+func buildWarren(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "warren")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/warren-dev/warren/cmd/warren").CombinedOutput(); err != nil {
+		t.Fatalf("building warren: %v\n%s", err, out)
+	}
+	return bin
 }

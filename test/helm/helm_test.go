@@ -45,8 +45,10 @@ var cases = []renderCase{
 	{"connector-full", "warren-connector"},
 	{"connector-existing-secret", "warren-connector"},
 	{"connector-acquisition", "warren-connector"},
+	{"connector-audit", "warren-connector"},
 	{"gateway-minimal", "warren-gateway"},
 	{"gateway-ingress", "warren-gateway"},
+	{"gateway-audit", "warren-gateway"},
 }
 
 func (c renderCase) valuesFile() string { return filepath.Join("testdata", c.name+".values.yaml") }
@@ -507,6 +509,29 @@ func TestSchema(t *testing.T) {
 			[]string{schemaErr, "maxIdentities"}},
 		{"trusted proxy not an address", "gateway-minimal", []string{"--set", "trustedProxies[0]=ingress.example.com"},
 			[]string{schemaErr, "trustedProxies"}},
+		{"strip headers as a string", "connector-minimal", []string{"--set", "stripHeaders=X-Auth-User"},
+			[]string{schemaErr, "at '/stripHeaders': got string, want array"}},
+		{"strip header with a space", "connector-minimal", []string{"--set", "stripHeaders[0]=X-Auth User"},
+			[]string{schemaErr, "at '/stripHeaders/0': 'X-Auth User' does not match pattern"}},
+		// The binary splits WARREN_STRIP_HEADERS at commas: one entry must not turn into two.
+		{"strip header with a comma", "connector-minimal", []string{"--set-json", `stripHeaders=["X-Auth-User,X-Auth-Group"]`},
+			[]string{schemaErr, "at '/stripHeaders/0': 'X-Auth-User,X-Auth-Group' does not match pattern"}},
+		{"strip header prefix of everything", "connector-minimal", []string{"--set", "stripHeaders[0]=*"},
+			[]string{schemaErr, "at '/stripHeaders/0': '*' does not match pattern"}},
+		{"strip header with * inside", "connector-minimal", []string{"--set", "stripHeaders[0]=X-*-User"},
+			[]string{schemaErr, "at '/stripHeaders/0': 'X-*-User' does not match pattern"}},
+		{"strip header with a trailing newline", "connector-minimal", []string{"--set-json", `stripHeaders=["X-Auth-User\n"]`},
+			[]string{schemaErr, "at '/stripHeaders/0'", "does not match pattern"}},
+		{"empty strip header", "connector-minimal", []string{"--set-json", `stripHeaders=[""]`},
+			[]string{schemaErr, "at '/stripHeaders/0': '' does not match pattern"}},
+		{"a public key as the connector's audit key", "connector-full", []string{"--set", "auditSigningKey.value=-----BEGIN PUBLIC KEY-----"},
+			[]string{schemaErr, "at '/auditSigningKey/value'"}},
+		{"audit key Secret not a name", "connector-full", []string{"--set", "auditSigningKey.value=", "--set", "auditSigningKey.existingSecret=Audit_Key"},
+			[]string{schemaErr, "at '/auditSigningKey/existingSecret'"}},
+		{"unknown audit key field", "gateway-minimal", []string{"--set", "auditSigningKey.file=/keys/signing.key"},
+			[]string{schemaErr, "at '/auditSigningKey': additional properties 'file' not allowed"}},
+		{"a public key as the gateway's audit key", "gateway-minimal", []string{"--set", "auditSigningKey.value=-----BEGIN PUBLIC KEY-----"},
+			[]string{schemaErr, "at '/auditSigningKey/value'"}},
 
 		// Required values: rendered templates fail with a message that says what to do.
 		{"no gateway url", "connector-minimal", []string{"--set", "gateway.url="},
@@ -535,6 +560,22 @@ func TestSchema(t *testing.T) {
 			[]string{"ingress.host is required"}},
 		{"PROXY protocol without trusted proxies", "gateway-minimal", []string{"--set", "proxyProtocol=true"},
 			[]string{"proxyProtocol needs trustedProxies"}},
+		// The connector refuses --audit-signing-key without --audit-log (and keeps no audit log by default): the chart
+		// refuses first, at install, in a template (a schema if/then could only say "minLength: got 0, want 1").
+		{"connector audit key from a Secret without auditLog", "connector-audit", []string{"--set", "auditLog="},
+			[]string{"auditSigningKey needs auditLog: the key signs checkpoints of the audit log, and without auditLog the connector keeps none; set auditLog (e.g. /dev/stdout) or leave auditSigningKey empty"}},
+		{"connector audit key in values without auditLog", "connector-full", []string{"--set", "auditLog="},
+			[]string{"auditSigningKey needs auditLog: the key signs checkpoints of the audit log, and without auditLog the connector keeps none; set auditLog (e.g. /dev/stdout) or leave auditSigningKey empty"}},
+		{"two connector audit keys", "connector-full", []string{"--set", "auditSigningKey.existingSecret=mine"},
+			[]string{"set only one of auditSigningKey.value and auditSigningKey.existingSecret"}},
+		{"two gateway audit keys", "gateway-audit", []string{"--set", "auditSigningKey.existingSecret=mine"},
+			[]string{"set only one of auditSigningKey.value and auditSigningKey.existingSecret"}},
+		{"the gateway key as the audit key", "gateway-minimal", []string{"--set", "gatewayKey.value=-----BEGIN PRIVATE KEY-----k",
+			"--set-json", `auditSigningKey.value="\n-----BEGIN PRIVATE KEY-----k\n"`},
+			[]string{"auditSigningKey is the gatewayKey: give the audit log a key pair of its own (`warren keygen --out DIR`, DIR/signing.key)"}},
+		{"the gateway key's Secret as the audit key", "gateway-ingress", []string{"--set", "auditSigningKey.existingSecret=warren-gateway-key",
+			"--set", "auditSigningKey.existingSecretKey=ed25519.key"},
+			[]string{"auditSigningKey is the gatewayKey: give the audit log a key pair of its own (`warren keygen --out DIR`, DIR/signing.key)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := caseByName(t, tc.caseName)
