@@ -698,3 +698,28 @@ func TestChartAcquisitionModes(t *testing.T) {
 		t.Errorf("an image by tag: %v", err)
 	}
 }
+
+// TestAuditKeyBesideTheGatewayKey: the refusal of the gateway key as the audit key is of that key only; another key
+// of the same Secret is the audit key, mounted on its own.
+func TestAuditKeyBesideTheGatewayKey(t *testing.T) {
+	c := caseByName(t, "gateway-ingress")
+	deploy := only(t, decode(t, render(t, c, c.chart, "warren", "--set", "auditSigningKey.existingSecret=warren-gateway-key",
+		"--set", "auditSigningKey.existingSecretKey=audit.key")), "Deployment")
+	pod := dig(deploy, "spec", "template", "spec")
+	env := map[string]any{}
+	for _, e := range items(dig(items(dig(pod, "containers"))[0], "env")) {
+		env[fmt.Sprint(dig(e, "name"))] = dig(e, "value")
+	}
+	if got := env["WARREN_AUDIT_SIGNING_KEY"]; got != "/etc/warren/audit-key/audit.key" {
+		t.Errorf("WARREN_AUDIT_SIGNING_KEY = %v", got)
+	}
+	for _, v := range items(dig(pod, "volumes")) {
+		if dig(v, "name") == "audit-key" {
+			if dig(v, "secret", "secretName") != "warren-gateway-key" || fmt.Sprint(dig(v, "secret", "items")) != "[map[key:audit.key path:audit.key]]" {
+				t.Errorf("audit-key volume: %v", v)
+			}
+			return
+		}
+	}
+	t.Error("no audit-key volume")
+}
