@@ -79,11 +79,11 @@ func TestRenderedEnvironmentRuns(t *testing.T) {
 
 			// What a test process cannot share with a pod: the pod has a network namespace of its own (fixed ports
 			// could collide here), and the connector's in-cluster credentials come from the kubelet.
-			for _, name := range []string{"WARREN_LISTEN", "WARREN_HEALTH_LISTEN"} {
-				if _, ok := ctr.env[name]; ok {
-					ctr.env[name] = "127.0.0.1:0"
-				}
+			listen := map[string]string{"warren-gateway": "WARREN_LISTEN", "warren-connector": "WARREN_HEALTH_LISTEN"}[c.chart]
+			if _, ok := ctr.env[listen]; !ok {
+				t.Fatalf("the %s Deployment sets no %s", c.name, listen)
 			}
+			ctr.env[listen] = "127.0.0.1:0"
 			if c.chart == "warren-connector" {
 				if _, ok := ctr.env["WARREN_KUBECONFIG"]; ok {
 					t.Fatal("the chart sets WARREN_KUBECONFIG; the test's stand-in for in-cluster credentials would hide it")
