@@ -25,7 +25,6 @@ import (
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
 	"github.com/warren-dev/warren/gateway"
-	"github.com/warren-dev/warren/internal/testenv/bubble"
 	"github.com/warren-dev/warren/internal/testenv/testlog"
 	"github.com/warren-dev/warren/internal/testenv/wait"
 	"github.com/warren-dev/warren/internal/wire"
@@ -354,7 +353,7 @@ func TestRecheckEndsTunnels(t *testing.T) {
 // thirds of its lifetime, again and again for a minute, on the same tunnel: each before the one it holds expires,
 // no reconnect, and the tunnel outlives its first thirty credentials.
 func TestRenewalKeepsTheTunnel(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		e := newEnvOn(t, memoryNet(t), func(c *gateway.Config, _ *auth.VerifierConfig) {
 			c.Connectors.CredentialTTL = 2 * time.Second
 			c.Connectors.CheckInterval = 50 * time.Millisecond
@@ -397,7 +396,7 @@ func TestRenewalKeepsTheTunnel(t *testing.T) {
 // TestRotationWithoutRestart (in a bubble): a new join token in the connector's token file is used at the next renewal; the old
 // one can then be revoked without the connector losing its tunnel, and the old token joins nobody any more.
 func TestRotationWithoutRestart(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		e := newEnvOn(t, memoryNet(t), func(c *gateway.Config, _ *auth.VerifierConfig) {
 			c.Connectors.CredentialTTL = 2 * time.Second
 			c.Connectors.CheckInterval = 50 * time.Millisecond
@@ -799,7 +798,7 @@ func TestProofCacheCannotBeFilledByAThief(t *testing.T) {
 // TestJoinTokenExpiryIsWarnedAhead (in a bubble): a connector whose join token expires within a week warns at its
 // join and then once a day, saying when and what to do; one whose token has longer says nothing.
 func TestJoinTokenExpiryIsWarnedAhead(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		// Two days of the bubble's time: keepalives, checks and renewals spaced out so that they take little real
 		// time; the warnings come at renewals all the same.
 		quiet := tunnel.Config{PingInterval: time.Hour, KeepAliveInterval: time.Hour}

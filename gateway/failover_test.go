@@ -19,7 +19,6 @@ import (
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
-	"github.com/warren-dev/warren/internal/testenv/bubble"
 )
 
 // holdingAPI is an API server stand-in that answers with its name; with hold, it holds GETs of .../pods/hold and
@@ -175,7 +174,7 @@ func pending[T any](ch chan T) bool {
 // other connector, while the one it is serving finishes with its answer, however long it takes within the drain
 // timeout; then it leaves.
 func TestDrainSendsNewRequestsElsewhere(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		e := newEnvOn(t, memoryNet(t), nil)
 		tok := e.connectorToken("prod", time.Hour)
 		apiA, apiB := e.holdingAPI("a", true), e.holdingAPI("b", false)
@@ -232,7 +231,7 @@ func TestDrainSendsNewRequestsElsewhere(t *testing.T) {
 // TestDrainTimeoutCutsWhatIsLeft (in a bubble): a request still running when the drain timeout ends is cut at that
 // moment, not before; a write cut so is not sent again (the caller gets 502), and the connector leaves.
 func TestDrainTimeoutCutsWhatIsLeft(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		e := newEnvOn(t, memoryNet(t), nil)
 		tok := e.connectorToken("prod", time.Hour)
 		apiA, apiB := e.holdingAPI("a", true), e.holdingAPI("b", false)
@@ -283,7 +282,7 @@ func TestDrainTimeoutCutsWhatIsLeft(t *testing.T) {
 // a body) may have reached the API server and is not sent again: the caller gets 502 saying the connection was lost.
 // Both are answered the moment the cut is noticed (no timer runs between).
 func TestLostConnectorResendsReads(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		e := newEnvOn(t, memoryNet(t), nil)
 		tok := e.connectorToken("prod", time.Hour)
 		apiA, apiB := e.holdingAPI("a", true), e.holdingAPI("b", false)
@@ -362,7 +361,7 @@ func TestExecToldWhenItsConnectorIsLost(t *testing.T) {
 // cleanly (the body ends without error, as the API server ends a watch), the API server's side ends too, and each
 // audit record notes why. A short request after them is not cut.
 func TestMaxStreamLength(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		const max = 10 * time.Minute
 		// The token re-checks run every minute: the subject is the length, not the re-checks.
 		e := newProxyEnv(t, proxyEnvOpts{maxStreamDuration: max, gwInterval: time.Minute, connInterval: time.Minute, net: memoryNet(t)})

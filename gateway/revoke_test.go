@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/warren-dev/warren/audit"
-	"github.com/warren-dev/warren/internal/testenv/bubble"
 	"github.com/warren-dev/warren/internal/testenv/wait"
 )
 
@@ -164,7 +163,7 @@ func TestExpiredTokensStreams(t *testing.T) {
 	const ttl = 2 * time.Second
 	const interval = 100 * time.Millisecond // proxyEnv's stream check interval
 	t.Run("disconnect", func(t *testing.T) {
-		bubble.Test(t, func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
 			e := newProxyEnv(t, proxyEnvOpts{disconnectExpired: true, net: memoryNet(t)})
 			tok, _ := e.token(ttl)
 			expires := expiryOf(t, tok)
@@ -207,7 +206,7 @@ func TestExpiredTokensStreams(t *testing.T) {
 		})
 	})
 	t.Run("default", func(t *testing.T) {
-		bubble.Test(t, func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
 			e := newProxyEnv(t, proxyEnvOpts{net: memoryNet(t)})
 			tok, _ := e.token(ttl)
 			exec := e.openExec(tok)

@@ -15,7 +15,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/warren-dev/warren/auth"
-	"github.com/warren-dev/warren/internal/testenv/bubble"
 	"github.com/warren-dev/warren/tunnel"
 )
 
@@ -77,7 +76,7 @@ func TestStolenConnectorTokenCannotTakeOver(t *testing.T) {
 // within the check interval (5 s by default), and the connector cannot come back with it, however long it tries.
 // (Live tunnels used to survive revocation.)
 func TestRevokedConnectorTokenEndsTunnel(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		e := newEnvOn(t, memoryNet(t), nil)
 		tok := e.connectorToken("prod", time.Hour)
 		e.startConnector("a", staticToken(tok), nil)
@@ -117,7 +116,7 @@ func staysAway(t *testing.T, e *env, what string) {
 // TestRemovedConnectorKeyEndsTunnel (in a bubble): taking the key that signed the connector token out of
 // --connector-keys ends the tunnel within the check interval, for good. (Live tunnels used to survive it.)
 func TestRemovedConnectorKeyEndsTunnel(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		e := newEnvOn(t, memoryNet(t), nil)
 		tok := e.connectorToken("prod", time.Hour)
 		e.startConnector("a", staticToken(tok), nil)
@@ -138,7 +137,7 @@ func TestRemovedConnectorKeyEndsTunnel(t *testing.T) {
 // TestExpiredConnectorTokenEndsTunnel (in a bubble): a tunnel does not outlive the connector token it was opened
 // with by more than the check interval. (It used to live on for as long as the connection held.)
 func TestExpiredConnectorTokenEndsTunnel(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		e := newEnvOn(t, memoryNet(t), nil)
 		tok := e.connectorToken("prod", 3*time.Second)
 		expires := expiryOf(t, tok)

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/warren-dev/warren/internal/testenv/bubble"
 )
 
 // memConn is one end of the in-memory pipe, which can stop being a good peer: frozen, it swallows what it is given
@@ -121,7 +119,7 @@ func TestDeadPeerIsNoticedInTime(t *testing.T) {
 			KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}, 300 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bubble.Test(t, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
 				start := time.Now()
 				g, c, _, _, freeze := memPair(t, tc.cfg)
 				synctest.Wait() // the first keepalive, sent at once for its round trip, is answered
@@ -136,7 +134,7 @@ func TestDeadPeerIsNoticedInTime(t *testing.T) {
 // has waited WriteTimeout: the first write after the stall is the keepalive, at KeepAliveInterval. The peer, whose
 // keepalive goes unanswered, ends at the same time.
 func TestPeerThatStopsReadingIsDropped(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
 		g, c, _, conn, _ := memPair(t, Config{})
 		synctest.Wait() // the first keepalive, sent at once for its round trip, is answered
@@ -148,7 +146,7 @@ func TestPeerThatStopsReadingIsDropped(t *testing.T) {
 // TestHealthyIdleSessionStaysUp: an hour of idleness costs a healthy session nothing but its keepalives, which go
 // out as often as configured, and the session still carries a stream at the end.
 func TestHealthyIdleSessionStaysUp(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		g, c, gw, conn, _ := memPair(t, Config{})
 		echo(t, c)
 		time.Sleep(time.Hour)
@@ -178,7 +176,7 @@ func TestHealthyIdleSessionStaysUp(t *testing.T) {
 // TestCloseTimeoutResetsAPeerStillWriting: a stream closed while the peer still writes into it (nobody reads) is
 // reset exactly CloseTimeout later, which fails the peer's blocked write.
 func TestCloseTimeoutResetsAPeerStillWriting(t *testing.T) {
-	bubble.Test(t, func(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
 		g, c, _, _, _ := memPair(t, Config{StreamWindow: 256 << 10})
 		st, peer := openStream(t, g, c)
 		defer peer.Close()

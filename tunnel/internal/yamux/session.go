@@ -27,6 +27,12 @@ type Session struct {
 	// accepting futher connections. Must be first for alignment.
 	localGoAway int32
 
+	// timers are the send timeouts' timers, pooled per session. (warren) Upstream pools them package-wide: a pooled
+	// timer then crosses testing/synctest bubbles (fatal: "reset of synctest timer from outside bubble"), when a
+	// session outside a bubble takes one a session inside made, or the reverse. A session lives in one bubble or
+	// none, and so do its timers.
+	timers sync.Pool
+
 	// nextStreamID is the next stream we should
 	// send. This depends if we are a client/server.
 	nextStreamID uint32
@@ -100,6 +106,11 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 	}
 
 	s := &Session{
+		timers: sync.Pool{New: func() interface{} {
+			timer := time.NewTimer(time.Hour * 1e6)
+			timer.Stop()
+			return timer
+		}},
 		config:     config,
 		logger:     logger,
 		conn:       conn,
@@ -398,7 +409,7 @@ func (s *Session) waitForSend(hdr header, body []byte) error {
 // potential shutdown. Since there's the expectation that sends can happen
 // in a timely manner, we enforce the connection write timeout here.
 func (s *Session) waitForSendErr(hdr header, body []byte, errCh chan error) error {
-	t := timerPool.Get()
+	t := s.timers.Get()
 	timer := t.(*time.Timer)
 	timer.Reset(s.config.ConnectionWriteTimeout)
 	defer func() {
@@ -407,7 +418,7 @@ func (s *Session) waitForSendErr(hdr header, body []byte, errCh chan error) erro
 		case <-timer.C:
 		default:
 		}
-		timerPool.Put(t)
+		s.timers.Put(t)
 	}()
 
 	ready := &sendReady{Hdr: hdr, Body: body, Err: errCh}
@@ -455,7 +466,7 @@ func (s *Session) waitForSendErr(hdr header, body []byte, errCh chan error) erro
 // the send happens right here, we enforce the connection write timeout if we
 // can't queue the header to be sent.
 func (s *Session) sendNoWait(hdr header) error {
-	t := timerPool.Get()
+	t := s.timers.Get()
 	timer := t.(*time.Timer)
 	timer.Reset(s.config.ConnectionWriteTimeout)
 	defer func() {
@@ -464,7 +475,7 @@ func (s *Session) sendNoWait(hdr header) error {
 		case <-timer.C:
 		default:
 		}
-		timerPool.Put(t)
+		s.timers.Put(t)
 	}()
 
 	select {
