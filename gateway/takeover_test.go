@@ -77,10 +77,7 @@ func TestStolenConnectorTokenCannotTakeOver(t *testing.T) {
 // (Live tunnels used to survive revocation.)
 func TestRevokedConnectorTokenEndsTunnel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnvOn(t, memoryNet(t), nil)
-		tok := e.connectorToken("prod", time.Hour)
-		e.startConnector("a", staticToken(tok), nil)
-		e.waitConnectors(1, 10*time.Second)
+		e, tok := oneConnector(t, time.Hour)
 		e.revoke(tokenID(t, tok))
 		tunnelEndsWithin(t, e, auth.DefaultCheckInterval)
 		if code, msg := e.listPods(e.callerToken()); code != http.StatusServiceUnavailable {
@@ -88,6 +85,16 @@ func TestRevokedConnectorTokenEndsTunnel(t *testing.T) {
 		}
 		staysAway(t, e, "a revoked token")
 	})
+}
+
+// oneConnector is an env in memory (for a bubble) with connector "a" connected with a join token valid for ttl.
+func oneConnector(t *testing.T, ttl time.Duration) (*env, string) {
+	t.Helper()
+	e := newEnvOn(t, memoryNet(t), nil)
+	tok := e.connectorToken("prod", ttl)
+	e.startConnector("a", staticToken(tok), nil)
+	e.waitConnectors(1, 10*time.Second)
+	return e, tok
 }
 
 // tunnelEndsWithin checks that prod's one tunnel has ended d from now (the gateway's check interval: its rounds
@@ -117,10 +124,7 @@ func staysAway(t *testing.T, e *env, what string) {
 // --connector-keys ends the tunnel within the check interval, for good. (Live tunnels used to survive it.)
 func TestRemovedConnectorKeyEndsTunnel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnvOn(t, memoryNet(t), nil)
-		tok := e.connectorToken("prod", time.Hour)
-		e.startConnector("a", staticToken(tok), nil)
-		e.waitConnectors(1, 10*time.Second)
+		e, _ := oneConnector(t, time.Hour)
 		other := t.TempDir()
 		if _, err := auth.GenerateKeyPair(other); err != nil {
 			t.Fatal(err)
@@ -138,11 +142,8 @@ func TestRemovedConnectorKeyEndsTunnel(t *testing.T) {
 // with by more than the check interval. (It used to live on for as long as the connection held.)
 func TestExpiredConnectorTokenEndsTunnel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnvOn(t, memoryNet(t), nil)
-		tok := e.connectorToken("prod", 3*time.Second)
+		e, tok := oneConnector(t, 3*time.Second)
 		expires := expiryOf(t, tok)
-		e.startConnector("a", staticToken(tok), nil)
-		e.waitConnectors(1, 10*time.Second)
 		time.Sleep(time.Until(expires) - time.Millisecond)
 		synctest.Wait()
 		if n := e.g.Connectors("prod"); n != 1 {
