@@ -16,9 +16,12 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/warren-dev/warren/audit"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/connector"
+	"github.com/warren-dev/warren/gateway"
 )
 
 // holdingAPI is an API server stand-in that answers with its name; with hold, it holds GETs of .../pods/hold and
@@ -431,7 +434,11 @@ func TestMaxStreamLength(t *testing.T) {
 // connector and is not sent again: its caller gets that connector's 503. With every connector refusing, the caller
 // gets the refusal, not "no connector".
 func TestUnauditableConnectorIsPassedOver(t *testing.T) {
-	e := newEnv(t, nil)
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, func(c *gateway.Config, _ *auth.VerifierConfig) { c.Metrics = reg })
+	unavailable := func() float64 {
+		return counter(t, reg, "warren_gateway_connector_unavailable_total", map[string]string{"cluster": "prod", "reason": "unauditable"})
+	}
 	tok := e.connectorToken("prod", time.Hour)
 	sinkA, sinkB := &failingSink{}, &failingSink{}
 	sinkA.setBroken(true)
@@ -482,6 +489,11 @@ func TestUnauditableConnectorIsPassedOver(t *testing.T) {
 	if n := apiA.gets.Load() + apiA.posts.Load(); n != 0 {
 		t.Fatalf("the refusing connector's API server saw %d requests", n)
 	}
+	// Every other request starts at a: 10 of 20 reads and execs, 5 of 10 writes, counted.
+	if n := unavailable(); n != 15 || refusedWrites != 5 {
+		t.Fatalf("warren_gateway_connector_unavailable_total = %v with %d refused writes, want 15 with 5 (the round robin starts every other request at a)", n, refusedWrites)
+	}
+	before := unavailable()
 
 	sinkB.setBroken(true)
 	resp, err := e.net.client.Do(e.newRequest("GET", "/api/v1/namespaces/default/pods", caller, ""))
@@ -489,6 +501,9 @@ func TestUnauditableConnectorIsPassedOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRefusal(t, resp, answerWant{503, refusal, "5"})
+	if n := unavailable() - before; n != 2 {
+		t.Fatalf("a read both connectors refused counted %v times, want 2", n)
+	}
 	if h := resp.Header.Get("Warren-Refusal"); h != "" {
 		t.Fatalf("the caller got the connectors' Warren-Refusal header: %q", h)
 	}

@@ -203,7 +203,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.streams = g.newStreamRegistry()
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       rewrite,
-		Transport:     clusterTransport{key: cfg.SigningKey, limits: cfg.Limits},
+		Transport:     clusterTransport{key: cfg.SigningKey, limits: cfg.Limits, metrics: g.metrics},
 		FlushInterval: -1, // watches and logs -f flow as they come
 		BufferPool:    proxybuf.New(),
 		ErrorHandler:  g.proxyError,

@@ -24,6 +24,9 @@ type metrics struct {
 	// The front door: connections by state, and what it refused before any request was read or authenticated.
 	conns        *prometheus.GaugeVec
 	doorRefusals *prometheus.CounterVec
+	// connectorUnavailable counts a connector's refusals of its own (wire.HeaderRefusal), by cluster and reason
+	// (one known value): a connector that cannot audit shows here while the others serve in its place.
+	connectorUnavailable *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -63,9 +66,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		doorRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warren_gateway_door_refusals_total", Help: "Connections and requests refused before authentication for holding too much: by which cap (listener, source, client-requests).",
 		}, []string{"cap"}),
+		connectorUnavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_gateway_connector_unavailable_total", Help: "Requests a connector refused for a reason of its own, by cluster and reason (unauditable: it cannot write its audit log); the gateway sends one without a body to the cluster's next connector.",
+		}, []string{"cluster", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connectors, m.identities, m.joins, m.refusals, m.ended, m.sessionStart, m.handshakes, m.requests, m.duration, m.conns, m.doorRefusals)
+		reg.MustRegister(m.connectors, m.identities, m.joins, m.refusals, m.ended, m.sessionStart, m.handshakes, m.requests, m.duration, m.conns, m.doorRefusals, m.connectorUnavailable)
 	}
 	return m
 }

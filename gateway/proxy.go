@@ -258,8 +258,9 @@ func rewrite(pr *httputil.ProxyRequest) {
 // A tunnel on which the token already holds its share of the streams (limit.Config.TokenTunnelShare) is passed
 // over; when every tunnel is, the request is refused (errTokenShare).
 type clusterTransport struct {
-	key    *auth.SigningKey
-	limits *limit.Limiter // nil: no share
+	key     *auth.SigningKey
+	limits  *limit.Limiter // nil: no share
+	metrics *metrics
 }
 
 func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -297,11 +298,15 @@ func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		attempt.Header.Set(wire.HeaderAssertion, assertion)
 		resp, rerr := cs.transport.RoundTrip(&attempt)
 		if rerr == nil {
-			if reason := resp.Header.Get(wire.HeaderRefusal); reason != "" && resp.StatusCode == http.StatusServiceUnavailable && !hasBody(req) {
-				dropRefused()
-				refused, releaseRefused = resp, release
-				cs.log.Debug("connector refused the request for a reason of its own, trying the next", "request_id", rt.requestID, "reason", reason)
-				continue
+			// Only the one reason warren knows: a connector's header is no label of its choosing.
+			if unavailable := resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(wire.HeaderRefusal) == wire.RefusalUnauditable; unavailable {
+				t.metrics.connectorUnavailable.WithLabelValues(rt.cluster, wire.RefusalUnauditable).Inc()
+				if !hasBody(req) {
+					dropRefused()
+					refused, releaseRefused = resp, release
+					cs.log.Debug("connector refused the request for a reason of its own, trying the next", "request_id", rt.requestID, "reason", wire.RefusalUnauditable)
+					continue
+				}
 			}
 			dropRefused()
 			releaseOnClose(resp, release)
