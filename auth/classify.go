@@ -31,6 +31,16 @@ type Attributes struct {
 	Upgrade string
 }
 
+// KubeletPath is the path a nodes/proxy request reaches at the node's kubelet (what follows
+// /api/v1/nodes/NAME/proxy, "" for its root), and false for any other request.
+func (a Attributes) KubeletPath() (string, bool) {
+	if a.APIGroup != "" || a.Resource != "nodes" || a.Subresource != "proxy" {
+		return "", false
+	}
+	_, rest, ok := strings.Cut(a.Path, "/nodes/"+a.Name+"/proxy")
+	return rest, ok
+}
+
 // CombinedResource is "resource/subresource", or the resource alone.
 func (a Attributes) CombinedResource() string {
 	if a.Subresource != "" {

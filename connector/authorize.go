@@ -27,12 +27,21 @@ const ImpersonatedUserPrefix = "warren:"
 // log.
 const ImpersonatedTokenIDExtra = "warren-token-id"
 
-// clusterOfToken reads the cluster a connector token is bound to. The token is not verified here: the gateway
-// does that; the connector only needs the name to check that assertions are for its cluster.
-func clusterOfToken(token string) (string, error) {
+// joinTokenClaims reads a connector token's claims without verifying them: the gateway does that; the connector
+// only reads its cluster (to check that assertions are for it) and its expiry (to warn ahead).
+func joinTokenClaims(token string) (auth.Claims, error) {
 	var claims auth.Claims
 	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
-		return "", fmt.Errorf("connector token is not a JWT: %v", err)
+		return claims, fmt.Errorf("connector token is not a JWT: %v", err)
+	}
+	return claims, nil
+}
+
+// clusterOfToken reads the cluster a connector token is bound to (unverified: joinTokenClaims).
+func clusterOfToken(token string) (string, error) {
+	claims, err := joinTokenClaims(token)
+	if err != nil {
+		return "", err
 	}
 	if len(claims.Warren.Clusters) != 1 {
 		return "", fmt.Errorf("connector token names %d clusters, want 1: make it with `warren token connector`", len(claims.Warren.Clusters))

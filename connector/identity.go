@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/warren-dev/warren/auth"
 	"github.com/warren-dev/warren/internal/wire"
 	"github.com/warren-dev/warren/tunnel"
@@ -196,8 +195,8 @@ const JoinTokenWarning = 7 * 24 * time.Hour
 // warnIfJoinTokenEnds warns, at most once a day, when the join token expires within JoinTokenWarning. Called under
 // joinMu.
 func (c *Connector) warnIfJoinTokenEnds(token string) {
-	var claims auth.Claims
-	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil || claims.ExpiresAt == nil {
+	claims, err := joinTokenClaims(token)
+	if err != nil || claims.ExpiresAt == nil {
 		return // the gateway took it: whatever it is, it was good enough
 	}
 	left := claims.ExpiresAt.Sub(c.gatewayNow())

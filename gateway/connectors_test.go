@@ -437,7 +437,7 @@ func TestRotationWithoutRestart(t *testing.T) {
 func TestJoinTokenAboutToExpire(t *testing.T) {
 	e, clock := newFastEnv(t, nil)
 	tok := e.connectorToken("prod", time.Hour)
-	exp := expiryOf(t, tok)
+	exp := expiry(t, tok)
 	rc := e.rawConnector()
 	clock.Add(time.Until(exp) - time.Second)
 	if jr := rc.mustJoin(tok, clock.Now()); jr.ExpiresIn != 1 {
@@ -810,7 +810,7 @@ func TestJoinTokenExpiryIsWarnedAhead(t *testing.T) {
 		b := e.startConnector("b", staticToken(long), func(c *connector.Config) { c.Tunnel = quiet })
 		e.waitConnectors(2, 10*time.Second)
 		const warning = `level=WARN msg="the join token expires soon: put a new one in the connector's token file before then (warren token connector), or the connector leaves the gateway when it expires"`
-		want := fmt.Sprintf(`%s connector=a expires=%s expires_in=50h0m0s join_token=%s`, warning, expiryOf(t, short).UTC().Format(time.RFC3339), tokenID(t, short))
+		want := fmt.Sprintf(`%s connector=a expires=%s expires_in=50h0m0s join_token=%s`, warning, expiry(t, short).UTC().Format(time.RFC3339), tokenID(t, short))
 		if logs := a.logs.String(); !strings.Contains(logs, want) || strings.Count(logs, warning) != 1 {
 			t.Fatalf("at the join, want one warning %s; logs:\n%s", want, logs)
 		}

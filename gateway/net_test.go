@@ -38,13 +38,11 @@ func (n *testNet) server(t testing.TB, addr string, h http.Handler) *httptest.Se
 	if n.mem == nil {
 		return httptest.NewServer(h)
 	}
-	s := httptest.NewUnstartedServer(h)
-	s.Listener.Close() // the loopback listener it made: this one listens in memory
 	l, err := n.mem.Listen(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Listener = l
+	s := &httptest.Server{Listener: l, Config: &http.Server{Handler: h}}
 	s.Start()
 	return s
 }

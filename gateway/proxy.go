@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/warren-dev/warren/audit"
@@ -330,17 +329,12 @@ func (t clusterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // isPortForward reports whether a is a port-forward, whose SPDY error streams carry text (exec and attach: a
 // Status): pods/portforward, or the kubelet's portForward reached through nodes/proxy.
 func isPortForward(a auth.Attributes) bool {
-	if a.APIGroup != "" {
-		return false
-	}
-	if a.Resource == "pods" && a.Subresource == "portforward" {
+	if a.APIGroup == "" && a.Resource == "pods" && a.Subresource == "portforward" {
 		return true
 	}
-	if a.Resource == "nodes" && a.Subresource == "proxy" {
-		if _, rest, ok := strings.Cut(a.Path, "/nodes/"+a.Name+"/proxy"); ok {
-			call, _, _ := audit.KubeletDetails(rest, nil)
-			return call.Operation == "portForward"
-		}
+	if path, ok := a.KubeletPath(); ok {
+		call, _, _ := audit.KubeletDetails(path, nil)
+		return call.Operation == "portForward"
 	}
 	return false
 }

@@ -166,7 +166,7 @@ func TestExpiredTokensStreams(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			e := newProxyEnv(t, proxyEnvOpts{disconnectExpired: true, net: memoryNet(t)})
 			tok, _ := e.token(ttl)
-			expires := expiryOf(t, tok)
+			expires := expiry(t, tok)
 			exec := e.openExec(tok)
 			_, follow := e.openStream(tok, "/api/v1/namespaces/ns/pods/p/log?follow=")
 			type end struct {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,8 +103,8 @@ func (e *Entry) Attributes(a auth.Attributes) {
 		e.rec.Command, e.rec.Container = audit.ExecDetails(parseQuery(e.rec.Path))
 	case a.Resource == "nodes" && a.Subresource == "proxy":
 		// "get nodes/proxy" may be exec at the kubelet: say what it is.
-		if _, rest, ok := strings.Cut(a.Path, "/nodes/"+a.Name+"/proxy"); ok {
-			e.rec.Kubelet, e.rec.Command, e.rec.Container = audit.KubeletDetails(rest, parseQuery(e.rec.Path))
+		if path, ok := a.KubeletPath(); ok {
+			e.rec.Kubelet, e.rec.Command, e.rec.Container = audit.KubeletDetails(path, parseQuery(e.rec.Path))
 		}
 	}
 }
