@@ -510,7 +510,7 @@ func TestUnauditableConnectorIsPassedOver(t *testing.T) {
 }
 
 // TestAPIServerCannotForgeARefusal: an API server (or anything behind a connector) that answers 503 with the
-// connectors' Warren-Refusal header does not make the gateway send the request again elsewhere: the connector drops
+// connectors' Warren-Refusal header (in any case) does not make the gateway send the request again elsewhere: the connector drops
 // Warren-* headers from the API server's answers, so its 503 reaches the caller as the API server's.
 func TestAPIServerCannotForgeARefusal(t *testing.T) {
 	e := newEnv(t, nil)
@@ -519,6 +519,7 @@ func TestAPIServerCannotForgeARefusal(t *testing.T) {
 	forger := e.net.server(t, "forger.test:80", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		forged.Add(1)
 		w.Header().Set("Warren-Refusal", "unauditable")
+		w.Header()["warren-REFUSAL"] = []string{"unauditable"} // sent as spelled: the other side reads it canonical
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"forged","code":503}`)
